@@ -1,0 +1,103 @@
+"""prefect-memory: a multi-tier memory for Prefect 3 flows.
+
+Example:
+    >>> import prefect_memory as pm
+    >>> mem = pm.open_memory("memory://", namespace="sessions")
+    >>> mem.set_many({"k:1": 1, "k:2": 2}, ttl=60)
+    >>> mem.get_many(["k:1", "k:2", "missing"])
+    {'k:1': 1, 'k:2': 2}
+    >>> sorted(mem.keys("k:*"))
+    ['k:1', 'k:2']
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .codecs import Codec
+from .errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    EntryNotFound,
+    InvalidKeyError,
+    KeyTypeError,
+    MissingDependencyError,
+    PrefectMemoryError,
+    SerializationError,
+    UnknownBackendError,
+)
+from .memory import TTL, EntryInfo, Memory
+from .plugins.base import Backend, Capabilities, Record
+from .registry import available_backends, open_backend, register_backend
+
+__version__ = "0.1.0"
+
+#: The embedded default when no URL is given (override with PREFECT_MEMORY_URL).
+DEFAULT_URL = "sqlite:///.prefect-memory/memory.db"
+
+
+def open_memory(
+    url: str | None = None,
+    *,
+    namespace: str = "default",
+    ttl: TTL = None,
+    refresh: bool = False,
+    compression: bool = False,
+    compress_threshold: int = 4096,
+    pickle: bool = False,
+    batch_size: int = 1000,
+    **options: Any,
+) -> Memory:
+    """Open a memory on the store a URL names.
+
+    Args:
+        url: ``memory://``, ``sqlite:///path.db``, ``json:///path.json``, ``file:///dir``,
+            ``s3://bucket/prefix``, ``redis://host:port/db``, ``mongodb://host/db?collection=c``,
+            or a registered scheme. Default: ``$PREFECT_MEMORY_URL`` or a local SQLite file.
+        namespace: Namespace of the keys.
+        ttl: Default time to live (seconds or ``timedelta``; ``None``: no expiry).
+        refresh: Sliding expiry by default (an access pushes the expiry).
+        compression: zstd-compress values from ``compress_threshold`` bytes.
+        compress_threshold: Size from which values are compressed.
+        pickle: Allow pickling of values msgpack cannot carry (only for stores you trust).
+        batch_size: Largest batch per round trip.
+        **options: Backend options (``timeout``, ``storage_options``, ``max_entries``...).
+
+    Returns:
+        A :class:`Memory`.
+    """
+    url = url or os.environ.get("PREFECT_MEMORY_URL") or DEFAULT_URL
+    backend = open_backend(url, **options)
+    codec = Codec(compression=compression, compress_threshold=compress_threshold, pickle=pickle)
+    return Memory(
+        backend, namespace, ttl=ttl, refresh=refresh, codec=codec, batch_size=batch_size
+    )
+
+
+__all__ = [
+    "DEFAULT_URL",
+    "Backend",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Capabilities",
+    "Codec",
+    "ConfigError",
+    "EntryInfo",
+    "EntryNotFound",
+    "InvalidKeyError",
+    "KeyTypeError",
+    "Memory",
+    "MissingDependencyError",
+    "PrefectMemoryError",
+    "Record",
+    "SerializationError",
+    "UnknownBackendError",
+    "available_backends",
+    "open_backend",
+    "open_memory",
+    "register_backend",
+]

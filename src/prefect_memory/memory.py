@@ -1,0 +1,341 @@
+"""The Memory facade: namespaces, tags, TTL policy and codecs, above every backend.
+
+Example:
+    >>> import prefect_memory as pm
+    >>> mem = pm.open_memory("memory://", namespace="docs")
+    >>> mem.set("session:42", {"user": 7}, ttl=1800, tags=["user:7"])
+    >>> mem.get("session:42")
+    {'user': 7}
+    >>> mem.info("session:42").access_count
+    1
+    >>> mem.invalidate_tags("user:7")
+    1
+    >>> mem.get("session:42", default="gone")
+    'gone'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._twins import async_twin
+from .codecs import Codec
+from .errors import ConfigError, EntryNotFound
+from .keys import glob_match, validate_key, validate_keys, validate_namespace
+from .plugins.base import Backend, Record
+
+_UNSET: Any = object()
+TTL = float | int | _dt.timedelta | None
+
+
+def _to_datetime(ts: float | None) -> _dt.datetime | None:
+    return None if ts is None else _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+
+
+def normalize_ttl(ttl: Any, *, name: str = "ttl") -> float | None:
+    """Turn a TTL (seconds, ``timedelta`` or ``None``) into positive seconds or ``None``."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, _dt.timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise ConfigError(f"{name} must be seconds or a timedelta, got {type(ttl).__name__}")
+    if not seconds > 0:
+        raise ConfigError(f"{name} must be positive, got {ttl!r} (use None for no expiry)")
+    return seconds
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """Metadata of one entry, as returned by :meth:`Memory.info`."""
+
+    key: str
+    namespace: str
+    created_at: _dt.datetime
+    updated_at: _dt.datetime
+    last_access: _dt.datetime
+    access_count: int
+    expires_at: _dt.datetime | None
+    ttl: float | None
+    sliding: bool
+    tags: tuple[str, ...]
+    size: int
+    version: int
+    tier: str | None = None
+
+    @classmethod
+    def from_record(
+        cls, key: str, namespace: str, record: Record, tier: str | None = None
+    ) -> EntryInfo:
+        """Build the public view of a backend record."""
+        return cls(
+            key=key,
+            namespace=namespace,
+            created_at=_to_datetime(record.created_at),  # type: ignore[arg-type]
+            updated_at=_to_datetime(record.updated_at),  # type: ignore[arg-type]
+            last_access=_to_datetime(record.last_access),  # type: ignore[arg-type]
+            access_count=record.access_count,
+            expires_at=_to_datetime(record.expires_at),
+            ttl=record.ttl,
+            sliding=record.sliding,
+            tags=tuple(record.tags),
+            size=record.size,
+            version=record.version,
+            tier=tier,
+        )
+
+
+class Memory:
+    """A namespaced key-value memory over one backend.
+
+    Args:
+        backend: The storage backend.
+        namespace: Keys of this memory never collide with another namespace's.
+        ttl: Default time to live of entries (seconds or ``timedelta``; ``None``: no expiry).
+        refresh: Default for sliding expiry: an access pushes ``expires_at`` to now + ttl.
+        codec: How values become bytes (msgpack by default; compression and pickle opt-in).
+        batch_size: Largest batch sent to the backend in one round trip.
+        clock: Source of the current time in epoch seconds (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        namespace: str = "default",
+        *,
+        ttl: TTL = None,
+        refresh: bool = False,
+        codec: Codec | None = None,
+        batch_size: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.namespace = validate_namespace(namespace)
+        self.ttl = normalize_ttl(ttl)
+        self.refresh = bool(refresh)
+        self.codec = codec or Codec()
+        self.batch_size = batch_size
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"Memory({self.backend!r}, namespace={self.namespace!r}, ttl={self.ttl})"
+
+    def with_namespace(self, namespace: str) -> Memory:
+        """Return a memory on the same backend and options with another namespace."""
+        return Memory(
+            self.backend,
+            namespace,
+            ttl=self.ttl,
+            refresh=self.refresh,
+            codec=self.codec,
+            batch_size=self.batch_size,
+            clock=self.clock,
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _batches(self, items: list[Any]) -> Iterator[list[Any]]:
+        for start in range(0, len(items), self.batch_size):
+            yield items[start : start + self.batch_size]
+
+    def _record(
+        self, value: Any, now: float, ttl: Any, tags: Iterable[str], refresh: bool | None
+    ) -> Record:
+        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
+        return Record(
+            value=self.codec.encode(value),
+            created_at=now,
+            updated_at=now,
+            last_access=now,
+            expires_at=None if seconds is None else now + seconds,
+            ttl=seconds,
+            sliding=(self.refresh if refresh is None else bool(refresh)) and seconds is not None,
+            tags=_clean_tags(tags),
+        )
+
+    # -- single entries -----------------------------------------------------------------------
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Store ``value`` under ``key``.
+
+        Args:
+            key: Non-empty ``str``.
+            value: Anything msgpack carries, plus bytes, datetimes, tuples, sets, numpy arrays
+                (and any object when the memory was opened with ``pickle=True``).
+            ttl: Seconds (or ``timedelta``) to live; ``None`` for no expiry; default: the
+                memory's ``ttl``.
+            tags: Tags for :meth:`invalidate_tags`.
+            refresh: Sliding expiry for this entry (default: the memory's ``refresh``).
+        """
+        self.set_many({key: value}, ttl=ttl, tags=tags, refresh=refresh)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key`` (counting an access), or ``default``."""
+        validate_key(key)
+        records = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=True)
+        record = records.get(key)
+        return default if record is None else self.codec.decode(record.value)
+
+    def exists(self, key: str) -> bool:
+        """Tell whether ``key`` has a live entry (does not count an access)."""
+        validate_key(key)
+        return key in self.backend.exists_many(self.namespace, [key], now=self.clock())
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether a live entry was removed."""
+        return self.delete_many([key]) == 1
+
+    def info(self, key: str) -> EntryInfo | None:
+        """Return the metadata of ``key`` (``None`` when missing); does not count an access."""
+        validate_key(key)
+        record = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=False).get(
+            key
+        )
+        return None if record is None else EntryInfo.from_record(key, self.namespace, record)
+
+    # -- batches ------------------------------------------------------------------------------
+    def set_many(
+        self,
+        entries: Mapping[str, Any],
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Store every item of ``entries`` (one round trip per batch)."""
+        if not isinstance(entries, Mapping):
+            raise TypeError(f"set_many takes a mapping of key to value, got {type(entries)}")
+        validate_keys(entries)
+        tags = _clean_tags(tags)
+        now = self.clock()
+        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
+        items = list(entries.items())
+        for batch in self._batches(items):
+            records = {k: self._record(v, now, seconds, tags, refresh) for k, v in batch}
+            self.backend.put_many(self.namespace, records, now=now)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys that have a live entry (counting accesses)."""
+        keys = list(dict.fromkeys(validate_keys(keys)))
+        decode = self.codec.decode
+        out: dict[str, Any] = {}
+        for batch in self._batches(keys):
+            found = self.backend.get_many(self.namespace, batch, now=self.clock(), touch=True)
+            for key in batch:
+                record = found.get(key)
+                if record is not None:
+                    out[key] = decode(record.value)
+        return out
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete ``keys``; return how many live entries were removed."""
+        keys = list(dict.fromkeys(validate_keys(keys)))
+        return sum(
+            self.backend.delete_many(self.namespace, batch, now=self.clock())
+            for batch in self._batches(keys)
+        )
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        """Yield the keys of this namespace matching the glob ``pattern``."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str glob, got {type(pattern).__name__}")
+        for key in self.backend.scan(self.namespace, pattern, now=self.clock()):
+            if glob_match(key, pattern):
+                yield key
+
+    def invalidate_tags(self, *tags: str | Iterable[str]) -> int:
+        """Delete every entry carrying any of ``tags``; return how many were removed."""
+        flat: list[str] = []
+        for tag in tags:
+            flat.extend([tag] if isinstance(tag, str) else tag)
+        flat = list(_clean_tags(flat))
+        if not flat:
+            return 0
+        keys = sorted(self.backend.tagged(self.namespace, flat, now=self.clock()))
+        return self.delete_many(keys) if keys else 0
+
+    def clear(self) -> int:
+        """Delete every entry of this namespace; return how many were removed."""
+        return self.backend.clear(self.namespace, now=self.clock())
+
+    def purge_expired(self) -> int:
+        """Remove expired entries the store keeps until cleaned; return how many."""
+        return self.backend.purge_expired(self.namespace, now=self.clock())
+
+    def ping(self) -> None:
+        """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is down."""
+        self.backend.ping()
+
+    def close(self) -> None:
+        """Release the backend's connections (the memory reconnects if used again)."""
+        self.backend.close()
+
+    # -- mapping sugar ------------------------------------------------------------------------
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(key) and self.exists(key)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _UNSET)
+        if value is _UNSET:
+            raise EntryNotFound(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if not self.delete(key):
+            raise EntryNotFound(key)
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- async twins (one body each: the sync method, run off the event loop) -----------------
+    aset = async_twin(set)
+    aget = async_twin(get)
+    aexists = async_twin(exists)
+    adelete = async_twin(delete)
+    ainfo = async_twin(info)
+    aset_many = async_twin(set_many)
+    aget_many = async_twin(get_many)
+    adelete_many = async_twin(delete_many)
+    ainvalidate_tags = async_twin(invalidate_tags)
+    aclear = async_twin(clear)
+    apurge_expired = async_twin(purge_expired)
+
+    async def akeys(self, pattern: str = "*") -> list[str]:
+        """Async twin of :meth:`keys`, returning a list."""
+        return await async_twin(_list_keys)(self, pattern)
+
+
+def _list_keys(memory: Memory, pattern: str) -> list[str]:
+    return list(memory.keys(pattern))
+
+
+def _clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        tags = [tags]
+    out: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag or "\x00" in tag:
+            raise ConfigError(f"tags must be non-empty strings without NUL, got {tag!r}")
+        if tag not in out:
+            out.append(tag)
+    return tuple(out)

@@ -1,0 +1,1 @@
+"""Storage backends: one module per store behind the protocol in :mod:`.base`."""

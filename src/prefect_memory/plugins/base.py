@@ -1,0 +1,174 @@
+"""The backend protocol: a handful of batch methods on raw bytes and metadata.
+
+A backend stores :class:`Record` objects per namespace and key. It knows nothing of
+codecs, hooks or TTL policy (those live in :mod:`prefect_memory.memory`, written once
+above every backend); it does know how to keep its own metadata consistent:
+
+- ``put_many`` upserts: for a key that already has a live entry it keeps ``created_at``,
+  ``access_count`` and ``last_access`` and sets ``version`` to the old version plus one.
+- ``get_many`` never returns an expired entry; with ``touch=True`` it counts an access
+  (``access_count + 1``, ``last_access = now``) and, for a sliding entry, pushes
+  ``expires_at`` to ``now + ttl``.
+- every method is a batch: one round trip (pipeline, bulk write, concurrent calls) per
+  batch, not per key.
+
+Backends must be safe to share between threads and to pickle (clients are created
+lazily and dropped from the pickled state).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do natively (composition layers consult these).
+
+    Attributes:
+        native_ttl: The store removes expired entries by itself.
+        batch: Batches are sent in one round trip (pipeline, bulk write, concurrent calls).
+        server_scripts: Server-side scripts (for atomic multi-step updates).
+        persistent: Data survives a restart of the process (and of the server).
+        shared: Several processes (or machines) see the same data.
+        pushdown: Filters can run inside the store (queries instead of scans).
+    """
+
+    native_ttl: bool = False
+    batch: bool = True
+    server_scripts: bool = False
+    persistent: bool = True
+    shared: bool = True
+    pushdown: bool = False
+
+
+@dataclass(slots=True)
+class Record:
+    """One stored entry: the encoded value and its metadata (times are epoch seconds)."""
+
+    value: bytes
+    created_at: float
+    updated_at: float
+    last_access: float
+    access_count: int = 0
+    expires_at: float | None = None
+    ttl: float | None = None
+    sliding: bool = False
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    version: int = 1
+
+    def expired(self, now: float) -> bool:
+        """Tell whether the entry is expired at ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
+
+    def touched(self, now: float) -> Record:
+        """The record after one access at ``now`` (count, last access, sliding expiry)."""
+        expires_at = self.expires_at
+        if self.sliding and self.ttl is not None:
+            expires_at = now + self.ttl
+        return replace(
+            self, access_count=self.access_count + 1, last_access=now, expires_at=expires_at
+        )
+
+    def merged_over(self, old: Record | None, now: float) -> Record:
+        """This new record as written over ``old`` (keeps creation and access history)."""
+        if old is None or old.expired(now):
+            return self
+        return replace(
+            self,
+            created_at=old.created_at,
+            access_count=old.access_count,
+            last_access=max(old.last_access, self.last_access),
+            version=old.version + 1,
+        )
+
+    @property
+    def size(self) -> int:
+        """Size of the stored value in bytes."""
+        return len(self.value)
+
+
+class Backend(ABC):
+    """Base class of every storage backend.
+
+    Subclasses implement the abstract batch methods and set ``scheme`` and
+    ``capabilities``. ``from_url`` builds an instance from a URL and keyword options.
+    """
+
+    scheme: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, **options: Any) -> Backend:
+        """Build a backend from its URL and options."""
+
+    @abstractmethod
+    def get_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        """Return the live records of ``keys`` (missing and expired ones left out)."""
+
+    @abstractmethod
+    def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
+        """Upsert ``records`` (see the module docstring for the metadata rules)."""
+
+    @abstractmethod
+    def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
+        """Delete ``keys``; return how many live entries were removed."""
+
+    @abstractmethod
+    def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
+        """Yield the live keys of ``ns`` matching the glob ``pattern`` (``None``: all)."""
+
+    @abstractmethod
+    def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        """Return the live keys of ``ns`` carrying any of ``tags``."""
+
+    def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
+        """Return which of ``keys`` have a live entry (without counting an access)."""
+        return set(self.get_many(ns, keys, now=now, touch=False))
+
+    def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
+        """Delete every entry of ``ns``; return how many live entries were removed."""
+        removed = 0
+        batch: list[str] = []
+        for key in self.scan(ns, None, now=now):
+            batch.append(key)
+            if len(batch) >= batch_size:
+                removed += self.delete_many(ns, batch, now=now)
+                batch = []
+        if batch:
+            removed += self.delete_many(ns, batch, now=now)
+        return removed
+
+    def purge_expired(self, ns: str, *, now: float) -> int:
+        """Remove expired entries a store does not expire by itself; return how many."""
+        return 0
+
+    def ping(self) -> None:
+        """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is unreachable."""
+
+    def close(self) -> None:
+        """Release clients and connections (the backend can still be used afterwards)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        for name in getattr(self, "_transient", ()):
+            state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self, 'url', '')!r})"

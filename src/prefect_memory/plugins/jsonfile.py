@@ -1,0 +1,293 @@
+"""JSON file backend (``json:///path/backup.json``): the tutorial's JSON backup, made safe.
+
+The whole memory lives in one human-inspectable JSON document. Every write takes an
+exclusive lock (``fcntl`` on ``<file>.lock``), rewrites the file to a temporary and
+renames it into place, so a crash never leaves a half-written backup and processes of
+one machine can share the file. Access statistics (counts, last access, sliding expiry)
+are kept in memory and written with the next write, at :meth:`flush`, at close, and at
+most ``flush_interval`` seconds after they happen; they are metadata, not data.
+
+Example:
+    >>> import tempfile
+    >>> from prefect_memory.plugins.jsonfile import JsonFileBackend
+    >>> folder = tempfile.mkdtemp()
+    >>> JsonFileBackend.from_url(f"json:///{folder}/memory/backup.json").path.endswith("backup.json")
+    True
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from ..errors import BackendError, BackendUnavailable, ConfigError
+from ..keys import glob_match
+from .base import Backend, Capabilities, Record
+from ._paths import local_path_from_url
+
+FORMAT = "prefect-memory.json"
+
+Doc = dict[str, dict[str, dict[str, Any]]]
+
+
+def _encode(record: Record) -> dict[str, Any]:
+    return {
+        "v": base64.b64encode(record.value).decode("ascii"),
+        "c": record.created_at,
+        "u": record.updated_at,
+        "a": record.last_access,
+        "n": record.access_count,
+        "x": record.expires_at,
+        "l": record.ttl,
+        "s": record.sliding,
+        "g": list(record.tags),
+        "r": record.version,
+    }
+
+
+def _decode(raw: dict[str, Any]) -> Record:
+    return Record(
+        value=base64.b64decode(raw["v"]),
+        created_at=raw["c"],
+        updated_at=raw["u"],
+        last_access=raw["a"],
+        access_count=raw["n"],
+        expires_at=raw["x"],
+        ttl=raw["l"],
+        sliding=raw["s"],
+        tags=tuple(raw["g"]),
+        version=raw["r"],
+    )
+
+
+def _live(raw: dict[str, Any], now: float) -> bool:
+    return raw["x"] is None or raw["x"] > now
+
+
+_open_backends: weakref.WeakSet[JsonFileBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:  # pragma: no cover - runs at interpreter exit
+    for backend in list(_open_backends):
+        with contextlib.suppress(Exception):
+            backend.flush()
+
+
+class JsonFileBackend(Backend):
+    """Entries in one JSON file, shared safely by the processes of one machine.
+
+    Args:
+        path: The JSON file (created with its folder).
+        indent: Indentation of the written JSON (``None``: compact).
+        flush_interval: Most seconds access statistics wait before they are written.
+    """
+
+    scheme: ClassVar[str] = "json"
+    capabilities: ClassVar[Capabilities] = Capabilities(batch=True)
+
+    def __init__(self, path: str, *, indent: int | None = 1, flush_interval: float = 5.0) -> None:
+        super().__init__()
+        self.path = path
+        self.indent = indent
+        self.flush_interval = float(flush_interval)
+        self.url = f"json:///{path}"
+        self._doc: Doc | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        # pending access statistics: (ns, key) -> (accesses, last_access, expires_at)
+        self._pending: dict[tuple[str, str], tuple[int, float, float | None]] = {}
+        self._pending_since: float | None = None
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as err:
+            raise BackendUnavailable(f"cannot create the folder of {path!r}: {err}") from err
+        _open_backends.add(self)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> JsonFileBackend:
+        """Build from ``json:///relative/file.json`` or ``json:////absolute/file.json``."""
+        path, query = local_path_from_url(url)
+        for name, conv in (("indent", int), ("flush_interval", float)):
+            if name in query:
+                options.setdefault(name, conv(query.pop(name)))
+        if query:
+            raise ConfigError(f"unknown json:// options in {url!r}: {', '.join(sorted(query))}")
+        options.pop("timeout", None)
+        return cls(path, **options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.flush()
+        state = super().__getstate__()
+        state.update(_doc=None, _stamp=None, _pending={}, _pending_since=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        _open_backends.add(self)
+
+    # -- file access --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[Doc]:
+        with self._lock:
+            try:
+                lock_file = open(self.path + ".lock", "a+b")  # noqa: SIM115
+            except OSError as err:
+                raise BackendUnavailable(f"cannot open {self.path}.lock: {err}") from err
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                yield self._load()
+            finally:
+                lock_file.close()
+
+    def _load(self) -> Doc:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._doc, self._stamp = {}, None
+            return self._doc
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._doc is not None and stamp == self._stamp:
+            return self._doc
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise BackendError(f"cannot read the JSON memory {self.path!r}: {err}") from err
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise BackendError(
+                f"{self.path!r} is not a prefect-memory JSON file (expected format {FORMAT!r})"
+            )
+        self._doc, self._stamp = raw.get("namespaces", {}), stamp
+        self._apply_pending(self._doc)
+        return self._doc
+
+    def _apply_pending(self, doc: Doc) -> None:
+        for (ns, key), (count, last, expires) in self._pending.items():
+            raw = doc.get(ns, {}).get(key)
+            if raw is not None:
+                raw["n"] = raw.get("n", 0) + count
+                raw["a"] = max(raw["a"], last)
+                if expires is not None:
+                    raw["x"] = expires
+
+    def _save(self, doc: Doc) -> None:
+        payload = {"format": FORMAT, "version": 1, "namespaces": doc}
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=".backup-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, indent=self.indent, ensure_ascii=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise BackendUnavailable(f"cannot write the JSON memory {self.path!r}: {err}") from err
+        st = os.stat(self.path)
+        self._doc, self._stamp = doc, (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._pending.clear()
+        self._pending_since = None
+
+    def flush(self) -> None:
+        """Write pending access statistics to the file now."""
+        if not self._pending:
+            return
+        with self._locked(exclusive=True) as doc:
+            self._save(doc)
+
+    def close(self) -> None:
+        self.flush()
+        self._doc = None
+        self._stamp = None
+
+    # -- protocol -----------------------------------------------------------------------------
+    def get_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        with self._locked(exclusive=False) as doc:
+            entries = doc.get(ns, {})
+            for key in keys:
+                raw = entries.get(key)
+                if raw is None or not _live(raw, now):
+                    continue
+                record = _decode(raw)
+                if touch:
+                    record = record.touched(now)
+                    raw.update(n=record.access_count, a=now, x=record.expires_at)
+                    count, _, _ = self._pending.get((ns, key), (0, now, None))
+                    self._pending[(ns, key)] = (count + 1, now, record.expires_at)
+                out[key] = record
+            if touch and out and self._pending_since is None:
+                self._pending_since = now
+        if self._pending_since is not None and now - self._pending_since >= self.flush_interval:
+            self.flush()
+        return out
+
+    def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
+        with self._locked(exclusive=True) as doc:
+            entries = doc.setdefault(ns, {})
+            for key, record in records.items():
+                old = entries.get(key)
+                merged = record.merged_over(None if old is None else _decode(old), now)
+                entries[key] = _encode(merged)
+            self._save(doc)
+
+    def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
+        removed = 0
+        with self._locked(exclusive=True) as doc:
+            entries = doc.get(ns, {})
+            changed = False
+            for key in keys:
+                raw = entries.pop(key, None)
+                if raw is not None:
+                    changed = True
+                    removed += _live(raw, now)
+                    self._pending.pop((ns, key), None)
+            if changed:
+                if not entries:
+                    doc.pop(ns, None)
+                self._save(doc)
+        return removed
+
+    def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
+        with self._locked(exclusive=False) as doc:
+            keys = [
+                key
+                for key, raw in doc.get(ns, {}).items()
+                if _live(raw, now) and glob_match(key, pattern)
+            ]
+        yield from keys
+
+    def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        wanted = set(tags)
+        with self._locked(exclusive=False) as doc:
+            return {
+                key
+                for key, raw in doc.get(ns, {}).items()
+                if _live(raw, now) and wanted.intersection(raw["g"])
+            }
+
+    def purge_expired(self, ns: str, *, now: float) -> int:
+        with self._locked(exclusive=True) as doc:
+            entries = doc.get(ns, {})
+            dead = [key for key, raw in entries.items() if not _live(raw, now)]
+            for key in dead:
+                del entries[key]
+            if dead:
+                self._save(doc)
+        return len(dead)
+
+    def ping(self) -> None:
+        with self._locked(exclusive=False):
+            pass

@@ -1,0 +1,81 @@
+"""Backends under contract: every test of this folder runs on each of the seven URL schemes.
+
+``open_mem(namespace=None, **options)`` opens a Memory on the backend of the current
+parameter, with a namespace unique to the test unless one is given. Every Memory opened
+through it in one test shares the same store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import prefect_memory as pm
+
+BACKENDS = ["memory", "sqlite", "json", "file", "s3", "redis", "mongodb"]
+NETWORK = {"s3", "redis", "mongodb"}
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server: Any) -> str:
+    name = "pm-contract"
+    s3_server.make_bucket(name)
+    return name
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store(backend_name: str, request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
+    """URL and backend options of a fresh store for this test."""
+    unique = uuid.uuid4().hex[:10]
+    if backend_name == "memory":
+        return {"url": f"memory://contract-{unique}", "options": {}}
+    if backend_name == "sqlite":
+        return {"url": f"sqlite:///{tmp_path}/memory.db", "options": {}}
+    if backend_name == "json":
+        return {"url": f"json:///{tmp_path}/memory/backup.json", "options": {}}
+    if backend_name == "file":
+        return {"url": f"file://{tmp_path}/store", "options": {}}
+    if backend_name == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        return {
+            "url": f"s3://{bucket}/{unique}",
+            "options": {"storage_options": server.storage_options},
+        }
+    if backend_name == "redis":
+        server = request.getfixturevalue("redis_server")
+        return {"url": server.url, "options": {"key_prefix": f"pmt{unique}"}}
+    if backend_name == "mongodb":
+        server = request.getfixturevalue("mongo_server")
+        sep = "&" if "?" in server.url else "?"
+        return {"url": f"{server.url}{sep}collection=c{unique}", "options": {}}
+    raise AssertionError(backend_name)
+
+
+@pytest.fixture
+def open_mem(store: dict[str, Any]) -> Iterator[Callable[..., pm.Memory]]:
+    opened: list[pm.Memory] = []
+    default_ns = "ns-" + uuid.uuid4().hex[:8]
+
+    def _open(namespace: str | None = None, **options: Any) -> pm.Memory:
+        merged = {**store["options"], **options}
+        mem = pm.open_memory(store["url"], namespace=namespace or default_ns, **merged)
+        opened.append(mem)
+        return mem
+
+    yield _open
+    for mem in opened:
+        mem.close()
+
+
+@pytest.fixture
+def mem(open_mem: Callable[..., pm.Memory]) -> pm.Memory:
+    return open_mem()
