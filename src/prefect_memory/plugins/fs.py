@@ -211,8 +211,17 @@ class FsspecBackend(Backend):
     def _cat(self, paths: list[str]) -> dict[str, bytes]:
         if not paths:
             return {}
-        out = self.fs.cat(paths, on_error="omit")
-        return out if isinstance(out, dict) else {paths[0]: out}
+        out = self.fs.cat(paths, on_error="return")
+        if not isinstance(out, dict):
+            out = {paths[0]: out}
+        found: dict[str, bytes] = {}
+        for path, data in out.items():
+            if isinstance(data, FileNotFoundError):
+                continue
+            if isinstance(data, BaseException):
+                raise data
+            found[path] = data
+        return found
 
     def _write(self, blobs: dict[str, bytes]) -> None:
         if not blobs:
