@@ -146,7 +146,9 @@ def test_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     )
     dist = tmp_path / "thirdparty_backend-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-backend\nVersion: 1.0\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: thirdparty-backend\nVersion: 1.0\n"
+    )
     (dist / "entry_points.txt").write_text(
         "[prefect_memory.backends]\nthirdparty = thirdparty_backend:ThirdParty\n"
     )
@@ -193,7 +195,9 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
 
 def test_inprocess_lru_evicts_to_hook() -> None:
     evicted: list[tuple[str, str]] = []
-    backend = InProcessBackend(max_entries=3, on_evict=lambda ns, key, rec: evicted.append((ns, key)))
+    backend = InProcessBackend(
+        max_entries=3, on_evict=lambda ns, key, rec: evicted.append((ns, key))
+    )
     mem = pm.Memory(backend, "n")
     mem.set_many({"a": 1, "b": 2, "c": 3})
     mem.get("a")  # a becomes most recently used

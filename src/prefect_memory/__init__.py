@@ -72,9 +72,7 @@ def open_memory(
     url = url or os.environ.get("PREFECT_MEMORY_URL") or DEFAULT_URL
     backend = open_backend(url, **options)
     codec = Codec(compression=compression, compress_threshold=compress_threshold, pickle=pickle)
-    return Memory(
-        backend, namespace, ttl=ttl, refresh=refresh, codec=codec, batch_size=batch_size
-    )
+    return Memory(backend, namespace, ttl=ttl, refresh=refresh, codec=codec, batch_size=batch_size)
 
 
 __all__ = [

@@ -73,7 +73,9 @@ def validate_namespace(namespace: object) -> str:
     if not isinstance(namespace, str):
         raise KeyTypeError(f"namespace must be str, got {type(namespace).__name__}")
     if not namespace or "\x00" in namespace:
-        raise InvalidKeyError(f"namespace must be a non-empty string without NUL, got {namespace!r}")
+        raise InvalidKeyError(
+            f"namespace must be a non-empty string without NUL, got {namespace!r}"
+        )
     return namespace
 
 
@@ -134,7 +136,7 @@ def key_from_file_name(name: str) -> str | None:
 
 
 def glob_match(key: str, pattern: str | None) -> bool:
-    """Tell whether ``key`` matches the glob ``pattern`` (``*``, ``?``, ``[seq]``; case-sensitive)."""
+    """Tell whether ``key`` matches the glob ``pattern`` (``*``, ``?``, ``[seq]``)."""
     return pattern is None or pattern == "*" or fnmatch.fnmatchcase(key, pattern)
 
 

@@ -24,7 +24,7 @@ from .plugins.base import Backend
 
 ENTRY_POINT_GROUP = "prefect_memory.backends"
 
-BackendFactory = Union[type[Backend], Callable[..., Backend], str]
+BackendFactory = Union[type[Backend], Callable[..., Backend], str]  # noqa: UP007
 
 #: scheme -> (dotted path, install hint or None)
 KNOWN_BACKENDS: dict[str, tuple[str, str | None]] = {
@@ -34,7 +34,10 @@ KNOWN_BACKENDS: dict[str, tuple[str, str | None]] = {
     "file": ("prefect_memory.plugins.fs:FsspecBackend", None),
     "s3": ("prefect_memory.plugins.fs:FsspecBackend", "pip install 'prefect-memory[s3]'"),
     "redis": ("prefect_memory.plugins.redisdb:RedisBackend", "pip install 'prefect-memory[redis]'"),
-    "rediss": ("prefect_memory.plugins.redisdb:RedisBackend", "pip install 'prefect-memory[redis]'"),
+    "rediss": (
+        "prefect_memory.plugins.redisdb:RedisBackend",
+        "pip install 'prefect-memory[redis]'",
+    ),
     "mongodb": (
         "prefect_memory.plugins.mongodb:MongoBackend",
         "pip install 'prefect-memory[mongodb]'",

@@ -134,7 +134,7 @@ KEYS = [
     "emoji:🙂",
     "x" * 512,
     "ü" * 512,
-    "𝔘" * 512,
+    "\U0001d518" * 512,  # a 4-byte UTF-8 character
     "*literal?[star]",
 ]
 

@@ -153,10 +153,10 @@ class Backend(ABC):
         """Remove expired entries a store does not expire by itself; return how many."""
         return 0
 
-    def ping(self) -> None:
+    def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is unreachable."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections (the backend can still be used afterwards)."""
 
     def __getstate__(self) -> dict[str, Any]:

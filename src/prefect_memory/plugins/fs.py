@@ -167,9 +167,7 @@ class FsspecBackend(Backend):
         try:
             fs, root = fsspec.core.url_to_fs(self.url, **options)
         except ImportError as err:
-            raise ConfigError(
-                f"{self.protocol}:// needs an fsspec implementation: {err}"
-            ) from err
+            raise ConfigError(f"{self.protocol}:// needs an fsspec implementation: {err}") from err
         root = root.rstrip("/")
         if self._is_local(fs):
             os.makedirs(root, exist_ok=True)
@@ -260,7 +258,7 @@ class FsspecBackend(Backend):
         parts = self.fs.cat_ranges(paths, [0] * len(paths), [_HEAD_READ] * len(paths))
         out: dict[str, tuple[dict[str, Any], bytes]] = {}
         retry: list[str] = []
-        for path, data in zip(paths, parts):
+        for path, data in zip(paths, parts, strict=True):
             if isinstance(data, BaseException):
                 if isinstance(data, FileNotFoundError):
                     continue

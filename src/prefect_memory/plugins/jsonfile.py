@@ -24,15 +24,14 @@ import fcntl
 import json
 import os
 import tempfile
-import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..keys import glob_match
-from .base import Backend, Capabilities, Record
 from ._paths import local_path_from_url
+from .base import Backend, Capabilities, Record
 
 FORMAT = "prefect-memory.json"
 

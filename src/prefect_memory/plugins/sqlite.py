@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..keys import glob_match, literal_prefix
-from .base import Backend, Capabilities, Record
 from ._paths import local_path_from_url
+from .base import Backend, Capabilities, Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pm_entries (
@@ -213,16 +213,31 @@ class SqliteBackend(Backend):
             return
         rows = [
             (
-                ns, key, r.value, r.created_at, r.updated_at, r.last_access, r.access_count,
-                r.expires_at, r.ttl, int(r.sliding), json.dumps(list(r.tags)), r.version, now,
-                now, now, now,
+                ns,
+                key,
+                r.value,
+                r.created_at,
+                r.updated_at,
+                r.last_access,
+                r.access_count,
+                r.expires_at,
+                r.ttl,
+                int(r.sliding),
+                json.dumps(list(r.tags)),
+                r.version,
+                now,
+                now,
+                now,
+                now,
             )
             for key, r in records.items()
         ]
         tag_rows = [(ns, tag, key) for key, r in records.items() for tag in r.tags]
         with self._tx(write=True) as conn:
             conn.executemany(_UPSERT, rows)
-            conn.executemany("DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in records])
+            conn.executemany(
+                "DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in records]
+            )
             if tag_rows:
                 conn.executemany("INSERT OR IGNORE INTO pm_tags VALUES (?, ?, ?)", tag_rows)
 
@@ -281,6 +296,10 @@ class SqliteBackend(Backend):
                     "SELECT key FROM pm_entries WHERE ns = ? AND expires_at <= ?", (ns, now)
                 )
             ]
-            conn.executemany("DELETE FROM pm_entries WHERE ns = ? AND key = ?", [(ns, k) for k in dead])
-            conn.executemany("DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in dead])
+            conn.executemany(
+                "DELETE FROM pm_entries WHERE ns = ? AND key = ?", [(ns, k) for k in dead]
+            )
+            conn.executemany(
+                "DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in dead]
+            )
         return len(dead)

@@ -1,0 +1,597 @@
+"""MongoDB backend (``mongodb://`` and ``mongodb+srv://``): one document per entry.
+
+URL: ``mongodb://[user:pass@]host[:port][,host2...]/[db]?collection=NAME&<pymongo options>``.
+``collection`` (default ``prefect_memory``) is ours and is removed before the URL reaches
+:class:`pymongo.MongoClient`; every other query parameter goes to pymongo as is. The
+database is the URL path (default ``prefect_memory``).
+
+One collection holds every namespace. A document is::
+
+    {_id: "<ns_token(ns)>:<key>", ns, k: key, v: Binary value,
+     c: created_at, u: updated_at, a: last_access (epoch seconds),
+     n: access_count, x: expires_at (BSON date or null), l: ttl seconds,
+     s: sliding, g: [tags], r: version}
+
+``ns_token`` contains no ``:``, so ids of different namespaces never collide. A TTL
+index on ``x`` (``expireAfterSeconds=0``) lets the server delete expired entries; as its
+monitor runs only every 60 seconds, every read also filters expired documents out.
+
+Round trips per batch (commands): ``get_many`` 1 find (+1 update with ``touch``, sliding
+entries included in the same bulk write); ``put_many`` 1 find of the old metadata + 1 bulk
+write; ``delete_many`` 2 deletes (live ones, counted, then expired leftovers); ``scan`` one
+streamed find; ``tagged`` and ``exists_many`` 1 find each.
+
+Example:
+    >>> from prefect_memory.plugins.mongodb import MongoBackend
+    >>> backend = MongoBackend.from_url("mongodb://bob:s3cret@db.example:27017/app?collection=m")
+    >>> backend.database, backend.collection, backend.hosts
+    ('app', 'm', 'db.example:27017')
+    >>> "s3cret" in repr(backend)
+    False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+from ..keys import glob_match, literal_prefix, ns_token
+from .base import Backend, Capabilities, Record
+
+try:
+    import pymongo
+    from bson import Binary
+    from bson.codec_options import CodecOptions
+    from bson.errors import BSONError
+    from pymongo import ReplaceOne, UpdateMany
+    from pymongo.errors import (
+        ConfigurationError,
+        ConnectionFailure,
+        ExecutionTimeout,
+        NetworkTimeout,
+        PyMongoError,
+        WTimeoutError,
+    )
+    from pymongo.write_concern import WriteConcern
+except ImportError as _err:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "the mongodb:// backend needs pymongo: pip install 'prefect-memory[mongodb]'",
+        name="pymongo",
+    ) from _err
+
+try:  # pydantic is a dependency, but keep the backend importable without it
+    from pydantic import SecretStr
+except ImportError:  # pragma: no cover
+    SecretStr = None  # type: ignore[assignment,misc]
+
+DEFAULT_DATABASE = "prefect_memory"
+DEFAULT_COLLECTION = "prefect_memory"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_PORT = 27017
+
+#: Keyword options :meth:`MongoBackend.from_url` accepts.
+OPTIONS = frozenset(
+    {"timeout", "collection", "database", "write_concern", "client_kwargs", "username", "password"}
+)
+
+_UTC = _dt.timezone.utc
+_CODEC_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=_UTC)
+_MAX_DATETIME = _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_UTC)
+_INDEXES = [
+    pymongo.IndexModel([("x", pymongo.ASCENDING)], name="pm_expiry_ttl", expireAfterSeconds=0),
+    pymongo.IndexModel([("ns", pymongo.ASCENDING), ("k", pymongo.ASCENDING)], name="pm_ns_k"),
+    pymongo.IndexModel([("ns", pymongo.ASCENDING), ("g", pymongo.ASCENDING)], name="pm_ns_g"),
+]
+_META_PROJECTION = {"k": 1, "c": 1, "a": 1, "n": 1, "r": 1}
+_DB_FORBIDDEN = frozenset('/\\. "$\x00')
+_MAX_MESSAGE = 600
+
+
+def _to_datetime(ts: float | None) -> _dt.datetime | None:
+    """Epoch seconds as an aware UTC datetime (BSON keeps milliseconds); ``None`` stays."""
+    if ts is None:
+        return None
+    try:
+        return _dt.datetime.fromtimestamp(ts, tz=_UTC)
+    except (OverflowError, OSError, ValueError):
+        return _MAX_DATETIME if ts > 0 else _dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+def _live(now: _dt.datetime) -> dict[str, Any]:
+    """Filter of the entries still alive at ``now`` (no expiry, or expiry in the future)."""
+    return {"$or": [{"x": None}, {"x": {"$gt": now}}]}
+
+
+def _record(doc: Mapping[str, Any]) -> Record:
+    expires = doc.get("x")
+    return Record(
+        value=bytes(doc["v"]),
+        created_at=float(doc["c"]),
+        updated_at=float(doc["u"]),
+        last_access=float(doc["a"]),
+        access_count=int(doc.get("n") or 0),
+        expires_at=None if expires is None else expires.timestamp(),
+        ttl=None if doc.get("l") is None else float(doc["l"]),
+        sliding=bool(doc.get("s")),
+        tags=tuple(doc.get("g") or ()),
+        version=int(doc.get("r") or 1),
+    )
+
+
+def _is_sliding(doc: Mapping[str, Any]) -> bool:
+    return bool(doc.get("s")) and doc.get("l") is not None
+
+
+def _secret(value: Any) -> str | None:
+    """The plain text of a password given as ``str`` or pydantic ``SecretStr``."""
+    if value is None:
+        return None
+    getter = getattr(value, "get_secret_value", None)
+    if getter is not None:
+        value = getter()
+    if not isinstance(value, str):
+        raise ConfigError(f"password must be a str or SecretStr, got {type(value).__name__}")
+    return value
+
+
+def _redact_query(query: str) -> str:
+    """The query string with the value of every ``*password*`` parameter masked."""
+    parts = []
+    for segment in re.split("[&;]", query) if query else []:
+        name, eq, _ = segment.partition("=")
+        if eq and "password" in unquote_plus(name).lower():
+            segment = f"{name}=***"
+        parts.append(segment)
+    return "&".join(parts)
+
+
+class _ParsedUrl:
+    """The pieces of a MongoDB URL we need (no network, no DNS)."""
+
+    def __init__(self, url: str) -> None:
+        scheme, sep, rest = url.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme not in ("mongodb", "mongodb+srv"):
+            raise ConfigError(
+                f"a MongoDB URL looks like 'mongodb://host:27017/db?collection=name', "
+                f"got scheme {scheme or url[:20]!r}"
+            )
+        netloc, slash, tail = rest.partition("/")
+        path, _, query = tail.partition("?")
+        if not slash and "?" in netloc:
+            netloc, _, query = netloc.partition("?")
+        userinfo, at, hosts = netloc.rpartition("@")
+        self.scheme = scheme
+        self.hosts = hosts
+        self.username: str | None = None
+        self.password: str | None = None
+        if at:
+            user, colon, password = userinfo.partition(":")
+            self.username = unquote_plus(user) or None
+            self.password = unquote_plus(password) if colon else None
+        if not hosts:
+            raise ConfigError("a MongoDB URL needs a host, e.g. 'mongodb://127.0.0.1:27017/db'")
+        self.path = path
+        self.database = unquote(path) or None
+        self.collection: str | None = None
+        kept: list[str] = []
+        for segment in re.split("[&;]", query) if query else []:
+            if not segment:
+                continue
+            name, _, value = segment.partition("=")
+            if unquote_plus(name) == "collection":
+                self.collection = unquote_plus(value)
+            else:
+                kept.append(segment)
+        self.query = "&".join(kept)
+        self.original_query = query
+
+    def client_url(self) -> str:
+        """The URL for pymongo: no credentials (passed apart) and none of our parameters."""
+        url = f"{self.scheme}://{self.hosts}/{self.path}"
+        return f"{url}?{self.query}" if self.query else url
+
+    def display_hosts(self) -> str:
+        """``host:port[,host:port]`` for messages (default port added, never credentials)."""
+        if self.scheme == "mongodb+srv":
+            return self.hosts
+        out = []
+        for host in self.hosts.split(","):
+            has_port = host.rpartition("]")[2].count(":") if host.startswith("[") else host.count(":")
+            out.append(host if has_port else f"{host}:{DEFAULT_PORT}")
+        return ",".join(out)
+
+
+class MongoBackend(Backend):
+    """Entries as documents of one MongoDB collection (shared by every process).
+
+    Args:
+        url: ``mongodb://[user:pass@]host[:port]/[db]?collection=NAME&...``.
+        timeout: Seconds for server selection, connecting and each socket operation; a dead
+            server raises :class:`~prefect_memory.errors.BackendUnavailable` within it.
+        collection: Collection name (overrides the URL's ``collection``).
+        database: Database name (overrides the URL path).
+        write_concern: ``w`` of the writes, e.g. ``"majority"`` or ``1``.
+        client_kwargs: Extra keyword arguments of :class:`pymongo.MongoClient` (they win over
+            the timeouts set from ``timeout``).
+        username: User name (overrides the URL's).
+        password: Password as ``str`` or pydantic ``SecretStr`` (overrides the URL's); never
+            shown in ``repr`` or error messages.
+
+    Raises:
+        ConfigError: The URL or an option is invalid.
+    """
+
+    scheme: ClassVar[str] = "mongodb"
+    capabilities: ClassVar[Capabilities] = Capabilities(native_ttl=True, pushdown=True)
+    _transient = ("_client", "_collection", "_indexed")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        collection: str | None = None,
+        database: str | None = None,
+        write_concern: str | int | WriteConcern | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        username: str | None = None,
+        password: Any = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(url, str):
+            raise ConfigError(f"url must be a str, got {type(url).__name__}")
+        parsed = _ParsedUrl(url)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if client_kwargs is not None and not isinstance(client_kwargs, Mapping):
+            raise ConfigError(f"client_kwargs must be a mapping, got {type(client_kwargs)}")
+        self.timeout = float(timeout)
+        self.database = _check_database(database or parsed.database or DEFAULT_DATABASE)
+        self.collection = _check_collection(collection or parsed.collection or DEFAULT_COLLECTION)
+        self.write_concern = _write_concern(write_concern)
+        self.client_kwargs: dict[str, Any] = dict(client_kwargs or {})
+        self.hosts = parsed.display_hosts()
+        self.username = username if username is not None else parsed.username
+        plain = _secret(password) if password is not None else parsed.password
+        self._password = None if plain is None else _Secret(plain)
+        self._client_url = parsed.client_url()
+        userinfo = ""
+        if self.username:
+            userinfo = quote(self.username, safe="") + (":***" if plain is not None else "") + "@"
+        query = _redact_query(parsed.original_query)
+        self.url = f"{parsed.scheme}://{userinfo}{parsed.hosts}/{parsed.path}" + (
+            f"?{query}" if query else ""
+        )
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
+        self._collection: Any = None
+        self._indexed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MongoBackend:
+        """Build from ``mongodb://...`` or ``mongodb+srv://...`` (see the class for options).
+
+        Raises:
+            ConfigError: The URL is malformed or an option is unknown or invalid.
+        """
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown mongodb:// options: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(OPTIONS))})"
+            )
+        if options.get("timeout") is None:
+            options.pop("timeout", None)
+        return cls(url, **options)
+
+    # -- client -------------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        if self._password is not None:
+            secret = self._password.value
+            if secret:
+                for form in {secret, quote_plus(secret), quote(secret, safe="")}:
+                    text = text.replace(form, "***")
+        if len(text) > _MAX_MESSAGE:
+            text = text[:_MAX_MESSAGE] + "..."
+        return text
+
+    def _describe(self, action: str, err: BaseException) -> str:
+        where = f"MongoDB {self.hosts} ({self.database}.{self.collection})"
+        return self._scrub(f"{where}: {action} failed: {type(err).__name__}: {err}")
+
+    def _translate(self, err: PyMongoError, action: str) -> BackendError:
+        message = self._describe(action, err)
+        if isinstance(err, (ExecutionTimeout, NetworkTimeout, WTimeoutError)):
+            return BackendTimeout(message)
+        if isinstance(err, ConnectionFailure):  # ServerSelectionTimeoutError, AutoReconnect
+            return BackendUnavailable(message)
+        if isinstance(err, ConfigurationError):
+            return ConfigError(message)  # type: ignore[return-value]
+        return BackendError(message)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate pymongo and BSON errors into prefect-memory errors."""
+        try:
+            yield
+        except PyMongoError as err:
+            raise self._translate(err, action) from err
+        except BSONError as err:
+            raise BackendError(self._describe(action, err)) from err
+
+    def _get_client(self) -> pymongo.MongoClient[dict[str, Any]]:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                ms = max(1, int(self.timeout * 1000))
+                kwargs: dict[str, Any] = {
+                    "serverSelectionTimeoutMS": ms,
+                    "connectTimeoutMS": ms,
+                    "socketTimeoutMS": ms,
+                    "appname": "prefect-memory",
+                }
+                if self.username is not None:
+                    kwargs["username"] = self.username
+                if self._password is not None:
+                    kwargs["password"] = self._password.value
+                kwargs.update(self.client_kwargs)
+                with self._errors("connect"):
+                    client = pymongo.MongoClient(self._client_url, **kwargs)
+                self._client = client
+                self._collection = client.get_database(
+                    self.database,
+                    codec_options=_CODEC_OPTIONS,
+                    write_concern=self.write_concern,
+                ).get_collection(self.collection)
+                self._indexed = False
+            return self._client
+
+    def _coll(self) -> Any:
+        """The collection, with the client created and the indexes ensured once per client."""
+        coll = self._collection
+        if coll is not None and self._indexed:
+            return coll
+        self._get_client()
+        with self._lock:
+            coll = self._collection
+            if not self._indexed:
+                with self._errors("create indexes"):
+                    coll.create_indexes(_INDEXES)
+                self._indexed = True
+            return coll
+
+    def ping(self) -> None:
+        """Send the ``ping`` command.
+
+        Raises:
+            BackendUnavailable: The server cannot be reached within the timeout.
+        """
+        client = self._get_client()
+        with self._errors("ping"):
+            client.admin.command("ping")
+
+    def close(self) -> None:
+        """Close the client (a new one is created on next use)."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._collection = None
+            self._indexed = False
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    # -- documents ----------------------------------------------------------------------------
+    @staticmethod
+    def _doc(token: str, ns: str, key: str, record: Record) -> dict[str, Any]:
+        return {
+            "_id": f"{token}:{key}",
+            "ns": ns,
+            "k": key,
+            "v": Binary(record.value),
+            "c": record.created_at,
+            "u": record.updated_at,
+            "a": record.last_access,
+            "n": record.access_count,
+            "x": _to_datetime(record.expires_at),
+            "l": record.ttl,
+            "s": bool(record.sliding),
+            "g": list(record.tags),
+            "r": record.version,
+        }
+
+    @staticmethod
+    def _ids(ns: str, keys: Iterable[str]) -> list[str]:
+        token = ns_token(ns)
+        return [f"{token}:{key}" for key in dict.fromkeys(keys)]
+
+    # -- protocol -----------------------------------------------------------------------------
+    def get_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        """Return the live records of ``keys`` (1 find; +1 update with ``touch``)."""
+        if not keys:
+            return {}
+        coll = self._coll()
+        when = _to_datetime(now)
+        with self._errors("get"):
+            docs = list(coll.find({"_id": {"$in": self._ids(ns, keys)}, **_live(when)}))
+            if touch and docs:
+                self._touch(coll, docs, now, when)
+        records = {doc["k"]: _record(doc) for doc in docs}
+        if touch:
+            records = {key: record.touched(now) for key, record in records.items()}
+        return records
+
+    @staticmethod
+    def _touch(coll: Any, docs: list[dict[str, Any]], now: float, when: Any) -> None:
+        """Count one access of ``docs`` (and slide the expiry of sliding ones): 1 command."""
+        plain = [doc["_id"] for doc in docs if not _is_sliding(doc)]
+        sliding: dict[float, list[str]] = {}
+        for doc in docs:
+            if _is_sliding(doc):
+                sliding.setdefault(float(doc["l"]), []).append(doc["_id"])
+        ops: list[Any] = []
+        if plain:
+            ops.append(UpdateMany({"_id": {"$in": plain}}, {"$inc": {"n": 1}, "$set": {"a": now}}))
+        for ttl, ids in sliding.items():
+            ops.append(
+                UpdateMany(
+                    {"_id": {"$in": ids}, **_live(when)},
+                    {"$inc": {"n": 1}, "$set": {"a": now, "x": _to_datetime(now + ttl)}},
+                )
+            )
+        coll.bulk_write(ops, ordered=False)
+
+    def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
+        """Upsert ``records``: 1 find of the live old metadata + 1 bulk write."""
+        if not records:
+            return
+        coll = self._coll()
+        token = ns_token(ns)
+        ids = [f"{token}:{key}" for key in records]
+        with self._errors("put"):
+            old = {
+                doc["k"]: Record(
+                    value=b"",
+                    created_at=float(doc["c"]),
+                    updated_at=float(doc["c"]),
+                    last_access=float(doc["a"]),
+                    access_count=int(doc.get("n") or 0),
+                    version=int(doc.get("r") or 1),
+                )
+                for doc in coll.find(
+                    {"_id": {"$in": ids}, **_live(_to_datetime(now))}, _META_PROJECTION
+                )
+            }
+            ops = []
+            for key, record in records.items():
+                merged = record.merged_over(old.get(key), now)
+                doc = self._doc(token, ns, key, merged)
+                ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            coll.bulk_write(ops, ordered=False)
+
+    def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
+        """Delete ``keys``: the live ones (counted), then expired leftovers (2 commands)."""
+        if not keys:
+            return 0
+        coll = self._coll()
+        ids = self._ids(ns, keys)
+        when = _to_datetime(now)
+        with self._errors("delete"):
+            result = coll.delete_many({"_id": {"$in": ids}, **_live(when)})
+            coll.delete_many({"_id": {"$in": ids}, "x": {"$lte": when}})
+        return result.deleted_count if result.acknowledged else 0
+
+    def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
+        """Yield live keys matching ``pattern``, sorted, from one streamed find."""
+        coll = self._coll()
+        query: dict[str, Any] = {"ns": ns, **_live(_to_datetime(now))}
+        prefix = literal_prefix(pattern)
+        if prefix and prefix == pattern:
+            query["k"] = prefix
+        elif prefix:
+            query["k"] = {"$regex": "^" + re.escape(prefix)}
+        with self._errors("scan"):
+            cursor = coll.find(query, {"k": 1, "_id": 0}, sort=[("k", 1)], batch_size=1000)
+            with cursor:
+                for doc in cursor:
+                    key = doc["k"]
+                    if glob_match(key, pattern):
+                        yield key
+
+    def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        """Return the live keys carrying any of ``tags`` (1 find)."""
+        wanted = list(dict.fromkeys(tags))
+        if not wanted:
+            return set()
+        coll = self._coll()
+        query = {"ns": ns, "g": {"$in": wanted}, **_live(_to_datetime(now))}
+        with self._errors("tagged"):
+            return {doc["k"] for doc in coll.find(query, {"k": 1, "_id": 0})}
+
+    def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
+        """Return which of ``keys`` are live (1 find of ids, no access counted)."""
+        if not keys:
+            return set()
+        coll = self._coll()
+        skip = len(ns_token(ns)) + 1
+        query = {"_id": {"$in": self._ids(ns, keys)}, **_live(_to_datetime(now))}
+        with self._errors("exists"):
+            return {doc["_id"][skip:] for doc in coll.find(query, {"_id": 1})}
+
+    def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
+        """Delete every entry of ``ns``; return how many were live (2 commands)."""
+        coll = self._coll()
+        with self._errors("clear"):
+            result = coll.delete_many({"ns": ns, **_live(_to_datetime(now))})
+            coll.delete_many({"ns": ns})
+        return result.deleted_count if result.acknowledged else 0
+
+    def purge_expired(self, ns: str, *, now: float) -> int:
+        """Delete the expired entries of ``ns`` the TTL monitor has not removed yet."""
+        coll = self._coll()
+        with self._errors("purge expired"):
+            result = coll.delete_many({"ns": ns, "x": {"$lte": _to_datetime(now)}})
+        return result.deleted_count if result.acknowledged else 0
+
+
+class _Secret:
+    """A password holder whose ``repr`` never shows it (picklable, unlike a closure)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __getstate__(self) -> str:
+        return self.value
+
+    def __setstate__(self, state: str) -> None:
+        self.value = state
+
+    def __repr__(self) -> str:
+        return "_Secret('***')"
+
+
+def _check_database(name: str) -> str:
+    if not isinstance(name, str) or not name or any(ch in _DB_FORBIDDEN for ch in name):
+        raise ConfigError(
+            f"invalid MongoDB database name {name!r} (non-empty, without / \\ . space \" $)"
+        )
+    return name
+
+
+def _check_collection(name: str) -> str:
+    if (
+        not isinstance(name, str)
+        or not name
+        or "$" in name
+        or "\x00" in name
+        or name.startswith("system.")
+    ):
+        raise ConfigError(
+            f"invalid MongoDB collection name {name!r} (non-empty, without $, not system.*)"
+        )
+    return name
+
+
+def _write_concern(value: Any) -> WriteConcern | None:
+    if value is None or isinstance(value, WriteConcern):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"write_concern must be a str such as 'majority' or an int, got {value!r}")
+    if isinstance(value, int) and value < 1:
+        raise ConfigError(
+            f"write_concern must be >= 1 (unacknowledged writes cannot report counts), got {value}"
+        )
+    return WriteConcern(w=value)
+
+
+__all__ = ["DEFAULT_COLLECTION", "DEFAULT_DATABASE", "OPTIONS", "MongoBackend"]

@@ -1,0 +1,79 @@
+"""Shared fixtures.
+
+Server fixtures start real servers (see ``tests/servers.py``) once per session
+on free loopback ports. A server that cannot start FAILS the tests that use it,
+with the reason and the server's log tail: ``make test`` installs everything
+they need (``make servers``), so a missing server is a real error, not a skip.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from servers import (  # noqa: E402
+    MongoWireServer,
+    MotoS3Server,
+    RedisServer,
+    S3Server,
+    ServerError,
+)
+
+
+def _start(server_factory, what: str):
+    try:
+        return server_factory().start()
+    except ServerError as exc:
+        pytest.fail(f"{what} could not start: {exc}", pytrace=False)
+
+
+# ---------------------------------------------------------------------------
+# Real servers (session-scoped; all logic lives in tests/servers.py)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server on a free port: ``.url`` (redis://127.0.0.1:P/0), ``.port``."""
+    server = _start(RedisServer, "redis-server")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[MongoWireServer]:
+    """mongoeco's wire server (or $PREFECT_MEMORY_TEST_MONGODB_URL): ``.url``, ``.database``."""
+    server = _start(MongoWireServer, "MongoDB wire server")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """SeaweedFS S3: ``.endpoint_url``, ``.key``, ``.secret``, ``.storage_options``,
+    ``.make_bucket(name)``."""
+    server = _start(S3Server, "SeaweedFS S3 server")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3_server() -> Iterator[MotoS3Server]:
+    """moto's in-process S3 (fast, any credentials); same attributes as ``s3_server``."""
+    server = _start(MotoS3Server, "moto S3 server")
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------------------
+# Library fixtures
+# ---------------------------------------------------------------------------
+# >>> Reserved for the library engineer: add prefect_memory fixtures below this
+# >>> line (backends, stores, Prefect harness, ...). Server fixtures above.
