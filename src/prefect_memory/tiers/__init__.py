@@ -1,0 +1,1 @@
+"""Tiered memory: tiers, migration rules, archive."""
