@@ -39,7 +39,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+from ..errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    PrefectMemoryError,
+)
 from ..keys import glob_match, literal_prefix, ns_token
 from .base import Backend, Capabilities, Record
 
@@ -63,11 +69,6 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra in
         "the mongodb:// backend needs pymongo: pip install 'prefect-memory[mongodb]'",
         name="pymongo",
     ) from _err
-
-try:  # pydantic is a dependency, but keep the backend importable without it
-    from pydantic import SecretStr
-except ImportError:  # pragma: no cover
-    SecretStr = None  # type: ignore[assignment,misc]
 
 DEFAULT_DATABASE = "prefect_memory"
 DEFAULT_COLLECTION = "prefect_memory"
@@ -202,8 +203,8 @@ class _ParsedUrl:
             return self.hosts
         out = []
         for host in self.hosts.split(","):
-            has_port = host.rpartition("]")[2].count(":") if host.startswith("[") else host.count(":")
-            out.append(host if has_port else f"{host}:{DEFAULT_PORT}")
+            tail = host.rpartition("]")[2] if host.startswith("[") else host
+            out.append(host if ":" in tail else f"{host}:{DEFAULT_PORT}")
         return ",".join(out)
 
 
@@ -304,14 +305,14 @@ class MongoBackend(Backend):
         where = f"MongoDB {self.hosts} ({self.database}.{self.collection})"
         return self._scrub(f"{where}: {action} failed: {type(err).__name__}: {err}")
 
-    def _translate(self, err: PyMongoError, action: str) -> BackendError:
+    def _translate(self, err: PyMongoError, action: str) -> PrefectMemoryError:
         message = self._describe(action, err)
         if isinstance(err, (ExecutionTimeout, NetworkTimeout, WTimeoutError)):
             return BackendTimeout(message)
         if isinstance(err, ConnectionFailure):  # ServerSelectionTimeoutError, AutoReconnect
             return BackendUnavailable(message)
         if isinstance(err, ConfigurationError):
-            return ConfigError(message)  # type: ignore[return-value]
+            return ConfigError(message)
         return BackendError(message)
 
     @contextlib.contextmanager
@@ -563,7 +564,7 @@ class _Secret:
 def _check_database(name: str) -> str:
     if not isinstance(name, str) or not name or any(ch in _DB_FORBIDDEN for ch in name):
         raise ConfigError(
-            f"invalid MongoDB database name {name!r} (non-empty, without / \\ . space \" $)"
+            f'invalid MongoDB database name {name!r} (non-empty, without / \\ . space " $)'
         )
     return name
 
@@ -586,7 +587,9 @@ def _write_concern(value: Any) -> WriteConcern | None:
     if value is None or isinstance(value, WriteConcern):
         return value
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ConfigError(f"write_concern must be a str such as 'majority' or an int, got {value!r}")
+        raise ConfigError(
+            f"write_concern must be a str such as 'majority' or an int, got {value!r}"
+        )
     if isinstance(value, int) and value < 1:
         raise ConfigError(
             f"write_concern must be >= 1 (unacknowledged writes cannot report counts), got {value}"

@@ -38,7 +38,7 @@ Example:
     >>> parse_rule("age >> 5")
     Traceback (most recent call last):
     ...
-    prefect_memory.tiers.rules.RuleSyntaxError: unexpected '>', expected a number or a quoted string at position 5 in 'age >> 5'
+    prefect_memory.tiers.rules.RuleSyntaxError: unexpected '>', expected a number or a ...
 """
 
 from __future__ import annotations
@@ -197,9 +197,8 @@ class _Parser:
     def error(self, expected: str) -> RuleSyntaxError:
         tok = self.peek()
         if tok is None:
-            return RuleSyntaxError(
-                f"unexpected end, expected {expected}", self.text, len(self.text)
-            )
+            message = f"unexpected end, expected {expected}"
+            return RuleSyntaxError(message, self.text, len(self.text))
         return RuleSyntaxError(f"unexpected {tok[1]!r}, expected {expected}", self.text, tok[3])
 
     def keyword(self, word: str) -> bool:
