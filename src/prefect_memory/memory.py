@@ -145,21 +145,6 @@ class Memory:
         for start in range(0, len(items), self.batch_size):
             yield items[start : start + self.batch_size]
 
-    def _record(
-        self, value: Any, now: float, ttl: Any, tags: Iterable[str], refresh: bool | None
-    ) -> Record:
-        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
-        return Record(
-            value=self.codec.encode(value),
-            created_at=now,
-            updated_at=now,
-            last_access=now,
-            expires_at=None if seconds is None else now + seconds,
-            ttl=seconds,
-            sliding=(self.refresh if refresh is None else bool(refresh)) and seconds is not None,
-            tags=_clean_tags(tags),
-        )
-
     # -- single entries -----------------------------------------------------------------------
     def set(
         self,
@@ -223,9 +208,17 @@ class Memory:
         tags = _clean_tags(tags)
         now = self.clock()
         seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
+        sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
+        expires_at = None if seconds is None else now + seconds
+        encode = self.codec.encode
         items = list(entries.items())
         for batch in self._batches(items):
-            records = {k: self._record(v, now, seconds, tags, refresh) for k, v in batch}
+            records = {
+                key: Record(
+                    encode(value), now, now, now, 0, expires_at, seconds, sliding, tags, 1
+                )
+                for key, value in batch
+            }
             self.backend.put_many(self.namespace, records, now=now)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
