@@ -108,6 +108,15 @@ def _live(now: _dt.datetime) -> dict[str, Any]:
     return {"$or": [{"x": None}, {"x": {"$gt": now}}]}
 
 
+def _expired(now: _dt.datetime | None) -> dict[str, Any]:
+    """Condition on ``x`` of the entries expired at ``now``.
+
+    ``$type`` keeps ``null`` (no expiry) out explicitly: mongod's type bracketing does
+    that by itself, but some wire-compatible servers (mongoeco) match ``null <= date``.
+    """
+    return {"$type": "date", "$lte": now}
+
+
 def _record(doc: Mapping[str, Any]) -> Record:
     expires = doc.get("x")
     return Record(
@@ -261,7 +270,7 @@ class MongoBackend(Backend):
         self.username = username if username is not None else parsed.username
         plain = _secret(password) if password is not None else parsed.password
         self._password = None if plain is None else _Secret(plain)
-        self._client_url = parsed.client_url()
+        self._client_url = _Secret(parsed.client_url())  # may hold passwords of TLS files
         userinfo = ""
         if self.username:
             userinfo = quote(self.username, safe="") + (":***" if plain is not None else "") + "@"
@@ -321,6 +330,9 @@ class MongoBackend(Backend):
         try:
             yield
         except PyMongoError as err:
+            if isinstance(err, ConnectionFailure):
+                # The server may come back with empty storage: ensure the indexes again.
+                self._indexed = False
             raise self._translate(err, action) from err
         except BSONError as err:
             raise BackendError(self._describe(action, err)) from err
@@ -344,7 +356,7 @@ class MongoBackend(Backend):
                     kwargs["password"] = self._password.value
                 kwargs.update(self.client_kwargs)
                 with self._errors("connect"):
-                    client = pymongo.MongoClient(self._client_url, **kwargs)
+                    client = pymongo.MongoClient(self._client_url.value, **kwargs)
                 self._client = client
                 self._collection = client.get_database(
                     self.database,
@@ -487,7 +499,7 @@ class MongoBackend(Backend):
         when = _to_datetime(now)
         with self._errors("delete"):
             result = coll.delete_many({"_id": {"$in": ids}, **_live(when)})
-            coll.delete_many({"_id": {"$in": ids}, "x": {"$lte": when}})
+            coll.delete_many({"_id": {"$in": ids}, "x": _expired(when)})
         return result.deleted_count if result.acknowledged else 0
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
@@ -539,7 +551,7 @@ class MongoBackend(Backend):
         """Delete the expired entries of ``ns`` the TTL monitor has not removed yet."""
         coll = self._coll()
         with self._errors("purge expired"):
-            result = coll.delete_many({"ns": ns, "x": {"$lte": _to_datetime(now)}})
+            result = coll.delete_many({"ns": ns, "x": _expired(_to_datetime(now))})
         return result.deleted_count if result.acknowledged else 0
 
 
