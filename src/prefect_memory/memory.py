@@ -87,7 +87,7 @@ class EntryInfo:
             tags=tuple(record.tags),
             size=record.size,
             version=record.version,
-            tier=tier,
+            tier=tier if tier is not None else record.tier,
         )
 
 

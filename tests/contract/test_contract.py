@@ -320,3 +320,22 @@ def test_mapping_sugar(mem: pm.Memory) -> None:
     assert "a" not in mem
     with pytest.raises(KeyError):
         del mem["a"]
+
+
+def test_conditional_moves(mem: pm.Memory) -> None:
+    """put_absent_many never overwrites; delete_if_unchanged spares rewritten entries."""
+    backend, ns, now = mem.backend, mem.namespace, time.time()
+    mem.set("a", 1)
+    record = pm.Record(mem.codec.encode(2), now, now, now)
+    assert backend.put_absent_many(ns, {"a": record, "b": record}, now=now) == {"b"}
+    assert mem.get_many(["a", "b"]) == {"a": 1, "b": 2}
+    token = backend.get_many(ns, ["a"], now=now)["a"].token
+    mem.get("a")  # reads do not change the token
+    assert backend.get_many(ns, ["a"], now=now)["a"].token == token
+    time.sleep(0.01)
+    mem.set("a", 3)
+    assert backend.delete_if_unchanged(ns, {"a": token, "zz": (1, 0.0)}, now=now) == set()
+    assert mem.get("a") == 3
+    fresh = backend.get_many(ns, ["a"], now=now)["a"].token
+    assert backend.delete_if_unchanged(ns, {"a": fresh}, now=now) == {"a"}
+    assert not mem.exists("a")

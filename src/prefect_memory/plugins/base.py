@@ -60,6 +60,7 @@ class Record:
     sliding: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
     version: int = 1
+    tier: str | None = None  # set by tiered memory: the tier the entry was found in
 
     def expired(self, now: float) -> bool:
         """Tell whether the entry is expired at ``now``."""
@@ -85,6 +86,11 @@ class Record:
             last_access=max(old.last_access, self.last_access),
             version=old.version + 1,
         )
+
+    @property
+    def token(self) -> tuple[int, float]:
+        """What identifies this exact write: ``(version, updated_at)``."""
+        return (self.version, self.updated_at)
 
     @property
     def size(self) -> int:
@@ -135,6 +141,38 @@ class Backend(ABC):
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """Return which of ``keys`` have a live entry (without counting an access)."""
         return set(self.get_many(ns, keys, now=now, touch=False))
+
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Write only the records whose key has no live entry; return the keys written.
+
+        Tiered memory promotes and migrates with it, so a move never overwrites a newer
+        write. This default checks then writes (a small race); backends override it with an
+        atomic version where the store offers one.
+        """
+        present = self.exists_many(ns, list(records), now=now)
+        absent = {k: r for k, r in records.items() if k not in present}
+        if absent:
+            self.put_many(ns, absent, now=now)
+        return set(absent)
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        """Delete keys whose entry still has the given ``(version, updated_at)``.
+
+        Returns the keys deleted; an entry rewritten since it was read is left alone. The
+        default compares then deletes (a small race); backends override it atomically where
+        they can.
+        """
+        current = self.get_many(ns, list(expected), now=now, touch=False)
+        same = [
+            k
+            for k, token in expected.items()
+            if k in current and (current[k].version, current[k].updated_at) == tuple(token)
+        ]
+        if same:
+            self.delete_many(ns, same, now=now)
+        return set(same)
 
     def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
         """Delete every entry of ``ns``; return how many live entries were removed."""

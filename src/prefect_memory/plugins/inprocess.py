@@ -144,6 +144,28 @@ class InProcessBackend(Backend):
                 if not record.expired(now):
                     self.on_evict(ens, ekey, record)
 
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        with self._store.lock:
+            absent = {
+                k: r
+                for k, r in records.items()
+                if (old := self._store.entries.get((ns, k))) is None or old.expired(now)
+            }
+            self.put_many(ns, absent, now=now)
+        return set(absent)
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        deleted: set[str] = set()
+        with self._store.lock:
+            for key, token in expected.items():
+                record = self._store.entries.get((ns, key))
+                if record is not None and record.token == tuple(token):
+                    del self._store.entries[(ns, key)]
+                    deleted.add(key)
+        return deleted
+
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         removed = 0
         with self._store.lock:

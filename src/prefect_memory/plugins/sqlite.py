@@ -211,6 +211,13 @@ class SqliteBackend(Backend):
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
         if not records:
             return
+        with self._tx(write=True) as conn:
+            self._write(conn, ns, records, now)
+
+    @staticmethod
+    def _write(
+        conn: sqlite3.Connection, ns: str, records: Mapping[str, Record], now: float
+    ) -> None:
         rows = [
             (
                 ns,
@@ -233,13 +240,43 @@ class SqliteBackend(Backend):
             for key, r in records.items()
         ]
         tag_rows = [(ns, tag, key) for key, r in records.items() for tag in r.tags]
+        conn.executemany(_UPSERT, rows)
+        conn.executemany("DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in records])
+        if tag_rows:
+            conn.executemany("INSERT OR IGNORE INTO pm_tags VALUES (?, ?, ?)", tag_rows)
+
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        if not records:
+            return set()
+        keys = list(records)
+        marks = ",".join("?" * len(keys))
         with self._tx(write=True) as conn:
-            conn.executemany(_UPSERT, rows)
-            conn.executemany(
-                "DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in records]
-            )
-            if tag_rows:
-                conn.executemany("INSERT OR IGNORE INTO pm_tags VALUES (?, ?, ?)", tag_rows)
+            present = {
+                key
+                for (key,) in conn.execute(
+                    f"SELECT key FROM pm_entries WHERE ns = ? AND key IN ({marks}) AND {_LIVE}",
+                    (ns, *keys, now),
+                )
+            }
+            absent = {k: r for k, r in records.items() if k not in present}
+            self._write(conn, ns, absent, now)
+        return set(absent)
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        deleted: set[str] = set()
+        with self._tx(write=True) as conn:
+            for key, (version, updated_at) in expected.items():
+                cur = conn.execute(
+                    "DELETE FROM pm_entries WHERE ns = ? AND key = ? AND version = ? "
+                    "AND updated_at = ?",
+                    (ns, key, version, updated_at),
+                )
+                if cur.rowcount:
+                    conn.execute("DELETE FROM pm_tags WHERE ns = ? AND key = ?", (ns, key))
+                    deleted.add(key)
+        return deleted
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         if not keys:

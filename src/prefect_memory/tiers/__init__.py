@@ -1,1 +1,106 @@
-"""Tiered memory: tiers, migration rules, archive."""
+"""Tiered memory: hot/warm/cold tiers with key patterns, budgets, promotion and migration.
+
+Example:
+    >>> from prefect_memory.plugins.inprocess import InProcessBackend
+    >>> from prefect_memory.tiers import Tier, TieredMemory
+    >>> mem = TieredMemory(
+    ...     [Tier("hot", InProcessBackend(), patterns=("session:*",)),
+    ...      Tier("cold", InProcessBackend(), patterns=("archive:*",))],
+    ...     namespace="docs")
+    >>> mem.set("archive:2024", [1, 2]); mem.set("session:1", {"u": 1})
+    >>> mem.info("archive:2024").tier, mem.info("session:1").tier
+    ('cold', 'hot')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..codecs import Codec
+from ..errors import ConfigError
+from ..memory import TTL, Memory
+from .migration import MigrationReport, migrate
+from .rules import Rule, RuleSyntaxError, parse_rule
+from .tiered import MigrationRule, Promote, Tier, TieredBackend
+
+
+def _rule(i: int, spec: MigrationRule | Mapping[str, Any]) -> MigrationRule:
+    if isinstance(spec, MigrationRule):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"migration.rules[{i}]: expected an object, got {type(spec).__name__}")
+    unknown = set(spec) - {"from", "to", "condition"}
+    missing = {"from", "to", "condition"} - set(spec)
+    if unknown or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(sorted(missing))}")
+        if unknown:
+            parts.append(f"unknown {', '.join(sorted(unknown))}")
+        raise ConfigError(f"migration.rules[{i}]: {'; '.join(parts)}")
+    try:
+        return MigrationRule.parse(spec["from"], spec["to"], spec["condition"])
+    except RuleSyntaxError as err:
+        raise ConfigError(f"migration.rules[{i}].condition: {err}") from err
+
+
+class TieredMemory(Memory):
+    """A :class:`~prefect_memory.Memory` over tiers, with ``migrate()``.
+
+    Args:
+        tiers: Hottest first.
+        rules: :class:`MigrationRule` objects or the tutorial's ``{"from", "to", "condition"}``.
+        promote: Where a read moves an entry found colder than its home tier.
+        namespace, ttl, refresh, codec, batch_size: As for :class:`~prefect_memory.Memory`.
+    """
+
+    backend: TieredBackend
+
+    def __init__(
+        self,
+        tiers: Sequence[Tier],
+        rules: Sequence[MigrationRule | Mapping[str, Any]] = (),
+        *,
+        promote: Promote = "home",
+        namespace: str = "default",
+        ttl: TTL = None,
+        refresh: bool = False,
+        codec: Codec | None = None,
+        batch_size: int = 1000,
+    ) -> None:
+        parsed = [_rule(i, r) for i, r in enumerate(rules)]
+        backend = TieredBackend(tiers, parsed, promote=promote)
+        super().__init__(
+            backend, namespace, ttl=ttl, refresh=refresh, codec=codec, batch_size=batch_size
+        )
+
+    @property
+    def tiers(self) -> list[Tier]:
+        """The tiers, hottest first."""
+        return self.backend.tiers
+
+    def migrate(self, *, dry_run: bool = False, batch_size: int = 500) -> MigrationReport:
+        """Move entries by rules, tier TTLs and budgets; a dry run only lists the moves."""
+        return migrate(
+            self.backend, self.namespace, dry_run=dry_run, batch_size=batch_size, clock=self.clock
+        )
+
+    def with_namespace(self, namespace: str) -> TieredMemory:
+        clone = object.__new__(TieredMemory)
+        clone.__dict__.update(self.__dict__)
+        clone.namespace = namespace
+        return clone
+
+
+__all__ = [
+    "MigrationReport",
+    "MigrationRule",
+    "Rule",
+    "RuleSyntaxError",
+    "Tier",
+    "TieredBackend",
+    "TieredMemory",
+    "migrate",
+    "parse_rule",
+]

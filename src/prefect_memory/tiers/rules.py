@@ -52,6 +52,7 @@ from typing import Any, Union
 
 from ..errors import ConfigError
 from ..plugins.base import Record
+from ..units import DURATION_UNITS, SIZE_UNITS
 
 
 class RuleSyntaxError(ConfigError):
@@ -65,8 +66,8 @@ class RuleSyntaxError(ConfigError):
 
 FIELDS = ("accessCount", "age", "lastAccess", "idle", "size", "ttlLeft", "tag")
 _FIELD_LOOKUP = {name.lower(): name for name in FIELDS}
-_DURATION = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+_DURATION = DURATION_UNITS
+_SIZE = SIZE_UNITS
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
