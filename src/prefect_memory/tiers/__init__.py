@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..codecs import Codec
@@ -52,7 +53,7 @@ class TieredMemory(Memory):
         tiers: Hottest first.
         rules: :class:`MigrationRule` objects or the tutorial's ``{"from", "to", "condition"}``.
         promote: Where a read moves an entry found colder than its home tier.
-        namespace, ttl, refresh, codec, batch_size: As for :class:`~prefect_memory.Memory`.
+        namespace, ttl, refresh, codec, batch_size, clock: As for :class:`~prefect_memory.Memory`.
     """
 
     backend: TieredBackend
@@ -68,11 +69,18 @@ class TieredMemory(Memory):
         refresh: bool = False,
         codec: Codec | None = None,
         batch_size: int = 1000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         parsed = [_rule(i, r) for i, r in enumerate(rules)]
         backend = TieredBackend(tiers, parsed, promote=promote)
         super().__init__(
-            backend, namespace, ttl=ttl, refresh=refresh, codec=codec, batch_size=batch_size
+            backend,
+            namespace,
+            ttl=ttl,
+            refresh=refresh,
+            codec=codec,
+            batch_size=batch_size,
+            clock=clock,
         )
 
     @property

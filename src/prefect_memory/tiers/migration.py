@@ -1,10 +1,12 @@
 """Migration between tiers: rules, tier TTLs and size budgets, in bounded batches.
 
-Order of work: sources are processed coldest first, so an entry moves at most one step
-per run and a run never chases its own moves. For each source tier the keys are streamed
-in batches of ``batch_size``; per batch one read of the records, then per target tier one
-conditional copy and one conditional delete (see :meth:`TieredBackend.move`). A run that
-is killed anywhere leaves every entry readable, and running it again finishes the job.
+Order of work: rules and tier TTLs are applied to the sources coldest first, so an entry
+moves at most one step per run and a run never chases its own moves; then size budgets
+are enforced hottest first, so an overflow demoted into a tier counts against its budget.
+For each source tier the keys are streamed in batches of ``batch_size``; per batch one
+read of the records, then per target tier one conditional copy and one conditional delete
+(see :meth:`TieredBackend.move`). A run that is killed anywhere leaves every entry
+readable, and running it again finishes the job.
 
 Example:
     >>> import prefect_memory as pm
@@ -117,6 +119,7 @@ def migrate(
                 moved = backend.move(ns, group, index, target, now=at)
                 report.add(label, len(moved), sum(group[k].size for k in moved))
                 report.skipped += len(group) - len(moved)
+    for index in range(len(backend.tiers)):  # budgets hottest first: overflow cascades down
         _enforce_budget(backend, ns, index, report, dry_run, batch_size, clock, now)
     report.seconds = time.perf_counter() - started
     return report
