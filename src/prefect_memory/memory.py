@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -129,16 +130,10 @@ class Memory:
         return f"Memory({self.backend!r}, namespace={self.namespace!r}, ttl={self.ttl})"
 
     def with_namespace(self, namespace: str) -> Memory:
-        """Return a memory on the same backend and options with another namespace."""
-        return Memory(
-            self.backend,
-            namespace,
-            ttl=self.ttl,
-            refresh=self.refresh,
-            codec=self.codec,
-            batch_size=self.batch_size,
-            clock=self.clock,
-        )
+        """Return a memory of the same kind, backend and options with another namespace."""
+        clone = copy.copy(self)
+        clone.namespace = validate_namespace(namespace)
+        return clone
 
     # -- helpers ------------------------------------------------------------------------------
     def _batches(self, items: list[Any]) -> Iterator[list[Any]]:

@@ -94,11 +94,6 @@ class TieredMemory(Memory):
             self.backend, self.namespace, dry_run=dry_run, batch_size=batch_size, clock=self.clock
         )
 
-    def with_namespace(self, namespace: str) -> TieredMemory:
-        clone = object.__new__(TieredMemory)
-        clone.__dict__.update(self.__dict__)
-        clone.namespace = namespace
-        return clone
 
 
 __all__ = [
