@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from .codecs import Codec
+from .config import Namespaces, from_config
 from .errors import (
     BackendError,
     BackendTimeout,
@@ -90,11 +91,13 @@ __all__ = [
     "KeyTypeError",
     "Memory",
     "MissingDependencyError",
+    "Namespaces",
     "PrefectMemoryError",
     "Record",
     "SerializationError",
     "UnknownBackendError",
     "available_backends",
+    "from_config",
     "open_backend",
     "open_memory",
     "register_backend",

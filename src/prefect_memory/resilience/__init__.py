@@ -49,6 +49,9 @@ class HybridMemory(Memory):
     """
 
     backend: HybridBackend
+    #: Seconds between reconciliations by the ``sync_hybrid`` flow (the config's
+    #: ``sync.interval``); ``None`` when periodic sync is off.
+    sync_interval: float | None = None
 
     def __init__(
         self,

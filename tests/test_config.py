@@ -1,0 +1,199 @@
+"""from_config: the tutorial's JSON shapes, on real servers, and errors with paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prefect_memory as pm
+from prefect_memory.resilience import HybridMemory
+from prefect_memory.tiers import TieredMemory
+
+BASIC_HYBRID = {
+    "memory": {
+        "backend": "hybrid",
+        "primary": {"type": "redis", "connection": "redis://localhost:6379"},
+        "secondary": {"type": "json", "location": "./memory/backup.json"},
+        "sync": {"enabled": True, "interval": 30000, "strategy": "write-through"},
+    }
+}
+
+TIERS = {
+    "memory": {
+        "backend": "hybrid",
+        "tiers": [
+            {"name": "hot", "backend": "redis", "ttl": 3600, "maxSize": "100MB",
+             "patterns": ["session:*", "cache:*"]},
+            {"name": "warm", "backend": "mongodb", "ttl": 86400, "maxSize": "1GB",
+             "patterns": ["user:*", "project:*"]},
+            {"name": "cold", "backend": "s3", "ttl": None, "maxSize": "unlimited",
+             "patterns": ["archive:*", "backup:*"]},
+        ],
+        "migration": {
+            "rules": [
+                {"from": "hot", "to": "warm", "condition": "accessCount < 5 AND age > 3600"},
+                {"from": "warm", "to": "cold", "condition": "lastAccess > 86400"},
+            ]
+        },
+    }
+}  # fmt: skip
+
+ECOMMERCE = {
+    "memory": {
+        "backend": "hybrid",
+        "namespaces": {
+            "sessions": {"backend": "redis", "ttl": 1800, "refresh": True},
+            "carts": {"backend": "redis", "ttl": 86400, "persist": True},
+            "products": {
+                "backend": "hybrid",
+                "primary": "redis",
+                "secondary": "mongodb",
+                "cache": {"ttl": 300, "tags": True},
+            },
+            "orders": {"backend": "mongodb", "indexes": ["userId", "status", "createdAt"]},
+        },
+    }
+}
+
+
+@pytest.fixture
+def servers(redis_server: Any, mongo_server: Any, s3_server: Any) -> dict[str, Any]:
+    s3_server.make_bucket("pm-config")
+    return {
+        "connections": {
+            "redis": redis_server.url,
+            "mongodb": mongo_server.url.replace("?", "?collection=cfg&", 1),
+        },
+        "s3": {"connection": "s3://pm-config/cold", "storage_options": s3_server.storage_options},
+    }
+
+
+def test_basic_hybrid_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = json.loads(json.dumps(BASIC_HYBRID))
+    config["memory"]["primary"]["connection"] = redis_server.url
+    mem = pm.from_config(config)
+    assert isinstance(mem, HybridMemory)
+    assert mem.backend.strategy == "write-through" and mem.sync_interval == 30.0
+    mem.set("k", {"v": 1})
+    backup = json.loads((tmp_path / "memory" / "backup.json").read_text())
+    assert "k" in backup["namespaces"]["default"]
+    assert mem.get("k") == {"v": 1}
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    config = {
+        "memory": {
+            "backend": "hybrid",
+            "primary": {"type": "memory"},
+            "secondary": {"type": "json", "location": "./memory/backup.json"},
+            "sync": {"strategy": "write-behind", "interval": 100},
+            "journal": str(tmp_path / "journal.db"),
+        }
+    }
+    path = tmp_path / "conf" / "memory.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(config))
+    mem = pm.from_config(str(path))
+    assert isinstance(mem, HybridMemory) and mem.backend.strategy == "write-behind"
+    mem.set("k", 1)
+    mem.flush()
+    assert (tmp_path / "conf" / "memory" / "backup.json").exists()
+
+
+def test_tiers_shape_on_three_real_stores(servers: dict[str, Any]) -> None:
+    config = json.loads(json.dumps(TIERS))
+    config["memory"]["tiers"][2].update(servers["s3"])
+    mem = pm.from_config(config, connections=servers["connections"])
+    assert isinstance(mem, TieredMemory)
+    assert [t.name for t in mem.tiers] == ["hot", "warm", "cold"]
+    assert [t.backend.scheme for t in mem.tiers] == ["redis", "mongodb", "file"]
+    assert mem.tiers[0].max_bytes == 100 * 1024**2 and mem.tiers[2].max_bytes is None
+    assert [r.condition.text for r in mem.backend.rules] == [
+        "accessCount < 5 AND age > 3600",
+        "lastAccess > 86400",
+    ]
+    mem.set_many({"session:1": 1, "user:1": 2, "archive:1": 3})
+    assert {k: mem.info(k).tier for k in ["session:1", "user:1", "archive:1"]} == {
+        "session:1": "hot",
+        "user:1": "warm",
+        "archive:1": "cold",
+    }
+    mem.clear()
+
+
+def test_namespaces_shape(servers: dict[str, Any]) -> None:
+    spaces = pm.from_config(ECOMMERCE, connections=servers["connections"])
+    assert isinstance(spaces, pm.Namespaces)
+    assert sorted(spaces) == ["carts", "orders", "products", "sessions"]
+    assert spaces["sessions"].ttl == 1800 and spaces["sessions"].refresh
+    assert isinstance(spaces["products"], HybridMemory)
+    assert spaces["orders"].backend.scheme == "mongodb"
+    assert spaces.settings["orders"] == {"indexes": ["userId", "status", "createdAt"]}
+    spaces["carts"].set("cart:7", {"items": []})
+    assert spaces["carts"].get("cart:7") == {"items": []}
+    assert spaces["sessions"].get("cart:7") is None  # namespaces are separate
+    with pytest.raises(KeyError, match="no namespace 'users'"):
+        spaces["users"]
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    bad = {
+        "memory": {
+            "backend": "hybrid",
+            "tiers": [
+                {"name": "hot", "backend": "redis", "maxSize": "100 parsecs", "colour": "red"},
+                {"backend": "nosuchdb"},
+                {"name": "cold", "backend": "s3", "ttl": -5},
+            ],
+            "migration": {"rules": [{"from": "hot", "to": "lukewarm", "condition": "age >"}]},
+        },
+        "extra": 1,
+    }
+    with pytest.raises(pm.ConfigError) as info:
+        pm.from_config(bad)
+    assert "extra: unknown top-level key" in str(info.value)
+    del bad["extra"]
+    with pytest.raises(pm.ConfigError) as info:
+        pm.from_config(bad)
+    message = str(info.value)
+    for fragment in [
+        "memory.tiers[0].maxSize",
+        "memory.tiers[0].colour: unknown key",
+        "memory.tiers[1].backend: unknown backend 'nosuchdb'",
+        "memory.tiers[2].ttl",
+        "memory.tiers[2]: a s3 store needs 'connection'",
+    ]:
+        assert fragment in message, fragment
+
+
+def test_rule_problems_name_rule_and_position(redis_server: Any) -> None:
+    config = {
+        "backend": "hybrid",
+        "tiers": [
+            {"name": "hot", "backend": "memory"},
+            {"name": "warm", "backend": "memory"},
+        ],
+        "migration": {"rules": [{"from": "hot", "to": "lukewarm", "condition": "age > 1"},
+                                {"from": "hot", "to": "warm", "condition": "age >"}]},
+    }  # fmt: skip
+    with pytest.raises(pm.ConfigError) as info:
+        pm.from_config(config)
+    message = str(info.value)
+    assert "migration.rules[1].condition" in message and "position 5" in message
+
+
+def test_hybrid_problems() -> None:
+    with pytest.raises(pm.ConfigError) as info:
+        pm.from_config(
+            {"backend": "hybrid", "primary": {"type": "memory"},
+             "sync": {"strategy": "sometimes", "interval": -1}}
+        )  # fmt: skip
+    message = str(info.value)
+    assert "needs 'secondary'" in message
+    assert "memory.sync.strategy" in message and "memory.sync.interval" in message
