@@ -217,3 +217,37 @@ def test_memory_repr_and_clock() -> None:
     now[0] = 1011.0
     assert mem.get("k") is None
     assert "clocked" in repr(mem)
+
+
+def test_hooks_run_in_order_and_reverse() -> None:
+    calls: list[str] = []
+
+    class Tag(pm.Hook):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def before_save(self, key: str, value: object) -> object:
+            calls.append(f"save:{self.name}")
+            return [self.name, value]
+
+        def after_load(self, key: str, value: object) -> object:
+            calls.append(f"load:{self.name}")
+            assert isinstance(value, list) and value[0] == self.name
+            return value[1]
+
+        def encode_bytes(self, key: str, data: bytes) -> bytes:
+            return data[::-1]
+
+        def decode_bytes(self, key: str, data: bytes) -> bytes:
+            return data[::-1]
+
+    backend = InProcessBackend()
+    mem = pm.Memory(backend, "h", hooks=[Tag("a"), Tag("b")])
+    mem.set_many({"k": 1})
+    assert mem.get_many(["k"]) == {"k": 1} and mem.get("k") == 1
+    assert calls[:4] == ["save:a", "save:b", "load:b", "load:a"]
+    raw = pm.Memory(backend, "h")
+    with pytest.raises(pm.SerializationError):
+        raw.get("k")  # stored bytes are transformed: not readable without the hooks
+    with pytest.raises(pm.ConfigError, match="Hook"):
+        pm.Memory(backend, "h", hooks=[object()])  # type: ignore[list-item]

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from .codecs import Codec
@@ -30,7 +31,7 @@ from .errors import (
     SerializationError,
     UnknownBackendError,
 )
-from .memory import TTL, EntryInfo, Memory
+from .memory import TTL, EntryInfo, Hook, Memory
 from .plugins.base import Backend, Capabilities, Record
 from .registry import available_backends, open_backend, register_backend
 
@@ -50,6 +51,7 @@ def open_memory(
     compress_threshold: int = 4096,
     pickle: bool = False,
     batch_size: int = 1000,
+    hooks: Sequence[Hook] = (),
     **options: Any,
 ) -> Memory:
     """Open a memory on the store a URL names.
@@ -65,6 +67,7 @@ def open_memory(
         compress_threshold: Size from which values are compressed.
         pickle: Allow pickling of values msgpack cannot carry (only for stores you trust).
         batch_size: Largest batch per round trip.
+        hooks: Save/load hooks (see :class:`Hook`).
         **options: Backend options (``timeout``, ``storage_options``, ``max_entries``...).
 
     Returns:
@@ -73,7 +76,15 @@ def open_memory(
     url = url or os.environ.get("PREFECT_MEMORY_URL") or DEFAULT_URL
     backend = open_backend(url, **options)
     codec = Codec(compression=compression, compress_threshold=compress_threshold, pickle=pickle)
-    return Memory(backend, namespace, ttl=ttl, refresh=refresh, codec=codec, batch_size=batch_size)
+    return Memory(
+        backend,
+        namespace,
+        ttl=ttl,
+        refresh=refresh,
+        codec=codec,
+        batch_size=batch_size,
+        hooks=hooks,
+    )
 
 
 __all__ = [
@@ -87,6 +98,7 @@ __all__ = [
     "ConfigError",
     "EntryInfo",
     "EntryNotFound",
+    "Hook",
     "InvalidKeyError",
     "KeyTypeError",
     "Memory",

@@ -52,6 +52,39 @@ def normalize_ttl(ttl: Any, *, name: str = "ttl") -> float | None:
     return seconds
 
 
+class Hook:
+    """A save/load hook; override what you need (each default passes the value through).
+
+    Value hooks see Python values (validate, transform, migrate old formats); byte hooks
+    see the encoded bytes (encrypt, sign). On save, hooks run in order; on load, in reverse.
+
+    Example:
+        >>> import prefect_memory as pm
+        >>> class Upper(pm.Hook):
+        ...     def before_save(self, key, value):
+        ...         return value.upper()
+        >>> mem = pm.open_memory("memory://", hooks=[Upper()])
+        >>> mem.set("k", "shout"); mem.get("k")
+        'SHOUT'
+    """
+
+    def before_save(self, key: str, value: Any) -> Any:
+        """Return the value to store for ``key`` (raise to refuse it)."""
+        return value
+
+    def after_load(self, key: str, value: Any) -> Any:
+        """Return the value to hand out for ``key``."""
+        return value
+
+    def encode_bytes(self, key: str, data: bytes) -> bytes:
+        """Return the bytes to store (after encoding)."""
+        return data
+
+    def decode_bytes(self, key: str, data: bytes) -> bytes:
+        """Return the bytes to decode (before decoding)."""
+        return data
+
+
 @dataclass(frozen=True)
 class EntryInfo:
     """Metadata of one entry, as returned by :meth:`Memory.info`."""
@@ -103,6 +136,7 @@ class Memory:
         codec: How values become bytes (msgpack by default; compression and pickle opt-in).
         batch_size: Largest batch sent to the backend in one round trip.
         clock: Source of the current time in epoch seconds (tests may pass their own).
+        hooks: Save/load hooks (validation, transformation, encryption), see :class:`Hook`.
     """
 
     def __init__(
@@ -115,6 +149,7 @@ class Memory:
         codec: Codec | None = None,
         batch_size: int = 1000,
         clock: Callable[[], float] = time.time,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -125,6 +160,10 @@ class Memory:
         self.codec = codec or Codec()
         self.batch_size = batch_size
         self.clock = clock
+        self.hooks: tuple[Hook, ...] = tuple(hooks)
+        for hook in self.hooks:
+            if not isinstance(hook, Hook):
+                raise ConfigError(f"hooks must be prefect_memory.Hook objects, got {hook!r}")
 
     def __repr__(self) -> str:
         return f"Memory({self.backend!r}, namespace={self.namespace!r}, ttl={self.ttl})"
@@ -136,6 +175,22 @@ class Memory:
         return clone
 
     # -- helpers ------------------------------------------------------------------------------
+    def _encode(self, key: str, value: Any) -> bytes:
+        for hook in self.hooks:
+            value = hook.before_save(key, value)
+        data = self.codec.encode(value)
+        for hook in self.hooks:
+            data = hook.encode_bytes(key, data)
+        return data
+
+    def _decode(self, key: str, data: bytes) -> Any:
+        for hook in reversed(self.hooks):
+            data = hook.decode_bytes(key, data)
+        value = self.codec.decode(data)
+        for hook in reversed(self.hooks):
+            value = hook.after_load(key, value)
+        return value
+
     def _batches(self, items: list[Any]) -> Iterator[list[Any]]:
         for start in range(0, len(items), self.batch_size):
             yield items[start : start + self.batch_size]
@@ -168,7 +223,9 @@ class Memory:
         validate_key(key)
         records = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=True)
         record = records.get(key)
-        return default if record is None else self.codec.decode(record.value)
+        if record is None:
+            return default
+        return self._decode(key, record.value) if self.hooks else self.codec.decode(record.value)
 
     def exists(self, key: str) -> bool:
         """Tell whether ``key`` has a live entry (does not count an access)."""
@@ -205,12 +262,22 @@ class Memory:
         seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
         sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
         expires_at = None if seconds is None else now + seconds
-        encode = self.codec.encode
         items = list(entries.items())
+        hooked = bool(self.hooks)
+        encode = self.codec.encode
         for batch in self._batches(items):
             records = {
                 key: Record(
-                    encode(value), now, now, now, 0, expires_at, seconds, sliding, tags, 1
+                    self._encode(key, value) if hooked else encode(value),
+                    now,
+                    now,
+                    now,
+                    0,
+                    expires_at,
+                    seconds,
+                    sliding,
+                    tags,
+                    1,
                 )
                 for key, value in batch
             }
@@ -219,14 +286,16 @@ class Memory:
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return ``{key: value}`` for the keys that have a live entry (counting accesses)."""
         keys = list(dict.fromkeys(validate_keys(keys)))
-        decode = self.codec.decode
+        codec_decode = self.codec.decode
+        hooked = bool(self.hooks)
         out: dict[str, Any] = {}
         for batch in self._batches(keys):
             found = self.backend.get_many(self.namespace, batch, now=self.clock(), touch=True)
             for key in batch:
                 record = found.get(key)
                 if record is not None:
-                    out[key] = decode(record.value)
+                    data = record.value
+                    out[key] = self._decode(key, data) if hooked else codec_decode(data)
         return out
 
     def delete_many(self, keys: Iterable[str]) -> int:
