@@ -236,10 +236,10 @@ def test_hooks_run_in_order_and_reverse() -> None:
             return value[1]
 
         def encode_bytes(self, key: str, data: bytes) -> bytes:
-            return data[::-1]
+            return bytes(b ^ ord(self.name) for b in data)
 
         def decode_bytes(self, key: str, data: bytes) -> bytes:
-            return data[::-1]
+            return bytes(b ^ ord(self.name) for b in data)
 
     backend = InProcessBackend()
     mem = pm.Memory(backend, "h", hooks=[Tag("a"), Tag("b")])
