@@ -88,10 +88,24 @@ class TieredMemory(Memory):
         """The tiers, hottest first."""
         return self.backend.tiers
 
-    def migrate(self, *, dry_run: bool = False, batch_size: int = 500) -> MigrationReport:
-        """Move entries by rules, tier TTLs and budgets; a dry run only lists the moves."""
+    def migrate(
+        self,
+        *,
+        dry_run: bool = False,
+        batch_size: int = 500,
+        progress: Callable[[MigrationReport], None] | None = None,
+    ) -> MigrationReport:
+        """Move entries by rules, tier TTLs and budgets; a dry run only lists the moves.
+
+        ``progress`` is called with the running report after every batch.
+        """
         return migrate(
-            self.backend, self.namespace, dry_run=dry_run, batch_size=batch_size, clock=self.clock
+            self.backend,
+            self.namespace,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            clock=self.clock,
+            progress=progress,
         )
 
 

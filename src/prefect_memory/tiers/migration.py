@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +95,13 @@ def migrate(
     dry_run: bool = False,
     batch_size: int = 500,
     clock: Any = time.time,
+    progress: Callable[[MigrationReport], None] | None = None,
 ) -> MigrationReport:
-    """Apply the rules, tier TTLs and size budgets of ``backend`` to namespace ``ns``."""
+    """Apply the rules, tier TTLs and size budgets of ``backend`` to namespace ``ns``.
+
+    ``progress`` is called with the running report after every batch (progress bars,
+    Prefect logs).
+    """
     started = time.perf_counter()
     report = MigrationReport(dry_run=dry_run)
     for index in reversed(range(len(backend.tiers))):
@@ -119,6 +124,8 @@ def migrate(
                 moved = backend.move(ns, group, index, target, now=at)
                 report.add(label, len(moved), sum(group[k].size for k in moved))
                 report.skipped += len(group) - len(moved)
+            if progress is not None:
+                progress(report)
     for index in range(len(backend.tiers)):  # budgets hottest first: overflow cascades down
         _enforce_budget(backend, ns, index, report, dry_run, batch_size, clock, now)
     report.seconds = time.perf_counter() - started
