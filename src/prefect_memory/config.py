@@ -52,6 +52,7 @@ DEFAULT_CONNECTIONS: dict[str, str] = {
 }
 _ALIASES = {"mongo": "mongodb", "inprocess": "memory", "local": "sqlite", "fs": "file"}
 _PART_KEYS = {"type", "backend", "connection", "location", "storage_options", "options"}
+_TIER_KEYS = frozenset({"name", "ttl", "maxSize", "maxEntries", "patterns"})
 _MEMORY_KEYS = {"namespace", "ttl", "refresh", "compression", "serialization", "pickle", "tags"}
 #: Sections of the tutorial that later features read; accepted and kept as they are.
 RESERVED_SECTIONS = ("schemas", "streams", "processing", "datasets", "compute", "validators",
@@ -136,7 +137,7 @@ class _Builder:
         self.problem(path, f"a {kind} store needs 'connection' (e.g. {kind}://...)")
         return None
 
-    def backend(self, path: str, spec: Any) -> Backend | None:
+    def backend(self, path: str, spec: Any, extra: frozenset[str] = frozenset()) -> Backend | None:
         if isinstance(spec, str):  # "primary": "redis"
             spec = {"backend": spec}
         if not isinstance(spec, Mapping):
@@ -147,7 +148,7 @@ class _Builder:
             return None
         if kind == "hybrid":
             return self.hybrid(path, spec).backend if not self.problems else None
-        self.check_keys(path, spec, _PART_KEYS | _MEMORY_KEYS | {"name"})
+        self.check_keys(path, spec, _PART_KEYS | _MEMORY_KEYS | {"name"} | extra)
         url = self.url(path, kind, spec)
         options = dict(spec.get("options") or {})
         if spec.get("storage_options") is not None:
@@ -255,9 +256,6 @@ class _Builder:
         if not isinstance(raw, Mapping):
             self.problem(path, "a tier must be an object")
             return None
-        self.check_keys(
-            path, raw, _PART_KEYS | {"name", "ttl", "maxSize", "maxEntries", "patterns"}
-        )
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             self.problem(f"{path}.name", "each tier needs a name")
@@ -278,7 +276,7 @@ class _Builder:
         if max_entries is not None and (not isinstance(max_entries, int) or max_entries < 1):
             self.problem(f"{path}.maxEntries", f"must be a positive integer, got {max_entries!r}")
             max_entries = None
-        backend = self.backend(path, raw)
+        backend = self.backend(path, raw, _TIER_KEYS)
         if backend is None or not isinstance(name, str) or not name:
             return None
         return Tier(name, backend, patterns=tuple(patterns), max_entries=max_entries, **values)
