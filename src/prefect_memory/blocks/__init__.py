@@ -1,0 +1,47 @@
+"""Prefect blocks for prefect-memory: configuration in the Prefect API, a Memory on use.
+
+Every block exposes the memory API (``get``, ``set``, ``get_many``...), is a Prefect
+``WritableFileSystem`` (usable as ``result_storage``, with its ``ttl`` expiring stored
+results in the store) and hands out a lock manager with a hold timeout.
+
+``prefect block register -m prefect_memory.blocks`` registers them; a Prefect server
+registers them by itself through the ``prefect.collections`` entry point.
+
+Example:
+    >>> from prefect_memory.blocks import SqliteMemory
+    >>> SqliteMemory.get_block_type_slug()
+    'sqlite-memory'
+"""
+
+from __future__ import annotations
+
+from .base import MemoryBlock
+from .local import InProcessMemory, JsonMemory, SqliteMemory
+from .locks import MemoryLockManager, RedisLockManager
+from .remote import MongoMemory, RedisMemory, S3Memory
+from .results import ResultNotFound, StoredResult
+
+#: The single-store blocks (composed ones, hybrid and tiered, will join them).
+BLOCKS: tuple[type[MemoryBlock], ...] = (
+    RedisMemory,
+    MongoMemory,
+    S3Memory,
+    JsonMemory,
+    SqliteMemory,
+    InProcessMemory,
+)
+
+__all__ = [
+    "BLOCKS",
+    "InProcessMemory",
+    "JsonMemory",
+    "MemoryBlock",
+    "MemoryLockManager",
+    "MongoMemory",
+    "RedisLockManager",
+    "RedisMemory",
+    "ResultNotFound",
+    "S3Memory",
+    "SqliteMemory",
+    "StoredResult",
+]

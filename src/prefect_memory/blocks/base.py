@@ -1,0 +1,301 @@
+"""The base of every memory block: configuration that builds a :class:`~prefect_memory.Memory`.
+
+A :class:`MemoryBlock` is a Prefect ``Block`` (saved in the Prefect API, shown in the UI's block
+catalog) and a ``WritableFileSystem`` (usable as ``result_storage``). It holds configuration
+only: the :class:`~prefect_memory.Memory` it delegates to is built on first use, cached on the
+instance, never serialized, and rebuilt after pickling or copying.
+
+Example:
+    >>> from prefect_memory.blocks import InProcessMemory
+    >>> block = InProcessMemory(name="docs-base", namespace="sessions", ttl=60)
+    >>> block.set("session:42", {"user": 7})
+    >>> block.get("session:42")
+    {'user': 7}
+    >>> block.delete("session:42")
+    True
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+from prefect.blocks.core import Block
+from prefect.filesystems import WritableFileSystem
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from .._twins import async_twin
+from ..errors import PrefectMemoryError
+from ..keys import validate_namespace
+from ..memory import _UNSET, TTL, EntryInfo, Memory
+from .payloads import _RecentReads
+from .results import ResultStorageMixin
+
+
+class _Lazy:
+    """Per-instance cache of the built memories; never pickled, never shared by copies."""
+
+    __slots__ = ("keys_memory", "lock", "memory", "recent")
+
+    def __init__(self) -> None:
+        self.memory: Memory | None = None
+        self.keys_memory: Memory | None = None
+        self.recent = _RecentReads()
+        self.lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Lazy, ())
+
+    def __copy__(self) -> _Lazy:
+        return _Lazy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Lazy:
+        return _Lazy()
+
+
+class _EntryOrBlockDocument:
+    """``Cls.delete(name)`` keeps Prefect's meaning; ``block.delete(key)`` deletes an entry.
+
+    Prefect's ``Block.delete`` and ``Block.adelete`` are classmethods that delete a saved
+    block document. On an instance, the memory API wins: ``block.delete("k")`` removes the
+    entry ``k``.
+    """
+
+    def __init__(self, entry_method: Callable[..., Any]) -> None:
+        self.entry_method = entry_method
+        self.__doc__ = entry_method.__doc__
+        self.name = entry_method.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return Block.__dict__[self.name].__get__(None, owner)
+        return self.entry_method.__get__(instance, owner)
+
+
+def _entry_delete(self: MemoryBlock, key: str) -> bool:
+    """Delete the entry ``key``; return whether a live entry was removed.
+
+    On the class, ``delete(name)`` keeps Prefect's meaning: it deletes the saved block
+    document ``name``.
+    """
+    return self.memory.delete(key)
+
+
+async def _entry_adelete(self: MemoryBlock, key: str) -> bool:
+    """Async twin of ``delete`` on an instance (on the class: Prefect's ``adelete(name)``)."""
+    return await self.memory.adelete(key)
+
+
+_entry_delete.__name__ = "delete"
+_entry_adelete.__name__ = "adelete"
+
+
+class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
+    """Base of the memory blocks: a namespace, a default TTL and a lazily built Memory.
+
+    Subclasses declare their connection fields and implement :meth:`_memory_url` and
+    :meth:`_memory_options`; everything else (the memory API, result storage, locks) is here.
+    """
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    namespace: str = Field(
+        default="default",
+        description="Namespace of the keys: memories with another namespace never see them.",
+    )
+    ttl: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Default time to live in seconds of entries and of stored task results "
+            "(empty: no expiry)."
+        ),
+    )
+
+    _lazy: _Lazy = PrivateAttr(default_factory=_Lazy)
+
+    # -- validation --------------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, values: Any) -> Any:
+        # Prefect's Block accepts any extra key; a typo in a field name should not pass.
+        if isinstance(values, dict):
+            unknown = sorted(
+                str(name)
+                for name in values
+                if name not in cls.model_fields
+                and name != "block_type_slug"
+                and not str(name).startswith("_")
+            )
+            if unknown:
+                raise ValueError(
+                    f"unknown field(s) {', '.join(unknown)}; the fields of {cls.__name__} "
+                    f"are {', '.join(cls.model_fields)}"
+                )
+        return values
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        try:
+            return validate_namespace(value)
+        except PrefectMemoryError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl_seconds(cls, value: Any) -> Any:
+        if isinstance(value, _dt.timedelta):
+            return value.total_seconds()
+        if isinstance(value, bool):
+            raise ValueError("ttl must be a number of seconds, not a bool")
+        return value
+
+    @classmethod
+    def from_connection_string(cls, url: str, **fields: Any) -> MemoryBlock:
+        """Build the block from a connection string plus any other fields.
+
+        Args:
+            url: The store's URL (for example ``redis://host:6379/0``).
+            **fields: Other fields of the block (``namespace``, ``ttl``...).
+
+        Returns:
+            The block (not saved).
+        """
+        return cls(url=url, **fields)
+
+    # -- the memory ----------------------------------------------------------------------------
+    @abstractmethod
+    def _memory_url(self) -> str:
+        """The URL the memory is opened on."""
+
+    def _memory_options(self) -> dict[str, Any]:
+        """Backend options (secrets included) for :func:`prefect_memory.open_memory`."""
+        return {}
+
+    def _build_memory(self) -> Memory:
+        from .. import open_memory
+
+        return open_memory(
+            self._memory_url(), namespace=self.namespace, ttl=self.ttl, **self._memory_options()
+        )
+
+    @property
+    def memory(self) -> Memory:
+        """The :class:`~prefect_memory.Memory` this block configures (built on first use)."""
+        lazy = self._lazy
+        memory = lazy.memory
+        if memory is None:
+            with lazy.lock:
+                if lazy.memory is None:
+                    lazy.memory = self._build_memory()
+                memory = lazy.memory
+        return memory
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in type(self).model_fields:
+            self._lazy = _Lazy()  # the configuration changed: rebuild on next use
+
+    def __copy__(self) -> MemoryBlock:
+        copied = super().__copy__()
+        copied._lazy = _Lazy()
+        return copied
+
+    def close(self) -> None:
+        """Release the connections of the memory (it reconnects if used again)."""
+        if self._lazy.memory is not None:
+            self._lazy.memory.close()
+
+    # -- the memory API, delegated -------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key`` (counting an access), or ``default``."""
+        return self.memory.get(key, default)
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Store ``value`` under ``key`` (``ttl`` defaults to the block's ``ttl``)."""
+        self.memory.set(key, value, ttl=ttl, tags=tags, refresh=refresh)
+
+    def exists(self, key: str) -> bool:
+        """Tell whether ``key`` has a live entry (does not count an access)."""
+        return self.memory.exists(key)
+
+    delete: ClassVar[Any] = _EntryOrBlockDocument(_entry_delete)
+    adelete: ClassVar[Any] = _EntryOrBlockDocument(_entry_adelete)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys that have a live entry."""
+        return self.memory.get_many(keys)
+
+    def set_many(
+        self,
+        entries: Mapping[str, Any],
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Store every item of ``entries`` (one round trip per batch)."""
+        self.memory.set_many(entries, ttl=ttl, tags=tags, refresh=refresh)
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete ``keys``; return how many live entries were removed."""
+        return self.memory.delete_many(keys)
+
+    # Not ``keys``: a pydantic model with a ``keys`` method becomes a mapping to ``dict()``,
+    # and Prefect calls ``dict(model)`` on every pydantic task and flow parameter (its
+    # ``visit_collection``), which would then scan the store and index the block.
+    def list_keys(self, pattern: str = "*") -> list[str]:
+        """Return the keys of the namespace matching the glob ``pattern`` (``Memory.keys``)."""
+        return list(self.memory.keys(pattern))
+
+    def invalidate_tags(self, *tags: str | Iterable[str]) -> int:
+        """Delete every entry carrying any of ``tags``; return how many were removed."""
+        return self.memory.invalidate_tags(*tags)
+
+    def info(self, key: str) -> EntryInfo | None:
+        """Return the metadata of ``key`` (``None`` when missing)."""
+        return self.memory.info(key)
+
+    def clear(self) -> int:
+        """Delete every entry of the namespace; return how many were removed."""
+        return self.memory.clear()
+
+    def purge_expired(self) -> int:
+        """Remove expired entries a store keeps until cleaned (SQLite, files); return how many.
+
+        Covers the namespace and its cache-key records (``<namespace>/prefect-keys``).
+        """
+        removed = self.memory.purge_expired()
+        if not self._is_key_storage():
+            removed += self._keys_memory().purge_expired()
+        return removed
+
+    aget = async_twin(get)
+    aset = async_twin(set)
+    aexists = async_twin(exists)
+    aget_many = async_twin(get_many)
+    aset_many = async_twin(set_many)
+    adelete_many = async_twin(delete_many)
+    ainvalidate_tags = async_twin(invalidate_tags)
+    ainfo = async_twin(info)
+    aclear = async_twin(clear)
+    apurge_expired = async_twin(purge_expired)
+
+    async def alist_keys(self, pattern: str = "*") -> list[str]:
+        """Async twin of :meth:`list_keys`."""
+        return await self.memory.akeys(pattern)

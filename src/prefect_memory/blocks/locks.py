@@ -1,0 +1,280 @@
+"""Lock managers with a hold timeout, for ``cache_policy.configure(lock_manager=...)``.
+
+Prefect takes a lock per cache key when a task runs with ``isolation_level=SERIALIZABLE``, so
+that two runs do not compute the same result at once. Prefect passes no hold timeout; a task
+that crashes while holding the lock would block every later run. These managers always
+give a lock an expiry (``hold_timeout``, 300 s by default), after which it is free again.
+
+- :class:`RedisLockManager` (for :class:`~prefect_memory.blocks.RedisMemory`): ``SET NX PX``
+  and compare-and-delete scripts, atomic across every process and machine.
+- :class:`MemoryLockManager` (every other block): the lock is an entry with a TTL in the
+  namespace ``<namespace>/prefect-locks``; taking it is atomic between the threads of one
+  process only (the memory API has no "set if absent"), so use Redis for several workers.
+
+Example:
+    >>> from prefect_memory.blocks import InProcessMemory
+    >>> locks = InProcessMemory(name="docs-locks").lock_manager(hold_timeout=30)
+    >>> locks.acquire_lock("cache-key", holder="run-1")
+    True
+    >>> locks.acquire_lock("cache-key", holder="run-2", acquire_timeout=0)
+    False
+    >>> locks.release_lock("cache-key", holder="run-1")
+    >>> locks.is_locked("cache-key")
+    False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendUnavailable, ConfigError
+from ..keys import ns_token
+from ..memory import Memory
+
+if TYPE_CHECKING:
+    from .base import MemoryBlock
+
+LOCKS_SUFFIX = "/prefect-locks"
+_PROCESS_LOCK = threading.Lock()
+
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class MemoryLockManager:
+    """Locks as entries with a TTL in a memory block (Prefect's ``LockManager`` protocol).
+
+    Args:
+        block: The memory block holding the locks.
+        hold_timeout: Seconds after which a lock expires when Prefect passes no
+            ``hold_timeout`` (it never does).
+        poll_interval: Seconds between two attempts while waiting for a lock.
+    """
+
+    def __init__(
+        self, block: MemoryBlock, *, hold_timeout: float = 300.0, poll_interval: float = 0.05
+    ) -> None:
+        if isinstance(hold_timeout, bool) or not hold_timeout > 0:
+            raise ConfigError(f"hold_timeout must be positive seconds, got {hold_timeout!r}")
+        if not poll_interval > 0:
+            raise ConfigError(f"poll_interval must be positive seconds, got {poll_interval!r}")
+        self.block = block
+        self.hold_timeout = float(hold_timeout)
+        self.poll_interval = float(poll_interval)
+        self._memory: Memory | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({type(self.block).__name__}(namespace="
+            f"{self.block.namespace!r}), hold_timeout={self.hold_timeout})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_memory"] = None
+        return state
+
+    # -- primitives (overridden by the Redis manager) ----------------------------------------
+    @property
+    def memory(self) -> Memory:
+        """The memory holding the locks (namespace ``<namespace>/prefect-locks``)."""
+        if self._memory is None:
+            self._memory = self.block.memory.with_namespace(self.block.namespace + LOCKS_SUFFIX)
+        return self._memory
+
+    def _try_acquire(self, key: str, holder: str, hold: float) -> bool:
+        with _PROCESS_LOCK:
+            current = self.memory.get(key)
+            if current is not None and current != holder:
+                return False
+            self.memory.set(key, holder, ttl=hold)
+            return True
+
+    def _release(self, key: str, holder: str) -> bool:
+        with _PROCESS_LOCK:
+            if self.memory.get(key) != holder:
+                return False
+            self.memory.delete(key)
+            return True
+
+    def _holder(self, key: str) -> str | None:
+        return self.memory.get(key)
+
+    # -- LockManager protocol ------------------------------------------------------------------
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Take the lock of ``key`` for ``holder`` (re-entrant: the holder refreshes it).
+
+        Args:
+            key: The cache key to lock.
+            holder: Who takes the lock.
+            acquire_timeout: Seconds to wait while someone else holds it (``None``: wait
+                until it is released or expires; ``0``: do not wait).
+            hold_timeout: Seconds the lock lives at most (default: the manager's).
+
+        Returns:
+            Whether the lock was taken.
+        """
+        hold = hold_timeout or self.hold_timeout
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while True:
+            if self._try_acquire(key, holder, hold):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll_interval)
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        """Async twin of :meth:`acquire_lock`."""
+        hold = hold_timeout or self.hold_timeout
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while True:
+            if await asyncio.to_thread(self._try_acquire, key, holder, hold):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.poll_interval)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        """Release the lock of ``key``.
+
+        Raises:
+            ValueError: ``holder`` does not hold it (as Prefect's own managers do).
+        """
+        if not self._release(key, holder):
+            raise ValueError(f"No lock held by {holder} for transaction with key {key}")
+
+    def is_locked(self, key: str) -> bool:
+        """Tell whether someone holds the lock of ``key``."""
+        return self._holder(key) is not None
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        """Tell whether ``holder`` holds the lock of ``key``."""
+        return self._holder(key) == holder
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until the lock of ``key`` is free; return ``False`` if ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_locked(key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll_interval)
+        return True
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Async twin of :meth:`wait_for_lock`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while await asyncio.to_thread(self.is_locked, key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.poll_interval)
+        return True
+
+
+class RedisLockManager(MemoryLockManager):
+    """Locks in Redis with ``SET NX PX``: atomic across processes, always expiring.
+
+    Args:
+        block: A :class:`~prefect_memory.blocks.RedisMemory`.
+        hold_timeout: Seconds after which a lock expires.
+        poll_interval: Seconds between two attempts while waiting for a lock.
+    """
+
+    def __init__(
+        self, block: MemoryBlock, *, hold_timeout: float = 300.0, poll_interval: float = 0.05
+    ) -> None:
+        super().__init__(block, hold_timeout=hold_timeout, poll_interval=poll_interval)
+        self._client: Any = None
+        self._scripts: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(_client=None, _scripts=None)
+        return state
+
+    def _redis(self) -> tuple[Any, Any]:
+        if self._client is None:
+            import redis
+
+            block: Any = self.block
+            password = None if block.password is None else block.password.get_secret_value()
+            client = redis.Redis.from_url(
+                block.url,
+                password=password,
+                socket_timeout=block.timeout,
+                socket_connect_timeout=block.timeout,
+            )
+            self._scripts = (client.register_script(_ACQUIRE), client.register_script(_RELEASE))
+            self._client = client
+        return self._client, self._scripts
+
+    def _name(self, key: str) -> str:
+        block: Any = self.block
+        return f"{block.key_prefix}:lock:{{{ns_token(block.namespace)}}}:{key}"
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
+            raise BackendUnavailable(f"Redis lock manager: {type(err).__name__}") from err
+
+    def _try_acquire(self, key: str, holder: str, hold: float) -> bool:
+        _, (acquire, _release) = self._redis()
+        ms = max(int(hold * 1000), 1)
+        return bool(self._call(acquire, keys=[self._name(key)], args=[holder, ms]))
+
+    def _release(self, key: str, holder: str) -> bool:
+        _, (_acquire, release) = self._redis()
+        return bool(self._call(release, keys=[self._name(key)], args=[holder]))
+
+    def _holder(self, key: str) -> str | None:
+        client, _ = self._redis()
+        value = self._call(client.get, self._name(key))
+        return None if value is None else value.decode("utf-8")
+
+    def hold_remaining(self, key: str) -> float | None:
+        """Seconds until the lock of ``key`` expires (``None`` when it is free)."""
+        client, _ = self._redis()
+        ms = self._call(client.pttl, self._name(key))
+        return None if ms is None or ms < 0 else ms / 1000
+
+
+def lock_manager_for(block: MemoryBlock, *, hold_timeout: float = 300.0) -> MemoryLockManager:
+    """The lock manager that suits ``block`` (Redis: :class:`RedisLockManager`)."""
+    from .remote import RedisMemory
+
+    if isinstance(block, RedisMemory):
+        return RedisLockManager(block, hold_timeout=hold_timeout)
+    return MemoryLockManager(block, hold_timeout=hold_timeout)

@@ -1,0 +1,87 @@
+"""Prefect fixtures: one ephemeral Prefect API for the session, memory blocks on real servers.
+
+``prefect_test_harness`` starts a temporary Prefect server (10-20 s here), so it is
+session-scoped and shared by every test of this folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pm-prefect-home-"))
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from prefect_memory.blocks import (
+    InProcessMemory,
+    JsonMemory,
+    MemoryBlock,
+    MongoMemory,
+    RedisMemory,
+    S3Memory,
+    SqliteMemory,
+)
+
+S3_BUCKET = "pm-prefect"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API (SQLite) for the whole session."""
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random token, to keep each test's data apart."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def redis_block(redis_server: Any, unique: str) -> RedisMemory:
+    """A RedisMemory on the session's redis-server, with a key prefix of its own."""
+    return RedisMemory(url=redis_server.url, key_prefix=f"t{unique}", namespace="results")
+
+
+@pytest.fixture
+def make_block(
+    request: pytest.FixtureRequest, tmp_path: Any, unique: str
+) -> Callable[..., MemoryBlock]:
+    """``make_block(cls, **fields)``: a block of ``cls`` on a fresh store of a real server."""
+
+    def _make(cls: type[MemoryBlock], **fields: Any) -> MemoryBlock:
+        if cls is RedisMemory:
+            server = request.getfixturevalue("redis_server")
+            base: dict[str, Any] = {"url": server.url, "key_prefix": f"t{unique}"}
+        elif cls is MongoMemory:
+            server = request.getfixturevalue("mongo_server")
+            base = {"url": server.url, "collection": f"c{unique}"}
+        elif cls is S3Memory:
+            server = request.getfixturevalue("s3_server")
+            server.make_bucket(S3_BUCKET)
+            base = {
+                "url": f"s3://{S3_BUCKET}/{unique}",
+                "endpoint_url": server.endpoint_url,
+                "aws_access_key_id": server.key,
+                "aws_secret_access_key": server.secret,
+            }
+        elif cls is JsonMemory:
+            base = {"path": str(tmp_path / "memory" / "backup.json")}
+        elif cls is SqliteMemory:
+            base = {"path": str(tmp_path / "memory.db")}
+        elif cls is InProcessMemory:
+            base = {"name": f"test-{unique}"}
+        else:  # pragma: no cover - a new block class needs a line here
+            raise AssertionError(cls)
+        return cls(**{**base, **fields})
+
+    return _make
