@@ -23,6 +23,7 @@ from .errors import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    DecryptionError,
     EntryNotFound,
     InvalidKeyError,
     KeyTypeError,
@@ -30,6 +31,8 @@ from .errors import (
     PrefectMemoryError,
     SerializationError,
     UnknownBackendError,
+    ValidationError,
+    ValidationFailure,
 )
 from .memory import TTL, EntryInfo, Hook, Memory
 from .plugins.base import Backend, Capabilities, Record
@@ -96,6 +99,7 @@ __all__ = [
     "Capabilities",
     "Codec",
     "ConfigError",
+    "DecryptionError",
     "EntryInfo",
     "EntryNotFound",
     "Hook",
@@ -108,6 +112,8 @@ __all__ = [
     "Record",
     "SerializationError",
     "UnknownBackendError",
+    "ValidationError",
+    "ValidationFailure",
     "available_backends",
     "from_config",
     "open_backend",

@@ -5,7 +5,10 @@ Supported shapes (all under an optional top-level ``"memory"`` key):
 - one store: ``{"backend": "redis", "connection": "redis://...", "ttl": 60}``;
 - hybrid: ``{"backend": "hybrid", "primary": {...}, "secondary": {...}, "sync": {...}}``;
 - tiers: ``{"backend": "hybrid", "tiers": [...], "migration": {"rules": [...]}}``;
-- namespaces: ``{"namespaces": {"sessions": {"backend": "redis", "ttl": 1800}, ...}}``.
+- namespaces: ``{"namespaces": {"sessions": {"backend": "redis", "ttl": 1800}, ...}}``;
+- record schemas: ``{"schemas": {"validation": true, "strict": true, "definitions": {...}}}``
+  (JSON Schema checked on ``set``, see :mod:`prefect_memory.validation.records`; on a
+  namespaces config, a top-level ``schemas`` applies to namespaces without their own).
 
 A part names its store with ``type``/``backend`` and where it lives with ``connection``
 (a URL), ``location`` (a path or URL) and ``storage_options``. Stores named without a
@@ -347,7 +350,7 @@ def from_config(
                 builder.problem(ns_path, "must be an object")
                 continue
             settings[name] = {k: ns_spec[k] for k in ns_spec if k in RESERVED_SECTIONS}
-            memory = _build_one(builder, ns_path, ns_spec, name)
+            memory = _build_one(builder, ns_path, ns_spec, name, inherited=spec)
             if memory is not None:
                 memories[name] = memory
         if builder.problems:
@@ -360,18 +363,37 @@ def from_config(
 
 
 def _build_one(
-    builder: _Builder, path: str, spec: Mapping[str, Any], namespace: str
+    builder: _Builder,
+    path: str,
+    spec: Mapping[str, Any],
+    namespace: str,
+    inherited: Mapping[str, Any] | None = None,
 ) -> Memory | None:
     kind = builder.kind(path, spec)
     if kind is None:
         return None
     if kind == "hybrid":
         try:
-            return builder.hybrid(path, spec, namespace)
+            memory = builder.hybrid(path, spec, namespace)
         except ConfigError:
             return None
-    options = builder.memory_options(path, spec)
-    backend = builder.backend(path, spec)
-    if backend is None:
-        return None
-    return Memory(backend, spec.get("namespace", namespace), **options)
+    else:
+        options = builder.memory_options(path, spec)
+        backend = builder.backend(path, spec)
+        if backend is None:
+            return None
+        memory = Memory(backend, spec.get("namespace", namespace), **options)
+    section_path = path if "schemas" in spec else "memory"
+    section = spec.get("schemas", (inherited or {}).get("schemas"))
+    if section is not None:  # JSON Schemas checked on set (prefect_memory.validation)
+        try:
+            from .validation.config import schema_hook_from_config
+
+            hook = schema_hook_from_config(section, path=f"{section_path}.schemas")
+        except (ConfigError, ImportError) as err:
+            lines = str(err).splitlines()[1:] or [f"{section_path}.schemas: {err}"]
+            builder.problems.extend(line.strip() for line in lines)
+            return None
+        if hook is not None:
+            memory.hooks = (hook, *memory.hooks)
+    return memory

@@ -14,6 +14,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
 
 class PrefectMemoryError(Exception):
     """Root of every error raised by prefect-memory."""
@@ -47,6 +51,84 @@ class MissingDependencyError(PrefectMemoryError, ImportError):
     """A backend needs an optional package that is not installed."""
 
 
+class DecryptionError(PrefectMemoryError, ValueError):
+    """Stored bytes cannot be decrypted: another key, tampered data, or not encrypted."""
+
+
+@dataclass(frozen=True)
+class ValidationFailure:
+    """One failed check of a :class:`ValidationError`.
+
+    Attributes:
+        path: Where it failed: a column (``"amount"``), a record path (``"profile.avatar"``),
+            or ``""`` for the whole value.
+        check: What failed: a pandera check (``"greater_than_or_equal_to(0)"``) or a JSON
+            Schema keyword (``"format"``, ``"required"``).
+        message: A sentence a person can act on.
+        examples: Up to a few ``(row index or path, failing value)`` pairs.
+        count: How many rows or values failed this check in total.
+    """
+
+    path: str
+    check: str
+    message: str
+    examples: tuple[tuple[Any, Any], ...] = ()
+    count: int = 1
+
+    def __str__(self) -> str:
+        where = self.path or "<value>"
+        text = f"{where}: {self.check}: {self.message}"
+        if self.examples:
+            shown = ", ".join(f"{at!r}: {value!r}" for at, value in self.examples)
+            extra = self.count - len(self.examples)
+            text += f" [e.g. {shown}{f' (+{extra} more)' if extra > 0 else ''}]"
+        return text
+
+
+class ValidationError(PrefectMemoryError, ValueError):
+    """A value or a frame does not match its schema; lists every failure at once.
+
+    Attributes:
+        key: The memory key being saved or loaded (``None`` outside a memory).
+        schema: Name of the schema that failed.
+        failures: Every failed check (see :class:`ValidationFailure`).
+
+    Example:
+        >>> err = ValidationError(
+        ...     [ValidationFailure("email", "format", "'x' is not an email")],
+        ...     key="user:1", schema="user")
+        >>> print(err)
+        user:1 does not match schema 'user' (1 failure):
+          email: format: 'x' is not an email
+        >>> isinstance(err, ValueError), err.paths
+        (True, ['email'])
+    """
+
+    def __init__(
+        self,
+        failures: Iterable[ValidationFailure],
+        *,
+        key: str | None = None,
+        schema: str | None = None,
+        details: Any = None,
+    ) -> None:
+        self.failures: tuple[ValidationFailure, ...] = tuple(failures)
+        self.key = key
+        self.schema = schema
+        #: The validator's own report (pandera's ``failure_cases`` frame, jsonschema errors).
+        self.details = details
+        what = "value" if key is None else key
+        against = f" schema {schema!r}" if schema else " its schema"
+        n = len(self.failures)
+        head = f"{what} does not match{against} ({n} failure{'s' if n != 1 else ''}):"
+        super().__init__("\n  ".join([head, *map(str, self.failures)]))
+
+    @property
+    def paths(self) -> list[str]:
+        """The failing paths or columns, in order, without repeats."""
+        return list(dict.fromkeys(f.path for f in self.failures))
+
+
 class BackendError(PrefectMemoryError):
     """A storage backend failed in a way that is not a connectivity problem."""
 
@@ -64,6 +146,7 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
+    "DecryptionError",
     "EntryNotFound",
     "InvalidKeyError",
     "KeyTypeError",
@@ -71,4 +154,6 @@ __all__ = [
     "PrefectMemoryError",
     "SerializationError",
     "UnknownBackendError",
+    "ValidationError",
+    "ValidationFailure",
 ]

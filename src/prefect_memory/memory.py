@@ -21,13 +21,17 @@ import datetime as _dt
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._twins import async_twin
 from .codecs import Codec
 from .errors import ConfigError, EntryNotFound
 from .keys import glob_match, validate_key, validate_keys, validate_namespace
 from .plugins.base import Backend, Record
+from .tabular.methods import FrameMethods
+
+if TYPE_CHECKING:
+    from .lazy import LazyView
 
 _UNSET: Any = object()
 TTL = float | int | _dt.timedelta | None
@@ -125,8 +129,11 @@ class EntryInfo:
         )
 
 
-class Memory:
+class Memory(FrameMethods):
     """A namespaced key-value memory over one backend.
+
+    DataFrames: ``put_frame``, ``get_frame``, ``append_frame`` (see
+    :class:`~prefect_memory.tabular.methods.FrameMethods`).
 
     Args:
         backend: The storage backend.
@@ -314,15 +321,43 @@ class Memory:
             if glob_match(key, pattern):
                 yield key
 
-    def invalidate_tags(self, *tags: str | Iterable[str]) -> int:
-        """Delete every entry carrying any of ``tags``; return how many were removed."""
+    def add(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> bool:
+        """Store ``value`` only if ``key`` has no live entry; return whether it was stored.
+
+        Atomic on stores that offer it (Redis, SQLite, in-process); elsewhere a check then
+        a write.
+        """
+        validate_key(key)
+        now = self.clock()
+        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
+        sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
+        record = Record(
+            self._encode(key, value), now, now, now, 0,
+            None if seconds is None else now + seconds, seconds, sliding, _clean_tags(tags), 1,
+        )  # fmt: skip
+        return key in self.backend.put_absent_many(self.namespace, {key: record}, now=now)
+
+    def tagged(self, *tags: str | Iterable[str]) -> list[str]:
+        """Return the keys carrying any of ``tags`` (sorted)."""
         flat: list[str] = []
         for tag in tags:
             flat.extend([tag] if isinstance(tag, str) else tag)
         flat = list(_clean_tags(flat))
         if not flat:
-            return 0
-        keys = sorted(self.backend.tagged(self.namespace, flat, now=self.clock()))
+            return []
+        return sorted(self.backend.tagged(self.namespace, flat, now=self.clock()))
+
+    def invalidate_tags(self, *tags: str | Iterable[str]) -> int:
+        """Delete every entry carrying any of ``tags``; return how many were removed."""
+        keys = self.tagged(*tags)
         return self.delete_many(keys) if keys else 0
 
     def clear(self) -> int:
@@ -332,6 +367,12 @@ class Memory:
     def purge_expired(self) -> int:
         """Remove expired entries the store keeps until cleaned; return how many."""
         return self.backend.purge_expired(self.namespace, now=self.clock())
+
+    def lazy(self) -> LazyView:
+        """A mapping view loading each value on first access and keeping it locally."""
+        from .lazy import LazyView
+
+        return LazyView(self)
 
     def ping(self) -> None:
         """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is down."""
@@ -374,6 +415,8 @@ class Memory:
     aget_many = async_twin(get_many)
     adelete_many = async_twin(delete_many)
     ainvalidate_tags = async_twin(invalidate_tags)
+    aadd = async_twin(add)
+    atagged = async_twin(tagged)
     aclear = async_twin(clear)
     apurge_expired = async_twin(purge_expired)
 

@@ -339,3 +339,16 @@ def test_conditional_moves(mem: pm.Memory) -> None:
     fresh = backend.get_many(ns, ["a"], now=now)["a"].token
     assert backend.delete_if_unchanged(ns, {"a": fresh}, now=now) == {"a"}
     assert not mem.exists("a")
+
+
+def test_add_only_if_absent_and_tagged(mem: pm.Memory) -> None:
+    assert mem.add("k", 1, tags=["t"]) is True
+    assert mem.add("k", 2) is False
+    assert mem.get("k") == 1
+    mem.set("short", 0, ttl=0.3)
+    time.sleep(0.5)
+    assert mem.add("short", "again") is True  # an expired entry counts as absent
+    mem.set_many({"x": 1, "y": 2}, tags=["t", "u"])
+    assert mem.tagged("t") == ["k", "x", "y"]
+    assert mem.tagged(["u"], "nothing") == ["x", "y"]
+    assert mem.tagged() == []
