@@ -47,6 +47,7 @@ $(VENV_STAMP): pyproject.toml
 	    echo "creating $(VENV) with $$py ($$("$$py" --version 2>&1))"; \
 	    "$$py" -m venv "$(VENV)"; \
 	fi
+	$(VENV_PY) -m pip install -q --disable-pip-version-check --upgrade pip </dev/null
 	$(VENV_PY) -m pip install -q --disable-pip-version-check -e '.[dev]' </dev/null
 	@touch "$@"
 
