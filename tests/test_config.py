@@ -197,3 +197,89 @@ def test_hybrid_problems() -> None:
     message = str(info.value)
     assert "needs 'secondary'" in message
     assert "memory.sync.strategy" in message and "memory.sync.interval" in message
+
+
+ML = {
+    "memory": {
+        "backend": "hybrid",
+        "datasets": {
+            "training": {"backend": "s3", "format": "parquet", "partitioning": "date"},
+            "features": {"backend": "redis", "serialization": "msgpack", "compression": True},
+            "models": {"backend": "hybrid", "primary": "redis", "secondary": "s3",
+                       "versioning": True},
+        },
+        "compute": {
+            "cache": {
+                "predictions": {"ttl": 3600},
+                "embeddings": {"ttl": 86400},
+                "preprocessed": {"ttl": 604800},
+            }
+        },
+    }
+}  # fmt: skip
+
+ANALYTICS = {
+    "memory": {
+        "backend": "hybrid",
+        "streams": {
+            "events": {"type": "redis-stream", "maxLength": 100000, "trimStrategy": "MAXLEN"},
+            "aggregations": {
+                "type": "time-series",
+                "retention": 86400,
+                "downsampling": [
+                    {"interval": 60, "aggregation": "avg"},
+                    {"interval": 3600, "aggregation": "sum"},
+                ],
+            },
+        },
+        "processing": {
+            "windows": {
+                "realtime": {"size": 60, "slide": 10},
+                "hourly": {"size": 3600, "slide": 3600},
+                "daily": {"size": 86400, "slide": 86400},
+            }
+        },
+    }
+}
+
+
+def test_ml_pipeline_shape(
+    servers: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    connections = {**servers["connections"], "s3": servers["s3"]["connection"]}
+    config = json.loads(json.dumps(ML))
+    for name in ("training",):
+        config["memory"]["datasets"][name]["storage_options"] = servers["s3"]["storage_options"]
+    config["memory"]["datasets"]["models"]["secondary"] = {
+        "backend": "s3", **servers["s3"],
+    }  # fmt: skip
+    spaces = pm.from_config(config, connections=connections)
+    assert sorted(spaces) == [
+        "embeddings", "features", "models", "predictions", "preprocessed", "training",
+    ]  # fmt: skip
+    assert spaces["features"].codec.compression
+    assert isinstance(spaces["models"], HybridMemory)
+    assert spaces["predictions"].ttl == 3600 and spaces["preprocessed"].ttl == 604800
+    assert spaces["predictions"].backend.scheme == "sqlite"
+    assert spaces.settings["training"] == {"format": "parquet", "partitioning": "date"}
+    spaces["models"].set("model:v1", {"weights": [0.1, 0.2]})
+    assert spaces["models"].get("model:v1") == {"weights": [0.1, 0.2]}
+    spaces["predictions"].set("prediction:abc", 0.93)
+    assert spaces["predictions"].get("prediction:abc") == 0.93
+
+
+def test_analytics_shape_keeps_streams_for_the_analytics_module() -> None:
+    spaces = pm.from_config(ANALYTICS)
+    assert isinstance(spaces, pm.Namespaces) and len(spaces) == 0
+    assert spaces.extras["streams"]["aggregations"]["downsampling"][1] == {
+        "interval": 3600,
+        "aggregation": "sum",
+    }
+    assert spaces.extras["processing"]["windows"]["realtime"] == {"size": 60, "slide": 10}
+
+
+def test_duplicate_part_names_are_reported() -> None:
+    config = {"namespaces": {"x": {"backend": "memory"}}, "compute": {"cache": {"x": {"ttl": 1}}}}
+    with pytest.raises(pm.ConfigError, match="'x' is used by more than one part"):
+        pm.from_config(config)

@@ -69,6 +69,8 @@ class Namespaces(Mapping[str, Memory]):
 
     memories: dict[str, Memory]
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Top-level sections for other modules (``streams``, ``processing``), as written.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Memory:
         try:
@@ -327,7 +329,8 @@ def from_config(
 
     Returns:
         A :class:`~prefect_memory.Memory` (a ``HybridMemory`` or ``TieredMemory`` for those
-        shapes), or :class:`Namespaces` when the config has a ``"namespaces"`` section.
+        shapes), or :class:`Namespaces` when the config has ``namespaces``, ``datasets``,
+        ``compute`` or ``streams`` sections.
 
     Raises:
         ConfigError: listing every problem with its path in the config.
@@ -335,31 +338,65 @@ def from_config(
     spec, base = load_config(source)
     builder = _Builder(connections or {}, base)
     path = "memory"
-    if "namespaces" in spec:
-        namespaces = spec["namespaces"]
-        builder.check_keys(path, spec, {"backend", "type", "namespaces"} | _MEMORY_KEYS)
-        if not isinstance(namespaces, Mapping) or not namespaces:
-            raise ConfigError(
-                f"invalid memory config:\n  {path}.namespaces: must be a non-empty object"
-            )
-        memories: dict[str, Memory] = {}
-        settings: dict[str, dict[str, Any]] = {}
-        for name, ns_spec in namespaces.items():
-            ns_path = f"{path}.namespaces.{name}"
-            if not isinstance(ns_spec, Mapping):
-                builder.problem(ns_path, "must be an object")
-                continue
-            settings[name] = {k: ns_spec[k] for k in ns_spec if k in RESERVED_SECTIONS}
-            memory = _build_one(builder, ns_path, ns_spec, name, inherited=spec)
-            if memory is not None:
-                memories[name] = memory
-        if builder.problems:
+    groups = _named_parts(builder, spec)
+    if groups is None:
+        memory = _build_one(builder, path, spec, spec.get("namespace", "default"))
+        if builder.problems or memory is None:
             raise builder.error()
-        return Namespaces(memories, settings)
-    memory = _build_one(builder, path, spec, spec.get("namespace", "default"))
-    if builder.problems or memory is None:
+        return memory
+    builder.check_keys(path, spec, {"backend", "type", "namespaces"} | _MEMORY_KEYS)
+    memories: dict[str, Memory] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for name, ns_path, ns_spec in groups:
+        settings[name] = {k: ns_spec[k] for k in ns_spec if k in RESERVED_SECTIONS}
+        memory = _build_one(builder, ns_path, ns_spec, name, inherited=spec)
+        if memory is not None:
+            memories[name] = memory
+    if builder.problems:
         raise builder.error()
-    return memory
+    extras = {k: spec[k] for k in ("streams", "processing") if k in spec}
+    return Namespaces(memories, settings, extras)
+
+
+def _named_parts(
+    builder: _Builder, spec: Mapping[str, Any]
+) -> list[tuple[str, str, Mapping[str, Any]]] | None:
+    """``(name, path, spec)`` of every namespace-like part, or ``None`` for a single memory.
+
+    ``namespaces`` and ``datasets`` hold parts by name; ``compute.cache`` holds caches
+    (``{"predictions": {"ttl": 3600}}``) on ``compute.backend`` (SQLite); ``streams`` and
+    ``processing`` are kept for the analytics module.
+    """
+    sections = [k for k in ("namespaces", "datasets", "compute", "streams") if k in spec]
+    if not sections:
+        return None
+    parts: list[tuple[str, str, Mapping[str, Any]]] = []
+    for section in ("namespaces", "datasets"):
+        block = spec.get(section)
+        if block is None:
+            continue
+        if not isinstance(block, Mapping) or not block:
+            builder.problem(f"memory.{section}", "must be a non-empty object")
+            continue
+        for name, part in block.items():
+            if not isinstance(part, Mapping):
+                builder.problem(f"memory.{section}.{name}", "must be an object")
+            else:
+                parts.append((name, f"memory.{section}.{name}", part))
+    caches = (spec.get("compute") or {}).get("cache", {}) if "compute" in spec else {}
+    if not isinstance(caches, Mapping):
+        builder.problem("memory.compute.cache", "must be an object")
+        caches = {}
+    default = (spec.get("compute") or {}).get("backend", "sqlite")
+    for name, part in caches.items():
+        if not isinstance(part, Mapping):
+            builder.problem(f"memory.compute.cache.{name}", "must be an object")
+        else:
+            parts.append((name, f"memory.compute.cache.{name}", {"backend": default, **part}))
+    names = [name for name, _, _ in parts]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        builder.problem("memory", f"the name {name!r} is used by more than one part")
+    return parts
 
 
 def _build_one(
