@@ -9,8 +9,10 @@ they need (``make servers``), so a missing server is a real error, not a skip.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +79,39 @@ def moto_s3_server() -> Iterator[MotoS3Server]:
 # ---------------------------------------------------------------------------
 # >>> Reserved for the library engineer: add prefect_memory fixtures below this
 # >>> line (backends, stores, Prefect harness, ...). Server fixtures above.
+
+
+def make_opener(
+    request: pytest.FixtureRequest, tmp_path: Any, default_namespace: str
+) -> Callable[..., Any]:
+    """``open(backend, namespace=..., **options)`` on a store private to the calling test.
+
+    ``backend`` is one of memory, sqlite, json, file, s3, redis; every memory opened for
+    the same backend in one test shares that test's store.
+    """
+    import prefect_memory as pm
+
+    unique = uuid.uuid4().hex[:10]
+
+    def _open(backend: str, namespace: str = default_namespace, **options: Any) -> Any:
+        if backend == "memory":
+            url = f"memory://t-{unique}"
+        elif backend == "sqlite":
+            url = f"sqlite:///{tmp_path}/m.db"
+        elif backend == "json":
+            url = f"json:///{tmp_path}/m.json"
+        elif backend == "file":
+            url = f"file://{tmp_path}/files"
+        elif backend == "s3":
+            server = request.getfixturevalue("s3_server")
+            server.make_bucket("pm-stores")
+            url = f"s3://pm-stores/{unique}"
+            options = {"storage_options": server.storage_options, **options}
+        elif backend == "redis":
+            url = request.getfixturevalue("redis_server").url
+            options = {"key_prefix": f"t{unique}", **options}
+        else:
+            raise AssertionError(f"unknown test backend {backend!r}")
+        return pm.open_memory(url, namespace=namespace, **options)
+
+    return _open
