@@ -98,6 +98,37 @@ class Record:
         return len(self.value)
 
 
+def record_fields(record: Record) -> dict[str, Any]:
+    """The metadata of a record as a short-keyed dict (for stores that keep documents)."""
+    return {
+        "c": record.created_at,
+        "u": record.updated_at,
+        "a": record.last_access,
+        "n": record.access_count,
+        "x": record.expires_at,
+        "l": record.ttl,
+        "s": record.sliding,
+        "g": list(record.tags),
+        "r": record.version,
+    }
+
+
+def record_from_fields(fields: Mapping[str, Any], value: bytes) -> Record:
+    """Inverse of :func:`record_fields`, with the value."""
+    return Record(
+        value,
+        fields["c"],
+        fields["u"],
+        fields["a"],
+        fields["n"],
+        fields["x"],
+        fields["l"],
+        fields["s"],
+        tuple(fields["g"]),
+        fields["r"],
+    )
+
+
 class Backend(ABC):
     """Base class of every storage backend.
 

@@ -34,7 +34,7 @@ import msgpack
 
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
-from .base import Backend, Capabilities, Record
+from .base import Backend, Capabilities, Record, record_fields, record_from_fields
 
 MAGIC = b"PMR1"
 _HEAD = struct.Struct(">4sI")
@@ -43,21 +43,7 @@ _HEAD_READ = 8192
 
 def pack_object(key: str, record: Record) -> bytes:
     """Serialize a record (with its key) into the bytes of one object."""
-    header = msgpack.packb(
-        {
-            "k": key,
-            "c": record.created_at,
-            "u": record.updated_at,
-            "a": record.last_access,
-            "n": record.access_count,
-            "x": record.expires_at,
-            "l": record.ttl,
-            "s": record.sliding,
-            "g": list(record.tags),
-            "r": record.version,
-        },
-        use_bin_type=True,
-    )
+    header = msgpack.packb({"k": key, **record_fields(record)}, use_bin_type=True)
     return _HEAD.pack(MAGIC, len(header)) + header + record.value
 
 
@@ -75,18 +61,7 @@ def unpack_header(data: bytes) -> tuple[dict[str, Any], int] | None:
 
 
 def _record(header: dict[str, Any], value: bytes, stats: dict[str, Any] | None) -> Record:
-    record = Record(
-        value=value,
-        created_at=header["c"],
-        updated_at=header["u"],
-        last_access=header["a"],
-        access_count=header["n"],
-        expires_at=header["x"],
-        ttl=header["l"],
-        sliding=header["s"],
-        tags=tuple(header["g"]),
-        version=header["r"],
-    )
+    record = record_from_fields(header, value)
     if stats:
         record.access_count = stats["n"]
         record.last_access = max(record.last_access, stats["a"])

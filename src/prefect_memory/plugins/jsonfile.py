@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..keys import glob_match
 from ._paths import local_path_from_url
-from .base import Backend, Capabilities, Record
+from .base import Backend, Capabilities, Record, record_fields, record_from_fields
 
 FORMAT = "prefect-memory.json"
 
@@ -39,33 +39,11 @@ Doc = dict[str, dict[str, dict[str, Any]]]
 
 
 def _encode(record: Record) -> dict[str, Any]:
-    return {
-        "v": base64.b64encode(record.value).decode("ascii"),
-        "c": record.created_at,
-        "u": record.updated_at,
-        "a": record.last_access,
-        "n": record.access_count,
-        "x": record.expires_at,
-        "l": record.ttl,
-        "s": record.sliding,
-        "g": list(record.tags),
-        "r": record.version,
-    }
+    return {"v": base64.b64encode(record.value).decode("ascii"), **record_fields(record)}
 
 
 def _decode(raw: dict[str, Any]) -> Record:
-    return Record(
-        value=base64.b64decode(raw["v"]),
-        created_at=raw["c"],
-        updated_at=raw["u"],
-        last_access=raw["a"],
-        access_count=raw["n"],
-        expires_at=raw["x"],
-        ttl=raw["l"],
-        sliding=raw["s"],
-        tags=tuple(raw["g"]),
-        version=raw["r"],
-    )
+    return record_from_fields(raw, base64.b64decode(raw["v"]))
 
 
 def _live(raw: dict[str, Any], now: float) -> bool:
