@@ -198,6 +198,21 @@ class Memory(FrameMethods):
             value = hook.after_load(key, value)
         return value
 
+    def _record_factory(
+        self, now: float, ttl: Any, tags: Iterable[str], refresh: bool | None
+    ) -> Callable[[str, Any], Record]:
+        """A maker of new records written at ``now`` with the given TTL policy and tags."""
+        tags = _clean_tags(tags)
+        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
+        sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
+        expires_at = None if seconds is None else now + seconds
+        encode = self._encode if self.hooks else (lambda _key, value: self.codec.encode(value))
+
+        def make(key: str, value: Any) -> Record:
+            return Record(encode(key, value), now, now, now, 0, expires_at, seconds, sliding, tags)
+
+        return make
+
     def _batches(self, items: list[Any]) -> Iterator[list[Any]]:
         for start in range(0, len(items), self.batch_size):
             yield items[start : start + self.batch_size]
@@ -264,30 +279,11 @@ class Memory(FrameMethods):
         if not isinstance(entries, Mapping):
             raise TypeError(f"set_many takes a mapping of key to value, got {type(entries)}")
         validate_keys(entries)
-        tags = _clean_tags(tags)
         now = self.clock()
-        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
-        sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
-        expires_at = None if seconds is None else now + seconds
+        make = self._record_factory(now, ttl, tags, refresh)
         items = list(entries.items())
-        hooked = bool(self.hooks)
-        encode = self.codec.encode
         for batch in self._batches(items):
-            records = {
-                key: Record(
-                    self._encode(key, value) if hooked else encode(value),
-                    now,
-                    now,
-                    now,
-                    0,
-                    expires_at,
-                    seconds,
-                    sliding,
-                    tags,
-                    1,
-                )
-                for key, value in batch
-            }
+            records = {key: make(key, value) for key, value in batch}
             self.backend.put_many(self.namespace, records, now=now)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -337,12 +333,7 @@ class Memory(FrameMethods):
         """
         validate_key(key)
         now = self.clock()
-        seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
-        sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
-        record = Record(
-            self._encode(key, value), now, now, now, 0,
-            None if seconds is None else now + seconds, seconds, sliding, _clean_tags(tags), 1,
-        )  # fmt: skip
+        record = self._record_factory(now, ttl, tags, refresh)(key, value)
         return key in self.backend.put_absent_many(self.namespace, {key: record}, now=now)
 
     def tagged(self, *tags: str | Iterable[str]) -> list[str]:
