@@ -308,9 +308,12 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dic
     section = data.get("memory", data)
     if not isinstance(section, Mapping):
         raise ConfigError("memory: must be an object")
-    unknown = set(data) - {"memory"} if "memory" in data else set()
+    unknown = set(data) - {"memory", "maintenance"} if "memory" in data else set()
     if unknown:
-        lines = [f"{k}: unknown top-level key (expected 'memory')" for k in sorted(unknown)]
+        lines = [
+            f"{k}: unknown top-level key (expected 'memory', 'maintenance')"
+            for k in sorted(unknown)
+        ]
         raise ConfigError("invalid memory config:\n  " + "\n  ".join(lines))
     return dict(section), base
 

@@ -1,0 +1,41 @@
+"""Maintenance flows: thin Prefect flows over the memory engines, deployable on schedules.
+
+Each flow takes a memory block (an instance, or a saved block as ``"type-slug/name"``),
+calls one engine method, logs what it did and publishes its report as a Prefect artifact:
+
+================================  ===========================================================
+``migrate_tiers``                 ``TieredMemory.migrate`` (rules, tier TTLs, size budgets)
+``archive_to_parquet``            migration into a Parquet archive tier, then ``compact``
+``cleanup_expired``               ``purge_expired`` on stores that do not expire by themselves
+``sync_hybrid``                   ``HybridMemory.sync`` (flush the journal, reconcile)
+``memory_health_report``          reachability, latency, breaker, backlog, memory use
+``downsample_analytics``          ``TimeSeries.downsample`` for the configured series
+================================  ===========================================================
+
+``serve_maintenance(schedules)`` serves them with interval or cron schedules (see
+:mod:`prefect_memory.flows.schedules`).
+"""
+
+from __future__ import annotations
+
+from .maintenance import (
+    archive_to_parquet,
+    cleanup_expired,
+    downsample_analytics,
+    memory_health_report,
+    migrate_tiers,
+    sync_hybrid,
+)
+from .schedules import MAINTENANCE_FLOWS, deployments_from_config, serve_maintenance
+
+__all__ = [
+    "MAINTENANCE_FLOWS",
+    "archive_to_parquet",
+    "cleanup_expired",
+    "deployments_from_config",
+    "downsample_analytics",
+    "memory_health_report",
+    "migrate_tiers",
+    "serve_maintenance",
+    "sync_hybrid",
+]

@@ -1,0 +1,156 @@
+"""The maintenance flows (see the package docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.blocks.core import Block
+
+from ..memory import Memory
+
+BlockRef = Any  # a MemoryBlock instance or "type-slug/name"
+
+
+def load_memory(block: BlockRef) -> tuple[Any, Memory]:
+    """The block (loaded when given by name) and its memory."""
+    if isinstance(block, str):
+        if "/" not in block:
+            raise ValueError(
+                "a saved block is named 'type-slug/name' (e.g. 'tiered-memory/shop'), "
+                f"got {block!r}"
+            )
+        block = Block.load(block)
+    memory = getattr(block, "memory", None)
+    if not isinstance(memory, Memory):
+        raise TypeError(f"{type(block).__name__} is not a prefect-memory block")
+    return block, memory
+
+
+def _artifact_key(name: str, block: Any) -> str:
+    raw = f"{name}-{getattr(block, '_block_document_name', None) or 'memory'}".lower()
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in raw)[:100]
+
+
+@flow(name="migrate_tiers", log_prints=False)
+def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500) -> dict[str, Any]:
+    """Move entries between tiers by the block's rules, tier TTLs and size budgets."""
+    logger = get_run_logger()
+    blk, memory = load_memory(block)
+    migrate = getattr(memory, "migrate", None)
+    if migrate is None:
+        raise TypeError(f"migrate_tiers needs a tiered memory, got {type(memory).__name__}")
+    report = migrate(
+        dry_run=dry_run,
+        batch_size=batch_size,
+        progress=lambda r: logger.debug("migrated %d so far", r.total_moved),
+    )
+    rows = report.rows() or [{"rule": "(nothing to move)", "entries": 0}]
+    create_table_artifact(
+        rows,
+        key=_artifact_key("migration", blk),
+        description=f"{'Dry run: would move' if dry_run else 'Moved'} {report.total_moved} "
+        f"entries ({report.bytes_moved} bytes) in {report.seconds:.2f}s; "
+        f"skipped {report.skipped}; over budget: {report.over_budget or 'none'}",
+    )
+    logger.info("migration %s: %s", "dry run" if dry_run else "done", report.moved)
+    summary = dataclasses.asdict(report)
+    summary["planned"] = summary["planned"][:1000]
+    return summary
+
+
+@flow(name="archive_to_parquet")
+def archive_to_parquet(
+    block: BlockRef, compact: bool = True, batch_size: int = 500
+) -> dict[str, Any]:
+    """Migrate due entries into the Parquet archive tier, then compact its small files."""
+    logger = get_run_logger()
+    blk, memory = load_memory(block)
+    tiers = getattr(memory, "tiers", None)
+    if not tiers:
+        raise TypeError("archive_to_parquet needs a tiered memory with a Parquet archive tier")
+    report = memory.migrate(batch_size=batch_size)  # type: ignore[attr-defined]
+    compacted: dict[str, Any] = {}
+    if compact:
+        for tier in tiers:
+            compact_fn = getattr(tier.backend, "compact", None)
+            if compact_fn is not None:
+                compacted[tier.name] = compact_fn(memory.namespace)
+    rows = [{"rule": k, "entries": v} for k, v in report.moved.items()] or [
+        {"rule": "(nothing to archive)", "entries": 0}
+    ]
+    create_table_artifact(
+        rows, key=_artifact_key("archive", blk), description=f"compaction: {compacted}"
+    )
+    logger.info("archived %d entries; compaction %s", report.total_moved, compacted)
+    return {"moved": report.moved, "compacted": {k: str(v) for k, v in compacted.items()}}
+
+
+@flow(name="cleanup_expired")
+def cleanup_expired(block: BlockRef) -> int:
+    """Delete expired entries in stores that do not expire them themselves."""
+    logger = get_run_logger()
+    blk, memory = load_memory(block)
+    removed = memory.purge_expired()
+    create_markdown_artifact(
+        f"Removed **{removed}** expired entries from namespace `{memory.namespace}`.",
+        key=_artifact_key("cleanup", blk),
+    )
+    logger.info("removed %d expired entries", removed)
+    return removed
+
+
+@flow(name="sync_hybrid")
+def sync_hybrid(block: BlockRef) -> dict[str, Any]:
+    """Flush a hybrid memory's journal and reconcile its two stores (newer write wins)."""
+    logger = get_run_logger()
+    blk, memory = load_memory(block)
+    sync = getattr(memory, "sync", None)
+    if sync is None:
+        raise TypeError(f"sync_hybrid needs a hybrid memory, got {type(memory).__name__}")
+    report = sync()
+    rows = [{"key": k, "difference": d} for k, d in report.differences[:500]] or [
+        {"key": "(none)", "difference": "stores agree"}
+    ]
+    create_table_artifact(
+        rows,
+        key=_artifact_key("sync", blk),
+        description=f"checked {report.checked}; copied to secondary "
+        f"{report.copied_to_secondary}, to primary {report.copied_to_primary}; "
+        f"conflicts {report.conflicts_resolved}",
+    )
+    logger.info("hybrid sync: %s differences", len(report.differences))
+    summary = dataclasses.asdict(report)
+    summary["differences"] = summary["differences"][:500]
+    return summary
+
+
+@flow(name="memory_health_report")
+def memory_health_report(block: BlockRef) -> list[dict[str, Any]]:
+    """Reachability, latency and pressure of every store behind the memory, as an artifact."""
+    logger = get_run_logger()
+    blk, memory = load_memory(block)
+    from ..resilience.health import health, health_rows
+
+    report = health(memory)
+    rows = health_rows(report)
+    create_table_artifact(rows, key=_artifact_key("health", blk), description="memory health")
+    for row in rows:
+        logger.info("health: %s", row)
+    return rows
+
+
+@flow(name="downsample_analytics")
+def downsample_analytics(block: BlockRef, series: list[dict[str, Any]]) -> dict[str, Any]:
+    """Downsample time series (``[{"name": ..., "retention": ..., "downsampling": [...]}]``)."""
+    logger = get_run_logger()
+    blk, memory = load_memory(block)
+    from ..analytics import downsample_all
+
+    report = downsample_all(memory, series)
+    rows = report.rows() if hasattr(report, "rows") else [dict(report)]
+    create_table_artifact(rows, key=_artifact_key("downsample", blk), description="downsampling")
+    logger.info("downsampled: %s", rows)
+    return {"rows": rows}
