@@ -1,4 +1,4 @@
-"""Backends under contract: every test of this folder runs on each of the seven URL schemes.
+"""Backends under contract: every test of this folder runs on every store (nine parameters).
 
 ``open_mem(namespace=None, **options)`` opens a Memory on the backend of the current
 parameter, with a namespace unique to the test unless one is given. Every Memory opened
@@ -15,8 +15,8 @@ import pytest
 
 import prefect_memory as pm
 
-BACKENDS = ["memory", "sqlite", "json", "file", "s3", "redis", "mongodb"]
-NETWORK = {"s3", "redis", "mongodb"}
+BACKENDS = ["memory", "sqlite", "json", "file", "s3", "redis", "mongodb", "parquet", "parquet-s3"]
+NETWORK = {"s3", "redis", "mongodb", "parquet-s3"}
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,15 @@ def store(backend_name: str, request: pytest.FixtureRequest, tmp_path: Any) -> d
         bucket = request.getfixturevalue("s3_bucket")
         return {
             "url": f"s3://{bucket}/{unique}",
+            "options": {"storage_options": server.storage_options},
+        }
+    if backend_name in ("parquet", "parquet-s3"):  # the cold tier's Parquet archive
+        if backend_name == "parquet":
+            return {"url": f"parquet:///{tmp_path}/archive", "options": {}}
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        return {
+            "url": f"parquet::s3://{bucket}/archive-{unique}",
             "options": {"storage_options": server.storage_options},
         }
     if backend_name == "redis":

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS pm_tags (
     PRIMARY KEY (ns, tag, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pm_entries_expiry ON pm_entries (ns, expires_at);
+CREATE INDEX IF NOT EXISTS pm_tags_key ON pm_tags (ns, key);
 """
 
 _COLUMNS = (

@@ -106,6 +106,9 @@ def migrate(
     report = MigrationReport(dry_run=dry_run)
     for index in reversed(range(len(backend.tiers))):
         tier = backend.tiers[index]
+        last = index + 1 >= len(backend.tiers)
+        if not any(r.source == tier.name for r in backend.rules) and (tier.ttl is None or last):
+            continue  # nothing can move out of this tier: do not read it
         at = clock() if now is None else now
         for keys in _batches(tier.backend.scan(ns, None, now=at), batch_size):
             at = clock() if now is None else now

@@ -150,7 +150,7 @@ class TieredBackend(Backend):
         if not records:
             return set()
         src, dst = self.tiers[source].backend, self.tiers[target].backend
-        clean = {k: replace(r, tier=None) for k, r in records.items()}
+        clean = {k: r if r.tier is None else replace(r, tier=None) for k, r in records.items()}
         written = dst.put_absent_many(ns, clean, now=now)
         deleted = src.delete_if_unchanged(ns, {k: r.token for k, r in clean.items()}, now=now)
         stale = {k: clean[k].token for k in written - deleted}
