@@ -141,13 +141,61 @@ class BackendTimeout(BackendUnavailable, TimeoutError):
     """The backend did not answer within the configured timeout."""
 
 
+class ConsensusError(PrefectMemoryError):
+    """Fewer replicas than the quorum confirmed a write, or a stale writer was fenced off.
+
+    The write itself is not undone: it is on the primary (and may still reach the
+    replicas); what failed is the promise that ``quorum`` of them had it in time.
+
+    Attributes:
+        acknowledged: Replicas that confirmed (``None`` when the store does not say).
+        quorum: Replicas that had to confirm.
+        timeout: Seconds waited.
+
+    Example:
+        >>> err = ConsensusError("1 of 2 replicas", acknowledged=1, quorum=2, timeout=0.5)
+        >>> err.acknowledged, err.quorum, isinstance(err, PrefectMemoryError)
+        (1, 2, True)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        acknowledged: int | None = None,
+        quorum: int | str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+        self.quorum = quorum
+        self.timeout = timeout
+
+
+class FencingError(ConsensusError):
+    """A write carried a fencing token older than the current one (a stale leader or lock
+    holder): it was rejected and nothing was written.
+
+    Attributes:
+        token: The token the write carried.
+        current: The newest token issued (``None`` when unknown).
+    """
+
+    def __init__(self, message: str, *, token: int | None = None, current: int | None = None):
+        super().__init__(message)
+        self.token = token
+        self.current = current
+
+
 __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
+    "ConsensusError",
     "DecryptionError",
     "EntryNotFound",
+    "FencingError",
     "InvalidKeyError",
     "KeyTypeError",
     "MissingDependencyError",

@@ -44,6 +44,7 @@ from ..errors import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    ConsensusError,
     PrefectMemoryError,
 )
 from ..keys import glob_match, literal_prefix, ns_token
@@ -61,6 +62,7 @@ try:
         ExecutionTimeout,
         NetworkTimeout,
         PyMongoError,
+        WriteConcernError,
         WTimeoutError,
     )
     from pymongo.write_concern import WriteConcern
@@ -77,7 +79,17 @@ DEFAULT_PORT = 27017
 
 #: Keyword options :meth:`MongoBackend.from_url` accepts.
 OPTIONS = frozenset(
-    {"timeout", "collection", "database", "write_concern", "client_kwargs", "username", "password"}
+    {
+        "timeout",
+        "collection",
+        "database",
+        "write_concern",
+        "client_kwargs",
+        "username",
+        "password",
+        "consistency",
+        "quorum",
+    }
 )
 
 _UTC = _dt.timezone.utc
@@ -232,6 +244,12 @@ class MongoBackend(Backend):
         username: User name (overrides the URL's).
         password: Password as ``str`` or pydantic ``SecretStr`` (overrides the URL's); never
             shown in ``repr`` or error messages.
+        consistency: ``"strong"``: every write waits until ``quorum`` replicas besides the
+            primary have it (write concern ``w=quorum+1``, or ``"majority"``, with
+            ``wtimeout=timeout``) and raises
+            :class:`~prefect_memory.errors.ConsensusError` otherwise. ``"eventual"``
+            (default): ``write_concern`` as given.
+        quorum: Replicas (besides the primary) of a strong write, or ``"majority"``.
 
     Raises:
         ConfigError: The URL or an option is invalid.
@@ -252,6 +270,8 @@ class MongoBackend(Backend):
         client_kwargs: Mapping[str, Any] | None = None,
         username: str | None = None,
         password: Any = None,
+        consistency: str = "eventual",
+        quorum: int | str = 1,
     ) -> None:
         super().__init__()
         if not isinstance(url, str):
@@ -265,6 +285,13 @@ class MongoBackend(Backend):
         self.database = _check_database(database or parsed.database or DEFAULT_DATABASE)
         self.collection = _check_collection(collection or parsed.collection or DEFAULT_COLLECTION)
         self.write_concern = _write_concern(write_concern)
+        self.consistency, self.quorum = consistency, quorum
+        if consistency == "strong":
+            if write_concern is not None:
+                raise ConfigError("give either write_concern or consistency='strong', not both")
+            self.write_concern = _strong_concern(quorum, self.timeout)
+        elif consistency != "eventual":
+            raise ConfigError(f"consistency must be 'eventual' or 'strong', got {consistency!r}")
         self.client_kwargs: dict[str, Any] = dict(client_kwargs or {})
         self.hosts = parsed.display_hosts()
         self.username = username if username is not None else parsed.username
@@ -316,6 +343,8 @@ class MongoBackend(Backend):
 
     def _translate(self, err: PyMongoError, action: str) -> PrefectMemoryError:
         message = self._describe(action, err)
+        if self.consistency == "strong" and _concern_failed(err):
+            return ConsensusError(message, quorum=self.quorum, timeout=self.timeout)
         if isinstance(err, (ExecutionTimeout, NetworkTimeout, WTimeoutError)):
             return BackendTimeout(message)
         if isinstance(err, ConnectionFailure):  # ServerSelectionTimeoutError, AutoReconnect
@@ -593,6 +622,25 @@ def _check_collection(name: str) -> str:
             f"invalid MongoDB collection name {name!r} (non-empty, without $, not system.*)"
         )
     return name
+
+
+def _strong_concern(quorum: Any, timeout: float) -> WriteConcern:
+    if quorum != "majority" and (isinstance(quorum, bool) or not isinstance(quorum, int)
+                                 or quorum < 1):  # fmt: skip
+        raise ConfigError(f"quorum must be a positive int (replicas) or 'majority', got {quorum!r}")
+    w = quorum if quorum == "majority" else int(quorum) + 1
+    return WriteConcern(w=w, wtimeout=max(1, int(timeout * 1000)))
+
+
+def _concern_failed(err: PyMongoError) -> bool:
+    """A write concern that could not be met: timed out, or not satisfiable here."""
+    if isinstance(err, (WTimeoutError, WriteConcernError)):
+        return True
+    details = getattr(err, "details", None) or {}
+    if details.get("writeConcernErrors"):
+        return True
+    text = str(details.get("errmsg", "")) if isinstance(details, dict) else ""
+    return "replicated host" in text or "write concern" in text.lower()
 
 
 def _write_concern(value: Any) -> WriteConcern | None:
