@@ -128,29 +128,45 @@ def sync_hybrid(block: BlockRef) -> dict[str, Any]:
 
 
 @flow(name="memory_health_report")
-def memory_health_report(block: BlockRef) -> list[dict[str, Any]]:
-    """Reachability, latency and pressure of every store behind the memory, as an artifact."""
+def memory_health_report(block: BlockRef, pressure_threshold: float = 0.8) -> list[dict[str, Any]]:
+    """Reachability, latency and pressure of every store behind the memory, as an artifact.
+
+    A store past ``pressure_threshold`` of its memory limit is logged as a warning and
+    emitted as the Prefect event ``prefect-memory.memory.pressure``.
+    """
     logger = get_run_logger()
     blk, memory = load_memory(block)
-    from ..resilience.health import health, health_rows
+    from ..resilience.health import health
 
     report = health(memory)
-    rows = health_rows(report)
+    rows = report.rows()
     create_table_artifact(rows, key=_artifact_key("health", blk), description="memory health")
     for row in rows:
         logger.info("health: %s", row)
+    for store in report.under_pressure(pressure_threshold):
+        logger.warning("memory pressure: %s", store)
+        from prefect.events import emit_event
+
+        emit_event(
+            event="prefect-memory.memory.pressure",
+            resource={"prefect.resource.id": f"prefect-memory.store.{store.path}"},
+            payload={"threshold": pressure_threshold},
+        )
     return rows
 
 
 @flow(name="downsample_analytics")
-def downsample_analytics(block: BlockRef, series: list[dict[str, Any]]) -> dict[str, Any]:
-    """Downsample time series (``[{"name": ..., "retention": ..., "downsampling": [...]}]``)."""
+def downsample_analytics(
+    block: BlockRef, config: dict[str, Any] | str, namespace: str = "analytics"
+) -> dict[str, Any]:
+    """Downsample every time series of an analytics config, on the block's Redis."""
     logger = get_run_logger()
     blk, memory = load_memory(block)
     from ..analytics import downsample_all
 
-    report = downsample_all(memory, series)
-    rows = report.rows() if hasattr(report, "rows") else [dict(report)]
-    create_table_artifact(rows, key=_artifact_key("downsample", blk), description="downsampling")
-    logger.info("downsampled: %s", rows)
-    return {"rows": rows}
+    report = downsample_all(config, connection=memory, namespace=namespace)
+    create_markdown_artifact(report.markdown(), key=_artifact_key("downsample", blk))
+    logger.info("downsampled %d series (%d points)", len(report.series), report.points)
+    if report.failed:
+        logger.warning("series that failed: %s", report.failed)
+    return report.as_dict()

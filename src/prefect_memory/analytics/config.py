@@ -1,0 +1,219 @@
+"""The tutorial's analytics sections as objects, and the engine of the downsampling flow.
+
+``pm.from_config(...)`` keeps the ``streams`` and ``processing`` sections of an analytics
+config as written (``Namespaces.extras``); :class:`Analytics` builds from them:
+
+- ``streams.<name>`` with ``type: "redis-stream"`` -> :meth:`Analytics.stream`
+  (``maxLength``, ``trimStrategy``, ``approximate``, ``maxAge``);
+- ``streams.<name>`` with ``type: "time-series"`` -> :meth:`Analytics.series`
+  (``retention``, ``downsampling``, ``lateWindow``, ``chunk``);
+- ``processing.windows`` -> :meth:`Analytics.counter`.
+
+:func:`downsample_all` is what the ``downsample_analytics`` flow calls: it downsamples every
+series written in the analytics namespace and returns one report.
+
+Example:
+    >>> import prefect_memory as pm
+    >>> spaces = pm.from_config({"memory": {"backend": "hybrid",
+    ...     "streams": {"events": {"type": "redis-stream", "maxLength": 1000,
+    ...                            "trimStrategy": "MAXLEN"},
+    ...                 "aggregations": {"type": "time-series", "retention": 86400,
+    ...                                  "downsampling": [{"interval": 60, "aggregation": "avg"}]}},
+    ...     "processing": {"windows": {"realtime": {"size": 60, "slide": 10}}}}})
+    >>> analytics = Analytics.from_config(spaces, connection="redis://127.0.0.1:6390/0")
+    >>> analytics.stream("events").trim_args(), analytics.series("cpu")
+    (['MAXLEN', '~', 1000], TimeSeries('cpu', levels=['1m:avg'], retention=86400s, chunk=1h))
+    >>> sorted(analytics.counter().windows)
+    ['realtime']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, PrefectMemoryError
+from ._redis import RedisLink
+from .counters import Counter
+from .downsample import DownsampleReport
+from .streams import EventStream
+from .timeseries import TimeSeries
+from .windows import windows_from_config
+
+logger = logging.getLogger("prefect_memory.analytics")
+_STREAM_KEYS = {"type", "maxLength", "trimStrategy", "approximate", "maxAge"}
+_SERIES_KEYS = {"type", "retention", "downsampling", "lateWindow", "chunk"}
+
+
+@dataclass
+class AnalyticsReport:
+    """What :func:`downsample_all` did: one report per series, and the failures."""
+
+    series: list[DownsampleReport] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def points(self) -> int:
+        """Raw points read over every series."""
+        return sum(r.points for r in self.series)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for a Prefect artifact."""
+        return {"series": [r.as_dict() for r in self.series], "failed": dict(self.failed),
+                "points": self.points, "seconds": self.seconds}  # fmt: skip
+
+    def markdown(self) -> str:
+        """A markdown table of the run (a Prefect artifact's body)."""
+        lines = ["| series | chunks | points | buckets | late chunks | trimmed | seconds |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for r in self.series:
+            lines.append(
+                f"| {r.series} | {r.chunks} | {r.points} | {sum(r.buckets.values())} | "
+                f"{r.late_chunks} | {r.trimmed_chunks} | {r.seconds:.3f} |"
+            )
+        lines += [f"| {name} | failed: {error} | | | | | |" for name, error in self.failed.items()]
+        return "\n".join(lines)
+
+
+class Analytics:
+    """Streams, time series and counters of one analytics config on one Redis.
+
+    Args:
+        source: ``redis://`` URL, Redis-backed :class:`~prefect_memory.Memory`, or link.
+        streams: The ``streams`` section (by name: ``redis-stream`` or ``time-series``).
+        processing: The ``processing`` section (``windows``).
+        namespace: Namespace of the keys (default ``"analytics"``).
+        **options: Redis options for a URL (``key_prefix``, ``timeout``...).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        streams: Mapping[str, Any] | None = None,
+        processing: Mapping[str, Any] | None = None,
+        *,
+        namespace: str = "analytics",
+        **options: Any,
+    ) -> None:
+        self.link = RedisLink.open(source, namespace=namespace, **options)
+        self.streams = dict(streams or {})
+        self.processing = dict(processing or {})
+        problems = []
+        for name, spec in self.streams.items():
+            kind = spec.get("type") if isinstance(spec, Mapping) else None
+            allowed = {"redis-stream": _STREAM_KEYS, "time-series": _SERIES_KEYS}.get(kind or "")
+            if allowed is None:
+                problems.append(f"streams.{name}.type: 'redis-stream' or 'time-series', "
+                                f"got {kind!r}")  # fmt: skip
+                continue
+            unknown = sorted(set(spec) - allowed)
+            if unknown:
+                problems.append(f"streams.{name}: unknown keys {', '.join(unknown)}")
+        if problems:
+            raise ConfigError("invalid analytics config:\n  " + "\n  ".join(problems))
+        self.windows = windows_from_config(self.processing.get("windows"))
+
+    @classmethod
+    def from_config(
+        cls, config: Any, *, connection: Any = None, namespace: str = "analytics", **options: Any
+    ) -> Analytics:
+        """From ``pm.from_config``'s :class:`~prefect_memory.Namespaces` (or a config dict
+        or JSON path).
+
+        The Redis is ``connection`` (URL or memory), else ``$PREFECT_MEMORY_URL`` when it
+        is a Redis URL, else the first Redis memory of the config.
+        """
+        from ..config import Namespaces, from_config
+
+        spaces = config if isinstance(config, Namespaces) else from_config(config)
+        if not isinstance(spaces, Namespaces):
+            raise ConfigError("an analytics config has a 'streams' section (none found)")
+        source = connection
+        env = os.environ.get("PREFECT_MEMORY_URL", "")
+        if source is None and env.startswith(("redis://", "rediss://")):
+            source = env
+        if source is None:
+            source = next((m for m in spaces.memories.values()
+                           if getattr(m.backend, "scheme", None) == "redis"), None)  # fmt: skip
+        if source is None:
+            raise ConfigError(
+                "analytics need a Redis: pass connection='redis://...', set "
+                "PREFECT_MEMORY_URL, or add a redis namespace to the config"
+            )
+        return cls(source, spaces.extras.get("streams"), spaces.extras.get("processing"),
+                   namespace=namespace, **options)  # fmt: skip
+
+    def _section(self, kind: str, name: str | None) -> tuple[str, Mapping[str, Any]]:
+        found = {n: s for n, s in self.streams.items() if s.get("type") == kind}
+        if name is not None and name in found:
+            return name, found[name]
+        if name is None and len(found) == 1:
+            return next(iter(found.items()))
+        raise ConfigError(
+            f"no {kind} section {name or ''!r} in streams (has: {', '.join(found) or 'none'})"
+        )
+
+    def stream(self, name: str = "events") -> EventStream:
+        """The event stream of ``streams.<name>``."""
+        _, spec = self._section("redis-stream", name)
+        return EventStream(
+            self.link, name, max_length=spec.get("maxLength", 100_000),
+            trim=spec.get("trimStrategy", "MAXLEN"), approximate=spec.get("approximate", True),
+            max_age=spec.get("maxAge"),
+        )  # fmt: skip
+
+    def series(self, name: str, section: str | None = None) -> TimeSeries:
+        """The time series ``name`` configured by a ``time-series`` section (the only one,
+        or ``section``)."""
+        _, spec = self._section("time-series", section)
+        return TimeSeries(
+            self.link, name, retention=spec.get("retention", 86400),
+            downsampling=spec.get("downsampling", ()), late_window=spec.get("lateWindow"),
+            chunk=spec.get("chunk"),
+        )  # fmt: skip
+
+    def counter(self, alerts: Any = (), **options: Any) -> Counter:
+        """A counter over ``processing.windows`` (a tumbling minute without it)."""
+        return Counter(self.link, self.windows or None, alerts=alerts, **options)
+
+    def downsample(self) -> AnalyticsReport:
+        """Downsample every series written in the namespace (each with its stored config).
+
+        A series that fails is reported in ``failed`` and the others still run.
+        """
+        started = time.perf_counter()
+        report = AnalyticsReport()
+        for name in TimeSeries.names(self.link):
+            try:
+                report.series.append(TimeSeries.open(self.link, name).downsample())
+            except (PrefectMemoryError, KeyError, ValueError) as err:
+                logger.error("downsampling %s failed: %s", name, err)
+                report.failed[name] = f"{type(err).__name__}: {err}"
+        report.seconds = time.perf_counter() - started
+        for item in report.series:
+            logger.info("downsampled %s", item.summary())
+        return report
+
+
+def downsample_all(
+    namespaces: Any, *, connection: Any = None, namespace: str = "analytics", **options: Any
+) -> AnalyticsReport:
+    """Downsample every time series of an analytics config (the flow's engine).
+
+    Args:
+        namespaces: ``pm.from_config(...)`` of the config, the config itself, or its path.
+        connection: The Redis (URL or memory); see :meth:`Analytics.from_config`.
+        namespace: Namespace of the analytics keys.
+        **options: Redis options for a URL.
+
+    Returns:
+        An :class:`AnalyticsReport` (``markdown()`` for an artifact).
+    """
+    analytics = Analytics.from_config(namespaces, connection=connection, namespace=namespace,
+                                      **options)  # fmt: skip
+    return analytics.downsample()
