@@ -37,7 +37,7 @@ help:
 	@echo "make test     - venv + servers, then pytest (extra args: PYTEST_ARGS=...)"
 	@echo "make demo     - run python -m prefect_memory.demo"
 	@echo "make lint     - ruff check"
-	@echo "make bench    - run every benchmarks/bench_*.py (extra args: BENCH_ARGS=...)"
+	@echo "make bench    - run every benchmark, write benchmarks/RESULTS.md (BENCH_ARGS=--quick)"
 
 venv: $(VENV_STAMP)
 
@@ -64,12 +64,7 @@ lint: venv
 	$(VENV_PY) -m ruff check
 
 bench: venv servers
-	@shopt -s nullglob; files=(benchmarks/bench_*.py); \
-	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks/bench_*.py"; exit 0; fi; \
-	for f in "$${files[@]}"; do \
-	    echo "=== $$f"; \
-	    $(VENV_PY) "$$f" $(BENCH_ARGS); \
-	done
+	$(VENV_PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
