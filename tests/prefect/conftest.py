@@ -21,13 +21,17 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from prefect_memory.blocks import (
+    HybridMemory,
     InProcessMemory,
     JsonMemory,
     MemoryBlock,
+    MemoryTier,
     MongoMemory,
     RedisMemory,
     S3Memory,
     SqliteMemory,
+    TieredMemory,
+    TierRule,
 )
 
 S3_BUCKET = "pm-prefect"
@@ -80,6 +84,23 @@ def make_block(
             base = {"path": str(tmp_path / "memory.db")}
         elif cls is InProcessMemory:
             base = {"name": f"test-{unique}"}
+        elif cls is HybridMemory:  # composed blocks: parts on local stores here
+            base = {
+                "primary": InProcessMemory(name=f"hot-{unique}"),
+                "secondary": SqliteMemory(path=str(tmp_path / "hybrid.db")),
+            }
+        elif cls is TieredMemory:
+            base = {
+                "tiers": [
+                    MemoryTier(
+                        name="hot",
+                        block=InProcessMemory(name=f"hot-{unique}"),
+                        patterns=["session:*"],
+                    ),
+                    MemoryTier(name="cold", block=SqliteMemory(path=str(tmp_path / "cold.db"))),
+                ],
+                "rules": [TierRule(**{"from": "hot", "to": "cold", "condition": "idle > 1h"})],
+            }
         else:  # pragma: no cover - a new block class needs a line here
             raise AssertionError(cls)
         return cls(**{**base, **fields})

@@ -16,12 +16,16 @@ Example:
 from __future__ import annotations
 
 from .base import MemoryBlock
+from .composite import HybridMemory, TieredMemory
+from .from_config import ConfigBlocks, blocks_from_config
 from .local import InProcessMemory, JsonMemory, SqliteMemory
 from .locks import MemoryLockManager, RedisLockManager
+from .parts import MemoryTier, TierRule
 from .remote import MongoMemory, RedisMemory, S3Memory
 from .results import ResultNotFound, StoredResult
 
-#: The single-store blocks (composed ones, hybrid and tiered, will join them).
+#: Every memory block: the single-store ones, then the composed ones (whose parts are
+#: single-store blocks).
 BLOCKS: tuple[type[MemoryBlock], ...] = (
     RedisMemory,
     MongoMemory,
@@ -29,14 +33,19 @@ BLOCKS: tuple[type[MemoryBlock], ...] = (
     JsonMemory,
     SqliteMemory,
     InProcessMemory,
+    HybridMemory,
+    TieredMemory,
 )
 
 __all__ = [
     "BLOCKS",
+    "ConfigBlocks",
+    "HybridMemory",
     "InProcessMemory",
     "JsonMemory",
     "MemoryBlock",
     "MemoryLockManager",
+    "MemoryTier",
     "MongoMemory",
     "RedisLockManager",
     "RedisMemory",
@@ -44,4 +53,7 @@ __all__ = [
     "S3Memory",
     "SqliteMemory",
     "StoredResult",
+    "TierRule",
+    "TieredMemory",
+    "blocks_from_config",
 ]

@@ -88,7 +88,7 @@ memory.get("session:42")
 memory.invalidate_tags("user:7")
 
 @task(cache_policy=INPUTS, result_storage=memory)  # the loaded block, not a slug string
-def features(day: str) -> dict:
+def features(day: str):
     return {"day": day}
 ```
 '''

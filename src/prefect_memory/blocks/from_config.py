@@ -1,0 +1,342 @@
+"""The blocks a tutorial config describes: ``blocks_from_config(config, name_prefix=...)``.
+
+The config shapes are those of :func:`prefect_memory.from_config` (one store, hybrid, tiers,
+namespaces), read with the same rules (a part's ``connection``/``location``, default
+connections, paths relative to the config file). Each shape becomes blocks:
+
+- one store: one block named ``<prefix>``;
+- hybrid: ``<prefix>-primary`` and ``<prefix>-secondary``, then the ``HybridMemory``
+  ``<prefix>`` that references them;
+- tiers: one block per tier, ``<prefix>-<tier>``, then the ``TieredMemory`` ``<prefix>``;
+- namespaces (and the named parts of ``datasets`` and ``compute.cache``): the above for
+  each, with the prefix ``<prefix>-<name>``.
+
+Settings a block cannot hold (``refresh``, ``compression``, sections such as ``indexes``)
+are listed in :attr:`ConfigBlocks.notes`, not silently dropped. Problems are collected and
+raised as one :class:`~prefect_memory.ConfigError` listing each with its path in the config.
+
+Example:
+    >>> from prefect_memory.blocks import blocks_from_config
+    >>> planned = blocks_from_config(
+    ...     {"memory": {"backend": "hybrid", "primary": {"type": "memory"},
+    ...                 "secondary": {"type": "sqlite", "location": "/data/m.db"},
+    ...                 "sync": {"strategy": "write-behind", "interval": 60000}}},
+    ...     name_prefix="cache")
+    >>> for name, block in planned.blocks:
+    ...     print(name, block.get_block_type_slug())
+    cache-primary in-process-memory
+    cache-secondary sqlite-memory
+    cache hybrid-memory
+    >>> planned.blocks[-1][1].sync_interval
+    60.0
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..config import (
+    _MEMORY_KEYS,
+    _PART_KEYS,
+    _TIER_KEYS,
+    RESERVED_SECTIONS,
+    _Builder,
+    _named_parts,
+    load_config,
+)
+from ..errors import ConfigError
+from ..units import parse_duration
+from .base import MemoryBlock
+from .composite import HybridMemory, TieredMemory, slugify
+from .local import InProcessMemory, JsonMemory, SqliteMemory
+from .parts import MemoryTier
+from .remote import MongoMemory, RedisMemory, S3Memory
+
+_NAME = re.compile(r"^[a-z0-9-]+$")
+_BLOCK_OF_SCHEME: dict[str, type[MemoryBlock]] = {
+    "redis": RedisMemory, "rediss": RedisMemory, "mongodb": MongoMemory,
+    "mongodb+srv": MongoMemory, "s3": S3Memory, "json": JsonMemory, "sqlite": SqliteMemory,
+    "memory": InProcessMemory,
+}  # fmt: skip
+_UNSUPPORTED = ("refresh", "compression", "serialization", "pickle", "tags")
+
+
+@dataclass
+class ConfigBlocks:
+    """The blocks a config describes, in saving order (parts before what uses them)."""
+
+    blocks: list[tuple[str, MemoryBlock]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def conflicts(self) -> list[str]:
+        """``type/name`` of the planned blocks that are already saved in the Prefect API."""
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        taken: list[str] = []
+        with get_client(sync_client=True) as client:
+            for name, block in self.blocks:
+                slug = block.get_block_type_slug()
+                try:
+                    client.read_block_document_by_name(name, slug, include_secrets=False)
+                except ObjectNotFound:
+                    continue
+                taken.append(f"{slug}/{name}")
+        return taken
+
+    def save(
+        self,
+        *,
+        overwrite: bool = False,
+        progress: Callable[[str, MemoryBlock], None] | None = None,
+    ) -> list[str]:
+        """Save every block (parts first, so composed blocks reference them).
+
+        Args:
+            overwrite: Replace block documents that already have these names.
+            progress: Called with the name and the block after each save.
+
+        Returns:
+            ``type/name`` of every block saved.
+        """
+        saved: list[str] = []
+        for name, block in self.blocks:
+            block.save(name, overwrite=overwrite)
+            saved.append(f"{block.get_block_type_slug()}/{name}")
+            if progress is not None:
+                progress(name, block)
+        return saved
+
+
+class _Planner:
+    def __init__(self, builder: _Builder) -> None:
+        self.builder = builder
+        self.out = ConfigBlocks()
+
+    def problem(self, path: str, message: str) -> None:
+        self.builder.problem(path, message)
+
+    def invalid(
+        self, path: str, err: ValidationError, rename: Mapping[str, str] | None = None
+    ) -> None:
+        rename = rename or {}
+        for error in err.errors():
+            loc = error["loc"]
+            parts = [rename.get(str(p), str(p)) if i == 0 else p for i, p in enumerate(loc)]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            self.problem(path + where, message)
+
+    def note(self, path: str, spec: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+        for key in keys:
+            if key in spec:
+                self.out.notes.append(f"{path}.{key}: a block has no such setting, not kept")
+
+    def ttl(self, path: str, spec: Mapping[str, Any]) -> float | None:
+        try:
+            return parse_duration(spec.get("ttl"), name="ttl")
+        except ConfigError as err:
+            self.problem(f"{path}.ttl", str(err))
+            return None
+
+    def store(
+        self, path: str, spec: Any, extra: frozenset[str] = frozenset(), **fields: Any
+    ) -> Any:
+        """The single-store block of a part (``fields``: more block fields)."""
+        if isinstance(spec, str):
+            spec = {"backend": spec}
+        if not isinstance(spec, Mapping):
+            self.problem(path, f"expected an object or a backend name, got {type(spec).__name__}")
+            return None
+        kind = self.builder.kind(path, spec)
+        if kind is None:
+            return None
+        if kind == "hybrid":
+            self.problem(path, "a hybrid part inside a hybrid memory has no block form")
+            return None
+        self.builder.check_keys(path, spec, _PART_KEYS | _MEMORY_KEYS | {"name"} | extra)
+        url = self.builder.url(path, kind, spec)
+        if url is None:
+            return None
+        scheme = url.partition("://")[0].lower()
+        cls = _BLOCK_OF_SCHEME.get(scheme)
+        if cls is None:
+            known = ", ".join(sorted(_BLOCK_OF_SCHEME))
+            self.problem(path, f"no memory block for {scheme}:// stores (blocks exist for {known})")
+            return None
+        fields = {**(spec.get("options") or {}), **fields}
+        storage = dict(spec.get("storage_options") or {})
+        if cls is S3Memory:
+            endpoint = (storage.pop("client_kwargs", None) or {}).get("endpoint_url")
+            for key, target in (("key", "aws_access_key_id"), ("secret", "aws_secret_access_key"),
+                                ("endpoint_url", "endpoint_url")):  # fmt: skip
+                value = storage.pop(key, endpoint if key == "endpoint_url" else None)
+                if value is not None:
+                    fields[target] = value
+        for key in storage:
+            self.out.notes.append(f"{path}.storage_options.{key}: not a block field, not kept")
+        try:
+            if cls in (RedisMemory, MongoMemory, S3Memory):
+                return cls(url=url, **fields)
+            return cls.from_connection_string(url, **fields)
+        except ValidationError as err:
+            self.invalid(path, err, {"url": "connection"})
+        return None
+
+    def single(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
+        self.note(path, spec, _UNSUPPORTED)
+        ttl = self.ttl(path, spec)
+        block = self.store(path, spec, namespace=spec.get("namespace", namespace), ttl=ttl)
+        if block is not None:
+            self.out.blocks.append((name, block))
+
+    def hybrid(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
+        allowed = {"backend", "type", "primary", "secondary", "sync", "journal"} | _MEMORY_KEYS
+        self.builder.check_keys(path, spec, allowed)
+        self.note(path, spec, _UNSUPPORTED)
+        parts: dict[str, Any] = {}
+        for role in ("primary", "secondary"):
+            if role not in spec:
+                self.problem(path, f"a hybrid memory needs '{role}' (or 'tiers')")
+            else:
+                parts[role] = self.store(f"{path}.{role}", spec[role])
+        sync = spec.get("sync") or {}
+        self.builder.check_keys(f"{path}.sync", sync, {"enabled", "interval", "strategy"})
+        interval = sync.get("interval", 30000)
+        fields: dict[str, Any] = {"strategy": sync.get("strategy", "write-through")}
+        if fields["strategy"] not in ("write-through", "write-behind"):
+            self.problem(
+                f"{path}.sync.strategy",
+                f"must be 'write-through' or 'write-behind', got {fields['strategy']!r}",
+            )
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
+            fields["flush_interval"] = min(interval / 1000.0, 5.0)
+            fields["sync_interval"] = interval / 1000.0 if sync.get("enabled", True) else None
+        else:
+            self.problem(f"{path}.sync.interval", f"must be positive milliseconds: {interval!r}")
+        ttl = self.ttl(path, spec)
+        if None in parts.values() or len(parts) < 2:
+            return
+        try:
+            block = HybridMemory(
+                **parts, **fields, journal=spec.get("journal"),
+                namespace=spec.get("namespace", namespace), ttl=ttl,
+            )  # fmt: skip
+        except ValidationError as err:
+            self.invalid(path, err, {"strategy": "sync.strategy", "sync_interval": "sync.interval"})
+            return
+        self.out.blocks.extend((f"{name}-{role}", part) for role, part in parts.items())
+        self.out.blocks.append((name, block))
+
+    def tiered(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
+        allowed = {"backend", "type", "tiers", "migration", "promote"} | _MEMORY_KEYS
+        self.builder.check_keys(path, spec, allowed)
+        self.note(path, spec, _UNSUPPORTED)
+        raw_tiers = spec.get("tiers")
+        if not isinstance(raw_tiers, list) or not raw_tiers:
+            self.problem(f"{path}.tiers", "must be a non-empty list of tiers")
+            return
+        tiers: list[MemoryTier] = []
+        for i, raw in enumerate(raw_tiers):
+            tier_path = f"{path}.tiers[{i}]"
+            if not isinstance(raw, Mapping):
+                self.problem(tier_path, "a tier must be an object")
+                continue
+            block = self.store(tier_path, raw, _TIER_KEYS)
+            if block is None:
+                continue
+            values = {
+                "name": raw.get("name", ""), "block": block, "ttl": raw.get("ttl"),
+                "max_size": raw.get("maxSize"), "max_entries": raw.get("maxEntries"),
+                "patterns": raw.get("patterns", []),
+            }  # fmt: skip
+            try:
+                tiers.append(MemoryTier(**values))
+            except ValidationError as err:
+                self.invalid(tier_path, err, {"max_size": "maxSize", "max_entries": "maxEntries"})
+        rules = (spec.get("migration") or {}).get("rules", [])
+        ttl = self.ttl(path, spec)
+        if len(tiers) < len(raw_tiers):
+            return
+        try:
+            block = TieredMemory(
+                tiers=tiers, rules=rules, promote=spec.get("promote", "home"),
+                namespace=spec.get("namespace", namespace), ttl=ttl,
+            )  # fmt: skip
+        except ValidationError as err:
+            self.invalid(path, err, {"rules": "migration.rules"})
+            return
+        self.out.blocks.extend((f"{name}-{slugify(t.name)}", t.block) for t in tiers)
+        self.out.blocks.append((name, block))
+
+    def plan(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
+        """Plan the blocks of one memory (a single store, a hybrid or tiers)."""
+        kind = self.builder.kind(path, spec)
+        if kind == "hybrid":
+            method = self.tiered if "tiers" in spec else self.hybrid
+            method(path, spec, namespace, name)
+        elif kind is not None:
+            self.single(path, spec, namespace, name)
+        self.note(path, spec, tuple(k for k in RESERVED_SECTIONS if k in spec))
+
+
+def blocks_from_config(
+    source: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    name_prefix: str = "memory",
+    connections: Mapping[str, str] | None = None,
+) -> ConfigBlocks:
+    """Plan the blocks a config describes (nothing is saved; see :meth:`ConfigBlocks.save`).
+
+    Args:
+        source: The config as a dict or the path of a JSON file.
+        name_prefix: Name of the block (or first part of the names, see the module docstring):
+            lowercase letters, digits and dashes.
+        connections: URL per backend name for parts that give no ``connection``.
+
+    Returns:
+        The planned blocks and the notes about settings no block keeps.
+
+    Raises:
+        ConfigError: Listing every problem with its path in the config.
+    """
+    if not _NAME.match(name_prefix):
+        raise ConfigError(
+            f"name prefix {name_prefix!r}: use lowercase letters, digits and dashes only"
+        )
+    spec, base = load_config(source)
+    planner = _Planner(_Builder(connections or {}, base))
+    path = "memory"
+    groups = _named_parts(planner.builder, spec)  # namespaces, datasets, compute.cache
+    if groups is None:
+        planner.plan(path, spec, spec.get("namespace", "default"), name_prefix)
+    else:
+        planner.builder.check_keys(path, spec, {"backend", "type", "namespaces"} | _MEMORY_KEYS)
+        for name, part_path, part_spec in groups:
+            planner.plan(part_path, part_spec, name, f"{name_prefix}-{slugify(name)}")
+        for section in ("streams", "processing"):
+            if section in spec:
+                planner.out.notes.append(f"{path}.{section}: no block form, not kept")
+    names = [name for name, _ in planner.out.blocks]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        planner.problem(path, f"two blocks would be named {name!r}: rename a part")
+    if planner.builder.problems:
+        raise planner.builder.error()
+    return planner.out
+
+
+def default_prefix(path: str | os.PathLike[str]) -> str:
+    """The name prefix for a config file: its name without extension, as a block name.
+
+    Example:
+        >>> default_prefix("conf/Shop_Memory.json")
+        'shop-memory'
+    """
+    return slugify(Path(path).stem)

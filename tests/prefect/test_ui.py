@@ -1,0 +1,148 @@
+"""The memory blocks in a real Prefect server and its UI, rendered by headless Chromium.
+
+One ``prefect server start`` for the module (about 10 s to get healthy here). Chromium is
+installed by ``scripts/install-servers.sh chromium`` when missing; if that is impossible
+(no apt, no root) the tests FAIL with the installer's output, they are never skipped.
+Deselect them with ``-m "not ui"``.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from prefect_memory.blocks import BLOCKS, HybridMemory, TieredMemory
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+MEMORY_BLOCKS = {cls.get_block_type_slug(): cls for cls in BLOCKS}
+
+
+def _load_helper() -> ModuleType:
+    path = ROOT / "scripts" / "ui_screenshot.py"
+    spec = importlib.util.spec_from_file_location("ui_screenshot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ui = _load_helper()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Prefect server (own PREFECT_HOME, free loopback port), stopped afterwards."""
+    prefect_server = ui.PrefectServer(tmp_path_factory.mktemp("prefect-ui-home"))
+    try:
+        prefect_server.start(timeout=180)
+    except RuntimeError as err:
+        pytest.fail(f"prefect server start failed: {err}", pytrace=False)
+    yield prefect_server
+    prefect_server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    try:
+        return ui.ensure_chromium()
+    except (RuntimeError, subprocess.TimeoutExpired) as err:
+        pytest.fail(f"chromium is missing and could not be installed: {err}", pytrace=False)
+
+
+def _run(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a console script of this virtualenv against the test server."""
+    command = [str(Path(sys.executable).with_name(args[0])), *args[1:]]
+    return subprocess.run(
+        command, env=server.env(), capture_output=True, text=True, timeout=180,
+        stdin=subprocess.DEVNULL, cwd=server.home,
+    )  # fmt: skip
+
+
+def test_server_registers_the_blocks_on_start_with_description_and_example(server: Any) -> None:
+    # Nothing registered them but the server itself, through the prefect.collections entry point.
+    types = {t["slug"]: t for t in server.post("/block_types/filter", {})}
+    assert set(MEMORY_BLOCKS) <= set(types), server.log_tail()
+    assert "composedblock" not in types and "memoryblock" not in types  # no base classes
+    for slug, cls in MEMORY_BLOCKS.items():
+        block_type = types[slug]
+        assert block_type["name"] == cls.get_block_type_name()
+        assert block_type["description"] == cls.get_description()
+        assert f"{cls.__name__}.load(" in block_type["code_example"]
+    schemas = server.post(
+        "/block_schemas/filter",
+        {"block_schemas": {"block_type_id": {"any_": [types["hybrid-memory"]["id"]]}}},
+    )
+    references = schemas[0]["fields"]["block_schema_references"]
+    assert {ref["block_type_slug"] for ref in references["primary"]} == {
+        "redis-memory", "mongodb-memory", "s3-memory", "json-memory", "sqlite-memory",
+        "in-process-memory",
+    }  # fmt: skip
+
+
+def test_cli_registers_and_creates_blocks_on_the_real_server(server: Any) -> None:
+    registered = _run(server, "prefect-memory", "blocks", "register")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    assert f"Registered {len(BLOCKS)} block types" in registered.stdout
+    # the same with Prefect's own command
+    prefect = _run(server, "prefect", "block", "register", "-m", "prefect_memory.blocks")
+    assert prefect.returncode == 0, prefect.stdout + prefect.stderr
+    assert f"Successfully registered {len(BLOCKS)} blocks" in prefect.stdout
+
+    config = server.home / "shop.json"
+    config.write_text(json.dumps({"memory": {
+        "backend": "hybrid", "namespace": "carts",
+        "primary": {"type": "memory"}, "secondary": {"type": "sqlite", "location": "shop.db"},
+    }}))  # fmt: skip
+    created = _run(server, "prefect-memory", "blocks", "create", str(config))
+    assert created.returncode == 0, created.stdout + created.stderr
+    document = server.get("/block_types/slug/hybrid-memory/block_documents/name/shop")
+    # The parts were saved first: the server holds them as references, shown so in the UI.
+    references = document["block_document_references"]
+    assert {name: ref["block_document"]["name"] for name, ref in references.items()} == {
+        "primary": "shop-primary",
+        "secondary": "shop-secondary",
+    }
+    assert document["data"]["namespace"] == "carts"
+
+
+def test_block_catalog_shows_the_blocks_in_headless_chromium(
+    server: Any, chromium_path: str, tmp_path: Path
+) -> None:
+    catalog = server.url + "/blocks/catalog"
+    dom = ui.chromium(chromium_path, catalog)
+    assert "Blocks" in dom and "Catalog" in dom, dom[:2000]
+    for cls in BLOCKS:  # every card is rendered by the UI's JavaScript from the API
+        assert cls.get_block_type_name() in dom, f"{cls.get_block_type_name()} not in the catalog"
+
+    types = server.post("/block_types/filter", {})
+    shot = tmp_path / "block-catalog.png"
+    ui.chromium(chromium_path, catalog, screenshot=shot, window=ui.catalog_window(len(types)))
+    data = shot.read_bytes()
+    assert ui.png_size(data) == ui.catalog_window(len(types))
+    # An unstyled or empty page is a few tens of kB; the rendered catalog is far larger.
+    assert len(data) > 300_000, f"{shot}: only {len(data)} bytes"
+
+
+@pytest.mark.parametrize("cls", [HybridMemory, TieredMemory], ids=lambda c: c.__name__)
+def test_block_type_page_shows_the_code_example(
+    server: Any, chromium_path: str, cls: type[Any]
+) -> None:
+    dom = ui.chromium(chromium_path, f"{server.url}/blocks/catalog/{cls.get_block_type_slug()}")
+    text = html.unescape(re.sub(r"<[^>]+>", "", dom))  # the example is syntax-highlighted
+    assert cls.get_block_type_name() in text
+    assert cls.get_description() in text
+    assert f"from prefect_memory.blocks import {cls.__name__}" in text
+    assert f"{cls.__name__}.load(" in text
+    assert "&gt;" not in text and "&lt;" not in text  # nothing shown escaped
