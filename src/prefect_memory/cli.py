@@ -299,6 +299,55 @@ def info(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve(
+    config: Annotated[Path, typer.Argument(help="A config with a 'maintenance' section.")],
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the deployments and their schedules; serve none.")
+    ] = False,
+) -> None:
+    """Serve the maintenance flows with the schedules of a config (interval or cron)."""
+    from .flows import deployments_from_config, serve_maintenance
+
+    try:
+        deployments = deployments_from_config(str(config))
+    except PrefectMemoryError as err:
+        raise _fail(str(err), 2) from None
+    table = Table(title=f"maintenance deployments of {config}", title_justify="left")
+    for column in ("deployment", "flow", "schedule", "block"):
+        table.add_column(column, overflow="fold")
+    for deployment in deployments:
+        schedule = deployment.schedules[0].schedule if deployment.schedules else None
+        when = getattr(schedule, "cron", None) or f"every {getattr(schedule, 'interval', '?')}"
+        table.add_row(
+            deployment.name, deployment.flow_name, str(when), deployment.parameters["block"]
+        )
+    _console().print(table)
+    if not list_only:
+        serve_maintenance(str(config))
+
+
+@app.command("plot")
+def plot(
+    url: Annotated[str, typer.Argument(help="The Redis holding the series (redis://...).")],
+    name: Annotated[str, typer.Argument(help="Name of the time series.")],
+    out: Annotated[Path, typer.Argument(help="PNG file to write.")],
+    start: Annotated[str | None, typer.Option(help="First time shown (ISO or epoch).")] = None,
+    end: Annotated[str | None, typer.Option(help="End time, excluded (ISO or epoch).")] = None,
+    namespace: Annotated[str, typer.Option(help="Namespace of the analytics keys.")] = "analytics",
+    key_prefix: Annotated[str | None, typer.Option(help="Redis key prefix.")] = None,
+) -> None:
+    """Plot a time series, raw points against its downsampled resolutions, to a PNG."""
+    from .analytics.plot import plot_series
+
+    options = {"key_prefix": key_prefix} if key_prefix else {}
+    try:
+        path = plot_series(url, name, out, start, end, namespace=namespace, **options)
+    except (PrefectMemoryError, ImportError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    _console().print(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover - the console script calls ``app``
     """Run the command (``python -m prefect_memory.cli``)."""
     app()
