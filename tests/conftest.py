@@ -8,10 +8,12 @@ they need (``make servers``), so a missing server is a real error, not a skip.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -115,3 +117,13 @@ def make_opener(
         return pm.open_memory(url, namespace=namespace, **options)
 
     return _open
+
+
+def load_ui_helper() -> ModuleType:
+    """``scripts/ui_screenshot.py`` as a module (Prefect server and Chromium helpers)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "ui_screenshot.py"
+    spec = importlib.util.spec_from_file_location("ui_screenshot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,6 +7,7 @@ session-scoped and shared by every test of this folder.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pm-prefect-home-"
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from conftest import load_ui_helper
 from prefect_memory.blocks import (
     HybridMemory,
     InProcessMemory,
@@ -106,3 +108,24 @@ def make_block(
         return cls(**{**base, **fields})
 
     return _make
+
+
+# -- a real Prefect server and Chromium, for the UI tests (marker "ui") ----------------
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Prefect server (own PREFECT_HOME, free loopback port), stopped afterwards."""
+    prefect_server = load_ui_helper().PrefectServer(tmp_path_factory.mktemp("prefect-ui-home"))
+    try:
+        prefect_server.start(timeout=180)
+    except RuntimeError as err:
+        pytest.fail(f"prefect server start failed: {err}", pytrace=False)
+    yield prefect_server
+    prefect_server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    try:
+        return load_ui_helper().ensure_chromium()
+    except (RuntimeError, subprocess.TimeoutExpired) as err:
+        pytest.fail(f"chromium is missing and could not be installed: {err}", pytrace=False)

@@ -9,18 +9,16 @@ Deselect them with ``-m "not ui"``.
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from conftest import load_ui_helper
 from prefect_memory.blocks import BLOCKS, HybridMemory, TieredMemory
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
@@ -29,36 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MEMORY_BLOCKS = {cls.get_block_type_slug(): cls for cls in BLOCKS}
 
 
-def _load_helper() -> ModuleType:
-    path = ROOT / "scripts" / "ui_screenshot.py"
-    spec = importlib.util.spec_from_file_location("ui_screenshot", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ui = _load_helper()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Prefect server (own PREFECT_HOME, free loopback port), stopped afterwards."""
-    prefect_server = ui.PrefectServer(tmp_path_factory.mktemp("prefect-ui-home"))
-    try:
-        prefect_server.start(timeout=180)
-    except RuntimeError as err:
-        pytest.fail(f"prefect server start failed: {err}", pytrace=False)
-    yield prefect_server
-    prefect_server.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    try:
-        return ui.ensure_chromium()
-    except (RuntimeError, subprocess.TimeoutExpired) as err:
-        pytest.fail(f"chromium is missing and could not be installed: {err}", pytrace=False)
+ui = load_ui_helper()
 
 
 def _run(server: Any, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from prefect.deployments.runner import EntrypointType
+
 from ..config import load_config
 from ..errors import ConfigError
 from .maintenance import (
@@ -104,6 +106,7 @@ def deployments_from_config(source: Mapping[str, Any] | str | os.PathLike[str]) 
                     cron=cron,
                     parameters=parameters,
                     tags=["prefect-memory", "maintenance"],
+                    entrypoint_type=EntrypointType.MODULE_PATH,
                     description=(flow.description or "").strip().splitlines()[0],
                 )
             )
