@@ -106,3 +106,21 @@ def test_migration_killed_half_way_then_rerun(spec: dict[str, Any]) -> None:
     assert after["warm"] == sorted(data)  # each entry exactly once
     assert later.get_many(list(data)) == data
     later.clear()
+
+
+def test_budget_demotes_lru_on_real_stores(spec: dict[str, Any]) -> None:
+    mem = build(spec, T0)
+    mem.tiers[0].max_entries = 3  # hot Redis holds three entries at most
+    clock = [T0]
+    mem.clock = lambda: clock[0]
+    for i in range(6):
+        clock[0] += 1
+        mem.set(f"session:{i}", i)
+    clock[0] += 1
+    mem.get("session:0")  # most recently used: stays hot
+    report = mem.migrate()
+    assert report.moved == {"hot -> warm: over budget (LRU)": 3}
+    assert where(mem)["hot"] == ["session:0", "session:4", "session:5"]
+    assert where(mem)["warm"] == ["session:1", "session:2", "session:3"]
+    assert mem.get_many([f"session:{i}" for i in range(6)]) == {f"session:{i}": i for i in range(6)}
+    mem.clear()
