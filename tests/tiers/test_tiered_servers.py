@@ -124,3 +124,51 @@ def test_budget_demotes_lru_on_real_stores(spec: dict[str, Any]) -> None:
     assert where(mem)["warm"] == ["session:1", "session:2", "session:3"]
     assert mem.get_many([f"session:{i}" for i in range(6)]) == {f"session:{i}": i for i in range(6)}
     mem.clear()
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "accessCount < 2 AND age > 3600",
+        "lastAccess > 100 OR tag == 'stale'",
+        "NOT (accessCount >= 1) AND idle >= 50",
+        "ttlLeft < 500",
+        "ttlLeft > 500 AND tag != 'pinned'",
+    ],
+)
+def test_rules_pushed_down_to_mongodb_move_exactly_the_same(
+    spec: dict[str, Any], condition: str
+) -> None:
+    from prefect_memory.plugins.mongodb import MongoBackend
+    from prefect_memory.plugins.sqlite import SqliteBackend
+    from prefect_memory.tiers import Tier, TieredMemory
+
+    def memory(now: float) -> TieredMemory:
+        tiers = [
+            Tier("warm", MongoBackend.from_url(spec["mongodb"])),
+            Tier("cold", SqliteBackend(f"/tmp/pm-push-{spec['prefix']}.db")),
+        ]
+        rules = [{"from": "warm", "to": "cold", "condition": condition}]
+        return TieredMemory(tiers, rules, namespace="push", clock=lambda: now, promote="never")
+
+    mem = memory(T0)
+    for i in range(12):
+        tags = ["stale"] if i % 4 == 0 else ["pinned"] if i % 5 == 0 else []
+        mem.set(f"k{i}", i, ttl=None if i % 3 else 3600 + i * 100, tags=tags)
+    later = memory(T0 + 20)
+    for i in range(0, 12, 2):
+        later.get(f"k{i}")
+    judge = memory(T0 + 3700)
+    expected = {
+        k
+        for k, r in judge.tiers[0]
+        .backend.get_many("push", [f"k{i}" for i in range(12)], now=T0 + 3700)
+        .items()
+        if judge.backend.rules[0].condition.matches(r, T0 + 3700)
+    }
+    assert 0 < len(expected) < 12  # the rule selects some entries, not all
+    report = judge.migrate()
+    assert report.pushed_down == 1  # the warm tier was queried, not scanned
+    assert set(where(judge)["cold"]) == expected
+    assert report.scanned == len(expected)  # only the candidates were read
+    judge.clear()

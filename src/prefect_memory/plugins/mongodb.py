@@ -548,6 +548,16 @@ class MongoBackend(Backend):
                     if glob_match(key, pattern):
                         yield key
 
+    def scan_query(self, ns: str, query: dict[str, Any], *, now: float) -> Iterator[str]:
+        """Yield the live keys of ``ns`` whose documents also match ``query`` (pushdown)."""
+        coll = self._coll()
+        full = {"$and": [{"ns": ns, **_live(_to_datetime(now))}, query]}
+        with self._errors("scan"):
+            cursor = coll.find(full, {"k": 1, "_id": 0}, batch_size=1000)
+            with cursor:
+                for doc in cursor:
+                    yield doc["k"]
+
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
         """Return the live keys carrying any of ``tags`` (1 find)."""
         wanted = list(dict.fromkeys(tags))

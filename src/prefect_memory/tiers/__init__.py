@@ -109,7 +109,6 @@ class TieredMemory(Memory):
         )
 
 
-
 __all__ = [
     "MigrationReport",
     "MigrationRule",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..plugins.base import Record
+from .pushdown import candidates_query
 from .tiered import TieredBackend
 
 
@@ -42,6 +43,7 @@ class MigrationReport:
     over_budget: dict[str, int] = field(default_factory=dict)
     planned: list[tuple[str, str, str]] = field(default_factory=list)
     scanned: int = 0
+    pushed_down: int = 0  # tiers whose rules ran as a store query instead of a scan
     seconds: float = 0.0
 
     @property
@@ -110,7 +112,14 @@ def migrate(
         if not any(r.source == tier.name for r in backend.rules) and (tier.ttl is None or last):
             continue  # nothing can move out of this tier: do not read it
         at = clock() if now is None else now
-        for keys in _batches(tier.backend.scan(ns, None, now=at), batch_size):
+        pushed = candidates_query(backend, index, at)
+        keys_iter = (
+            tier.backend.scan(ns, None, now=at)
+            if pushed is None
+            else tier.backend.scan_query(ns, pushed, now=at)
+        )
+        report.pushed_down += pushed is not None
+        for keys in _batches(keys_iter, batch_size):
             at = clock() if now is None else now
             records = tier.backend.get_many(ns, keys, now=at, touch=False)
             report.scanned += len(records)
