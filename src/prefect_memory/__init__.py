@@ -39,6 +39,16 @@ from .errors import (
 from .memory import TTL, EntryInfo, Hook, Memory
 from .plugins.base import Backend, Capabilities, Record
 from .registry import available_backends, open_backend, register_backend
+from .resilience import (
+    CircuitBreaker,
+    CircuitOpen,
+    ExponentialBackoff,
+    HealthReport,
+    HybridMemory,
+    ResilientBackend,
+    Retry,
+    health,
+)
 
 __version__ = "0.1.0"
 
@@ -57,6 +67,9 @@ def open_memory(
     pickle: bool = False,
     batch_size: int = 1000,
     hooks: Sequence[Hook] = (),
+    retry: Retry | None = None,
+    breaker: CircuitBreaker | None = None,
+    deadline: float | None = None,
     **options: Any,
 ) -> Memory:
     """Open a memory on the store a URL names.
@@ -73,13 +86,27 @@ def open_memory(
         pickle: Allow pickling of values msgpack cannot carry (only for stores you trust).
         batch_size: Largest batch per round trip.
         hooks: Save/load hooks (see :class:`Hook`).
+        retry: Retry transient store errors (see :class:`Retry`); bad input is never retried.
+        breaker: A circuit breaker for the store: while open, calls fail at once with
+            :class:`CircuitOpen` instead of waiting on a dead server.
+        deadline: Hard bound in seconds on each store call, even where the driver's own
+            timeouts do not bound it.
         **options: Backend options (``timeout``, ``storage_options``, ``max_entries``...).
 
     Returns:
         A :class:`Memory`.
+
+    Example:
+        >>> import prefect_memory as pm
+        >>> mem = pm.open_memory("memory://", retry=pm.Retry(pm.ExponentialBackoff(0.1), 3),
+        ...                      breaker=pm.CircuitBreaker(failure_threshold=5), deadline=5.0)
+        >>> mem.set("k", 1); mem.get("k"), mem.backend.breaker.state.value
+        (1, 'closed')
     """
     url = url or os.environ.get("PREFECT_MEMORY_URL") or DEFAULT_URL
     backend = open_backend(url, **options)
+    if retry is not None or breaker is not None or deadline is not None:
+        backend = ResilientBackend(backend, retry=retry, breaker=breaker, deadline=deadline)
     codec = Codec(compression=compression, compress_threshold=compress_threshold, pickle=pickle)
     return Memory(
         backend,
@@ -99,14 +126,19 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "Capabilities",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Codec",
     "ConfigError",
     "ConsensusError",
     "DecryptionError",
     "EntryInfo",
     "EntryNotFound",
+    "ExponentialBackoff",
     "FencingError",
+    "HealthReport",
     "Hook",
+    "HybridMemory",
     "InvalidKeyError",
     "KeyTypeError",
     "Memory",
@@ -114,12 +146,15 @@ __all__ = [
     "Namespaces",
     "PrefectMemoryError",
     "Record",
+    "ResilientBackend",
+    "Retry",
     "SerializationError",
     "UnknownBackendError",
     "ValidationError",
     "ValidationFailure",
     "available_backends",
     "from_config",
+    "health",
     "open_backend",
     "open_memory",
     "register_backend",

@@ -32,6 +32,7 @@ from .tabular.methods import FrameMethods
 
 if TYPE_CHECKING:
     from .lazy import LazyView
+    from .resilience.health import HealthReport
 
 _UNSET: Any = object()
 TTL = float | int | _dt.timedelta | None
@@ -364,6 +365,12 @@ class Memory(FrameMethods):
         from .lazy import LazyView
 
         return LazyView(self)
+
+    def health(self, timeout: float = 5.0) -> HealthReport:
+        """Reachability, latency, breaker, journal backlog and usage of every store."""
+        from .resilience.health import health
+
+        return health(self, timeout=timeout)
 
     def ping(self) -> None:
         """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is down."""

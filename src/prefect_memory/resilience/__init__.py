@@ -1,4 +1,4 @@
-"""Resilience: hybrid memory (write-through / durable write-behind) and its journal.
+"""Resilience: hybrid memory, journal, retries, circuit breakers, deadlines and health.
 
 Example:
     >>> import os, tempfile
@@ -20,8 +20,18 @@ from ..codecs import Codec
 from ..memory import TTL, Memory
 from ..plugins.base import Backend
 from ..registry import open_backend
+from .breaker import (
+    BreakerEvent,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpen,
+    prefect_events_listener,
+)
+from .health import BackendHealth, HealthReport, health
 from .hybrid import HybridBackend, HybridWriteError, Strategy, SyncReport
 from .journal import Journal
+from .resilient import ResilientBackend
+from .retry import Backoff, ConstantBackoff, ExponentialBackoff, Retry
 
 
 def _backend(spec: Backend | Memory | str, options: dict[str, Any] | None) -> Backend:
@@ -32,6 +42,24 @@ def _backend(spec: Backend | Memory | str, options: dict[str, Any] | None) -> Ba
     return open_backend(spec, **(options or {}))
 
 
+def protect(
+    backend: Backend,
+    name: str,
+    *,
+    retry: Retry | None,
+    breaker: CircuitBreaker | None,
+    deadline: float | None,
+) -> Backend:
+    """``backend`` wrapped in a :class:`ResilientBackend` when any protection is asked for.
+
+    ``breaker`` is a template: the store gets its own copy called ``name``.
+    """
+    if retry is None and breaker is None and deadline is None:
+        return backend
+    own = None if breaker is None else breaker.clone(f"{name} {getattr(backend, 'url', '')}")
+    return ResilientBackend(backend, retry=retry, breaker=own, deadline=deadline)
+
+
 class HybridMemory(Memory):
     """A :class:`~prefect_memory.Memory` over a primary and a secondary store.
 
@@ -39,9 +67,15 @@ class HybridMemory(Memory):
         primary: URL, backend or memory of the fast store.
         secondary: URL, backend or memory of the durable store.
         strategy: ``"write-through"`` (default) or ``"write-behind"``.
-        journal: Journal file for write-behind.
+        journal: Journal file (default ``.prefect-memory/journal-<digest>.db``).
         flush_batch: Journal entries applied per batch.
         flush_interval: Seconds between background flushes.
+        accept_degraded: Write-through: acknowledge a write that reached one store and is
+            queued for the other instead of raising (see :mod:`.hybrid`).
+        retry: Retry policy for each store's transient errors.
+        breaker: Circuit breaker template; each store gets its own copy, so reads fall
+            back to the secondary at once while the primary's breaker is open.
+        deadline: Hard bound in seconds on each call to a store.
         primary_options: Backend options when ``primary`` is a URL.
         secondary_options: Backend options when ``secondary`` is a URL.
         namespace, ttl, refresh, codec, batch_size, clock: As for
@@ -62,6 +96,10 @@ class HybridMemory(Memory):
         journal: str | None = None,
         flush_batch: int = 500,
         flush_interval: float = 1.0,
+        accept_degraded: bool = False,
+        retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
+        deadline: float | None = None,
         primary_options: dict[str, Any] | None = None,
         secondary_options: dict[str, Any] | None = None,
         namespace: str = "default",
@@ -71,13 +109,23 @@ class HybridMemory(Memory):
         batch_size: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        stores = {
+            name: protect(
+                _backend(spec, options), name, retry=retry, breaker=breaker, deadline=deadline
+            )
+            for name, spec, options in (
+                ("primary", primary, primary_options),
+                ("secondary", secondary, secondary_options),
+            )
+        }
         backend = HybridBackend(
-            _backend(primary, primary_options),
-            _backend(secondary, secondary_options),
+            stores["primary"],
+            stores["secondary"],
             strategy=strategy,
             journal=journal,
             flush_batch=flush_batch,
             flush_interval=flush_interval,
+            accept_degraded=accept_degraded,
         )
         super().__init__(
             backend,
@@ -100,17 +148,40 @@ class HybridMemory(Memory):
         return self.backend.secondary
 
     def flush(self, timeout: float | None = None) -> int:
-        """Apply the write-behind journal to the secondary now; return the entries applied."""
+        """Apply the journal to both stores now; return the entries applied."""
         return self.backend.flush(timeout)
 
-    def backlog(self) -> int:
-        """Write-behind entries not yet applied to the secondary."""
-        return self.backend.backlog()
+    def backlog(self, lane: str | None = None) -> int:
+        """Journal entries not yet applied (to ``"primary"``, ``"secondary"`` or either)."""
+        return self.backend.backlog(lane)
 
     def sync(self) -> SyncReport:
         """Reconcile both stores for this namespace (newer write wins)."""
         return self.backend.sync(self.namespace, now=self.clock())
 
+    def health(self, timeout: float = 5.0) -> HealthReport:
+        """Reachability, latency, breakers, journal backlog and usage of both stores."""
+        return health(self, timeout=timeout)
 
 
-__all__ = ["HybridBackend", "HybridMemory", "HybridWriteError", "Journal", "SyncReport"]
+__all__ = [
+    "BackendHealth",
+    "Backoff",
+    "BreakerEvent",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "ConstantBackoff",
+    "ExponentialBackoff",
+    "HealthReport",
+    "HybridBackend",
+    "HybridMemory",
+    "HybridWriteError",
+    "Journal",
+    "ResilientBackend",
+    "Retry",
+    "SyncReport",
+    "health",
+    "prefect_events_listener",
+    "protect",
+]

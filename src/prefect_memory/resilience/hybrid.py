@@ -1,18 +1,28 @@
-"""Hybrid storage: a primary and a secondary store kept in step.
+"""Hybrid storage: a primary and a secondary store kept in step, through failures.
 
 Strategies:
 
-- ``write-through``: every write goes to both stores before it returns. A failure of
-  either raises :class:`HybridWriteError` naming the store(s) that failed (it is never
-  merely logged); the other store keeps the write, so retrying is safe.
-- ``write-behind``: the write is appended to a durable local :class:`Journal`, then
-  written to the primary, and the call returns; a background flusher applies the journal
-  to the secondary in batches (``flush_batch`` entries or every ``flush_interval``
-  seconds, and at exit). A crash or restart replays what was not applied.
+- ``write-through``: every write goes to both stores before it returns. When one store
+  is unavailable (:class:`~prefect_memory.errors.BackendUnavailable`, an open breaker
+  included) and the other took the write, the write is queued in the durable journal for
+  the missing store, and then, by default, :class:`HybridWriteError` is raised naming the
+  failed store and saying the write is queued (``queued``): the failure is reported, never
+  merely logged, and retrying is safe. With ``accept_degraded=True`` such a write is
+  acknowledged instead (counted in ``degraded_writes``, logged, visible in ``health``).
+  Any other failure raises without queueing, and the primary's copy of the keys is
+  dropped so that no reader sees a value only one store has.
+- ``write-behind``: the write is appended to the :class:`Journal` first, then written to
+  the primary, and the call returns; a background flusher applies the journal to the
+  secondary (``flush_batch`` entries, every ``flush_interval`` seconds, and at exit). A
+  primary that is unavailable does not fail the write: it is queued for the primary too.
 
-Reads go to the primary; a miss reads through the journal, then the secondary, and
-repopulates the primary (without overwriting a newer write), so a primary that restarts
-empty (Redis without persistence) loses nothing.
+Whatever a store missed is replayed to it when it returns (background flusher, or
+:meth:`HybridBackend.flush`); a replay never overwrites a newer write of the same key.
+
+Reads go to the primary. When it is unavailable they go to the journal and the secondary
+(fallback); a miss reads through the journal and the secondary and repopulates the
+primary, so a primary that restarts empty (Redis without persistence) loses nothing.
+While the primary has queued writes, reads merge them over what it answers.
 
 Example:
     >>> import os, tempfile
@@ -33,19 +43,21 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import hashlib
 import logging
 import os
-import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from ..errors import BackendError, ConfigError
-from ..keys import glob_match
+from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..plugins.base import Backend, Capabilities, Record
-from .journal import Journal
+from .fallback import FallbackReads
+from .journal import PRIMARY, SECONDARY, Journal
+from .lanes import Lanes
+from .sync import SyncReport, reconcile
 
 logger = logging.getLogger("prefect_memory.hybrid")
 
@@ -54,23 +66,20 @@ STRATEGIES = ("write-through", "write-behind")
 
 
 class HybridWriteError(BackendError):
-    """A write reached only part of a hybrid memory; ``failed`` names the stores that failed."""
+    """A write reached only part of a hybrid memory.
 
-    def __init__(self, message: str, failed: dict[str, BaseException]) -> None:
+    Attributes:
+        failed: The stores that failed (``"primary"``/``"secondary"``) and their errors.
+        queued: The failed stores the write is queued for in the journal (it will reach
+            them when they return; retrying the write is safe either way).
+    """
+
+    def __init__(
+        self, message: str, failed: dict[str, BaseException], queued: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.failed = failed
-
-
-@dataclass
-class SyncReport:
-    """What a reconciliation of both stores found and did."""
-
-    copied_to_secondary: int = 0
-    copied_to_primary: int = 0
-    conflicts_resolved: int = 0
-    checked: int = 0
-    seconds: float = 0.0
-    differences: list[tuple[str, str]] = field(default_factory=list)
+        self.queued = queued
 
 
 _live_hybrids: weakref.WeakSet[HybridBackend] = weakref.WeakSet()
@@ -80,24 +89,35 @@ _live_hybrids: weakref.WeakSet[HybridBackend] = weakref.WeakSet()
 def _flush_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
     for backend in list(_live_hybrids):
         with contextlib.suppress(Exception):
-            backend.flush(timeout=10)
+            if backend.journal.exists():
+                backend.lanes.flush_pass()
 
 
-class HybridBackend(Backend):
-    """Primary + secondary with write-through or durable write-behind (module docstring).
+def default_journal_path(primary: Backend, secondary: Backend) -> str:
+    """``.prefect-memory/journal-<digest of both URLs>.db``: the same in every process."""
+    names = f"{getattr(primary, 'url', '?')}+{getattr(secondary, 'url', '?')}"
+    digest = hashlib.sha1(names.encode(), usedforsecurity=False).hexdigest()[:16]
+    return os.path.join(".prefect-memory", f"journal-{digest}.db")
+
+
+class HybridBackend(FallbackReads, Backend):
+    """Primary + secondary, write-through or durable write-behind (module docstring).
 
     Args:
         primary: The fast store answering reads.
         secondary: The durable store.
         strategy: ``"write-through"`` or ``"write-behind"``.
-        journal: Journal file for write-behind (default ``.prefect-memory/journal-<id>.db``).
+        journal: Journal file (default ``.prefect-memory/journal-<digest>.db``, created on
+            the first write that needs it).
         flush_batch: Journal entries applied per batch.
         flush_interval: Seconds between background flushes.
+        accept_degraded: Write-through: acknowledge a write that reached one store and is
+            queued for the other, instead of raising :class:`HybridWriteError`.
+        max_backoff: Longest wait between replays to a store that keeps failing.
     """
 
     scheme: ClassVar[str] = "hybrid"
     capabilities: ClassVar[Capabilities] = Capabilities()
-    _transient = ("_thread", "_wake", "_stop")
 
     def __init__(
         self,
@@ -108,27 +128,38 @@ class HybridBackend(Backend):
         journal: str | None = None,
         flush_batch: int = 500,
         flush_interval: float = 1.0,
+        accept_degraded: bool = False,
+        max_backoff: float = 30.0,
     ) -> None:
         super().__init__()
         if strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        if flush_batch < 1 or flush_interval <= 0:
-            raise ConfigError("flush_batch must be >= 1 and flush_interval > 0")
+        if flush_batch < 1 or flush_interval <= 0 or max_backoff <= 0:
+            raise ConfigError("flush_batch must be >= 1, flush_interval and max_backoff > 0")
         self.primary = primary
         self.secondary = secondary
         self.strategy = strategy
-        self.flush_batch = flush_batch
-        self.flush_interval = float(flush_interval)
+        self.accept_degraded = bool(accept_degraded)
         self.url = f"hybrid://{getattr(primary, 'url', '?')}+{getattr(secondary, 'url', '?')}"
-        self.journal: Journal | None = None
-        if strategy == "write-behind":
-            default = os.path.join(".prefect-memory", f"journal-{abs(hash(self.url)) % 10**8}.db")
-            self.journal = Journal(journal or default)
-        self.last_flush_error: str | None = None
-        self._thread: threading.Thread | None = None
-        self._wake: threading.Event | None = None
-        self._stop: threading.Event | None = None
+        self.journal = Journal(journal or default_journal_path(primary, secondary))
+        self.lanes = Lanes(
+            self.journal,
+            primary,
+            secondary,
+            # write-behind sends every write to the secondary through its lane
+            only_writer=(SECONDARY,) if strategy == "write-behind" else (),
+            flush_batch=flush_batch,
+            flush_interval=flush_interval,
+            max_backoff=max_backoff,
+        )
+        self.lanes.on_applied = self._applied
+        #: Since when (epoch seconds) the primary has been seen unavailable, else ``None``.
+        self.primary_down_since: float | None = None
+        #: Write-through writes acknowledged with one store only (``accept_degraded``).
+        self.degraded_writes = 0
         _live_hybrids.add(self)
+        if self.journal.exists() and self.journal.backlog():
+            self.lanes.ensure_flusher()  # replay what a previous process left
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> HybridBackend:
@@ -137,224 +168,209 @@ class HybridBackend(Backend):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.lanes.on_applied = self._applied
         _live_hybrids.add(self)
 
-    # -- write-behind flushing ----------------------------------------------------------------
-    def _ensure_flusher(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            assert self._wake is not None
-            return
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._wake, self._stop = threading.Event(), threading.Event()
-            self._thread = threading.Thread(
-                target=self._flush_loop, name="prefect-memory-write-behind", daemon=True
-            )
-            self._thread.start()
+    # -- the journal ------------------------------------------------------------------------
+    @property
+    def flush_batch(self) -> int:
+        """Journal entries applied per batch."""
+        return self.lanes.flush_batch
 
-    def _flush_loop(self) -> None:
-        assert self._wake is not None and self._stop is not None
-        delay = self.flush_interval
-        while not self._stop.is_set():
-            self._wake.wait(delay)
-            self._wake.clear()
-            try:
-                while self.flush_once():
-                    pass
-                delay = self.flush_interval
-                self.last_flush_error = None
-            except Exception as err:  # keep the journal; try again later with backoff
-                self.last_flush_error = f"{type(err).__name__}: {err}"
-                logger.warning("write-behind flush failed (will retry): %s", self.last_flush_error)
-                delay = min(delay * 2, 30.0)
+    @flush_batch.setter
+    def flush_batch(self, value: int) -> None:
+        self.lanes.flush_batch = value
+
+    @property
+    def flush_interval(self) -> float:
+        """Seconds between background flushes."""
+        return self.lanes.flush_interval
+
+    @property
+    def last_flush_error(self) -> str | None:
+        """Last failure of the background flusher applying writes to the secondary."""
+        return self.lanes.errors[SECONDARY]
+
+    @property
+    def last_replay_error(self) -> str | None:
+        """Last failure of the background flusher replaying writes to the primary."""
+        return self.lanes.errors[PRIMARY]
 
     def flush_once(self) -> int:
         """Apply one batch of the journal to the secondary; return how many entries."""
-        if self.journal is None:
-            return 0
-        with self._lock:
-            entries = self.journal.pending(self.flush_batch)
-            if not entries:
-                return 0
-            now = time.time()
-            last: dict[tuple[str, str], tuple[str, Record | None]] = {}
-            for _seq, ns, key, op, record in entries:
-                last[(ns, key)] = (op, record)
-            by_ns: dict[str, tuple[dict[str, Record], list[str]]] = {}
-            for (ns, key), (op, record) in last.items():
-                puts, deletes = by_ns.setdefault(ns, ({}, []))
-                if op == "put" and record is not None:
-                    puts[key] = record
-                else:
-                    deletes.append(key)
-            for ns, (puts, deletes) in by_ns.items():
-                if puts:
-                    self.secondary.put_many(ns, puts, now=now)
-                if deletes:
-                    self.secondary.delete_many(ns, deletes, now=now)
-            self.journal.remove(seq for seq, *_ in entries)
-            return len(entries)
+        return self.lanes.drain_once(SECONDARY, wait=30.0)
+
+    def replay_once(self) -> int:
+        """Apply one batch of the writes the primary missed; return how many entries."""
+        return self.lanes.drain_once(PRIMARY, wait=30.0)
 
     def flush(self, timeout: float | None = None) -> int:
-        """Apply the whole journal now; return the number of entries applied."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        applied = 0
-        while deadline is None or time.monotonic() < deadline:
-            n = self.flush_once()
-            if not n:
-                break
-            applied += n
-        return applied
+        """Apply the whole journal (both lanes) now; see :meth:`.Lanes.flush`."""
+        return self.lanes.flush(timeout)
 
-    def backlog(self) -> int:
-        """Journal entries not yet applied to the secondary."""
-        return 0 if self.journal is None else self.journal.backlog()
+    def backlog(self, lane: str | None = None) -> int:
+        """Journal entries not yet applied (to ``"primary"``, ``"secondary"``, or either)."""
+        return self.lanes.backlog(lane)
 
-    # -- protocol -----------------------------------------------------------------------------
+    # -- bookkeeping of the primary's health -------------------------------------------------
+    def _applied(self, lane: str) -> None:
+        if lane == PRIMARY and not self.lanes.pending(PRIMARY):
+            self.primary_down_since = None
+
+    def _primary_failed(self, err: BaseException) -> None:
+        if self.primary_down_since is None:
+            self.primary_down_since = time.time()
+            logger.warning("primary store unavailable, serving from the secondary: %s", err)
+
+    def _primary_answered(self) -> None:
+        if self.primary_down_since is not None:
+            if not self.lanes.pending(PRIMARY):
+                self.primary_down_since = None
+                return
+            self.lanes.ensure_flusher()
+            self.lanes.kick()  # replay what it missed now rather than at the next interval
+
+    def _drop_from_primary(self, ns: str, keys: Sequence[str], now: float) -> None:
+        """Best effort: remove the primary's copy so readers fall through to the secondary."""
+        with contextlib.suppress(Exception):
+            self.lanes.direct(
+                PRIMARY, ns, keys, lambda: self.primary.delete_many(ns, keys, now=now)
+            )
+
+    # -- writes -------------------------------------------------------------------------------
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
-        if self.journal is not None:
-            self.journal.append(ns, puts=records)
-            self.primary.put_many(ns, records, now=now)
-            self._ensure_flusher()
-            if self.journal.backlog() >= self.flush_batch and self._wake is not None:
-                self._wake.set()
-            return
-        self._both("write", lambda b: b.put_many(ns, records, now=now))
+        if self.strategy == "write-behind":
+            self._write_behind(ns, records, (), now)
+        else:
+            self._write_through("write", ns, records, (), now)
 
-    def _both(self, what: str, call: Any) -> list[Any]:
+    def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
+        if self.strategy == "write-behind":
+            live = self._live_for_delete(ns, keys, now)
+            self._write_behind(ns, None, keys, now)
+            return len(live)
+        counts = self._write_through("delete", ns, None, keys, now)
+        return max(n for n in counts if n is not None)
+
+    def _live_for_delete(self, ns: str, keys: Sequence[str], now: float) -> set[str]:
+        """Keys a delete removes; with the secondary down, as far as the rest knows."""
+        try:
+            return self.exists_many(ns, keys, now=now)
+        except BackendUnavailable:  # the delete itself needs only the journal
+            found = self.primary.exists_many(ns, keys, now=now)
+            for key, entry in self.journal.latest(ns, keys).items():
+                if entry.record is not None and not entry.record.expired(now):
+                    found.add(key)
+            return found
+
+    @staticmethod
+    def _writer(
+        ns: str, puts: Mapping[str, Record] | None, deletes: Sequence[str], now: float
+    ) -> Callable[[Backend], Any]:
+        def write(store: Backend) -> Any:
+            if puts is not None:
+                return store.put_many(ns, puts, now=now)
+            return store.delete_many(ns, deletes, now=now)
+
+        return write
+
+    def _write_behind(
+        self, ns: str, puts: Mapping[str, Record] | None, deletes: Sequence[str], now: float
+    ) -> None:
+        keys = list(puts) if puts is not None else list(deletes)
+        write = self._writer(ns, puts, deletes, now)
+        seqs = self.journal.append(ns, puts=puts, deletes=deletes, at=now)
+        try:
+            self.lanes.direct(PRIMARY, ns, keys, lambda: write(self.primary))
+        except BackendUnavailable as err:  # journaled: acknowledged, replayed to the primary
+            self._primary_failed(err)
+            self.lanes.queue(PRIMARY, ns, puts, deletes, now=now)
+        except Exception:
+            # Refused for good (not a connectivity problem): the write is not acknowledged,
+            # so it must not reach the secondary either.
+            with contextlib.suppress(Exception):
+                self.journal.remove(seqs)
+            raise
+        else:
+            self._primary_answered()
+        self.lanes.ensure_flusher()
+        if self.journal.backlog(SECONDARY) >= self.lanes.flush_batch:
+            self.lanes.kick()
+
+    def _write_through(
+        self,
+        what: str,
+        ns: str,
+        puts: Mapping[str, Record] | None,
+        deletes: Sequence[str],
+        now: float,
+    ) -> list[Any]:
+        keys = list(puts) if puts is not None else list(deletes)
+        write = self._writer(ns, puts, deletes, now)
         failed: dict[str, BaseException] = {}
         results: list[Any] = []
-        for name, backend in (("primary", self.primary), ("secondary", self.secondary)):
+        for name, store in ((PRIMARY, self.primary), (SECONDARY, self.secondary)):
             try:
-                results.append(call(backend))
+                results.append(self.lanes.direct(name, ns, keys, functools.partial(write, store)))
             except Exception as err:
                 failed[name] = err
                 results.append(None)
-        if failed:
-            detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in failed.items())
-            raise HybridWriteError(f"hybrid {what} did not reach every store ({detail})", failed)
-        return results
-
-    def get_many(
-        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
-    ) -> dict[str, Record]:
-        out = self.primary.get_many(ns, keys, now=now, touch=touch)
-        missing = [k for k in keys if k not in out]
-        if not missing:
-            return out
-        recovered: dict[str, Record] = {}
-        if self.journal is not None:
-            latest = self.journal.latest(ns, missing)
-            for key, record in latest.items():
-                if record is not None and not record.expired(now):
-                    recovered[key] = record
-            missing = [k for k in missing if k not in latest]
-        if missing:
-            recovered.update(self.secondary.get_many(ns, missing, now=now, touch=False))
-        if recovered:
-            written = self.primary.put_absent_many(ns, recovered, now=now)
-            if touch and written:
-                again = self.primary.get_many(ns, list(written), now=now, touch=True)
-                recovered.update(again)
-            out.update(recovered)
-        return out
-
-    def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
-        if self.journal is not None:
-            live = self.exists_many(ns, keys, now=now)
-            self.journal.append(ns, deletes=keys)
-            self.primary.delete_many(ns, keys, now=now)
-            self._ensure_flusher()
-            return len(live)
-        first, second = self._both("delete", lambda b: b.delete_many(ns, keys, now=now))
-        return max(first, second)
-
-    def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
-        found = self.primary.exists_many(ns, keys, now=now)
-        missing = [k for k in keys if k not in found]
-        if missing and self.journal is not None:
-            latest = self.journal.latest(ns, missing)
-            for key, record in latest.items():
-                if record is not None and not record.expired(now):
-                    found.add(key)
-            missing = [k for k in missing if k not in latest]
-        if missing:
-            found |= self.secondary.exists_many(ns, missing, now=now)
-        return found
-
-    def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
-        pending = self.journal.keys(ns) if self.journal is not None else {}
-        seen: set[str] = set()
-        for source in (self.primary, self.secondary):
-            for key in source.scan(ns, pattern, now=now):
-                if key not in seen and pending.get(key, True):
-                    seen.add(key)
-                    yield key
-        for key, is_put in pending.items():
-            if is_put and key not in seen and glob_match(key, pattern):
-                yield key
-
-    def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
-        tags = list(tags)
-        found = self.primary.tagged(ns, tags, now=now) | self.secondary.tagged(ns, tags, now=now)
-        if self.journal is not None:
-            wanted = set(tags)
-            for key, record in self.journal.latest(ns, self.journal.keys(ns)).items():
-                if record is not None and wanted.intersection(record.tags):
-                    found.add(key)
-        return found
-
-    def purge_expired(self, ns: str, *, now: float) -> int:
-        return self.primary.purge_expired(ns, now=now) + self.secondary.purge_expired(ns, now=now)
+        if PRIMARY in failed and isinstance(failed[PRIMARY], BackendUnavailable):
+            self._primary_failed(failed[PRIMARY])
+        elif PRIMARY not in failed:
+            self._primary_answered()
+        if not failed:
+            return results
+        queued: tuple[str, ...] = ()
+        (name, error), *others = failed.items()
+        if not others and isinstance(error, BackendUnavailable):
+            try:
+                self.lanes.queue(name, ns, puts, deletes, now=now)
+                queued = (name,)
+            except BackendUnavailable as journal_err:
+                failed["journal"] = journal_err
+        if not queued and sum(n not in failed for n in (PRIMARY, SECONDARY)) == 1:
+            # One store has the write, the other does not and will not get it: the
+            # primary's copy goes, so that readers see what the secondary holds.
+            self._drop_from_primary(ns, keys, now)
+        if queued and self.accept_degraded:
+            self.degraded_writes += 1
+            logger.warning(
+                "hybrid %s reached only the %s store; queued for the %s store (%s: %s)",
+                what, SECONDARY if name == PRIMARY else PRIMARY, name, type(error).__name__, error,
+            )  # fmt: skip
+            return results
+        detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in failed.items())
+        tail = f"; queued for the {name} store" if queued else ""
+        raise HybridWriteError(
+            f"hybrid {what} did not reach every store ({detail}){tail}", failed, queued
+        )
 
     def ping(self) -> None:
-        self._both("ping", lambda b: b.ping())
+        """Raise :class:`HybridWriteError` naming the store(s) that do not answer."""
+        failed: dict[str, BaseException] = {}
+        for name, store in (("primary", self.primary), ("secondary", self.secondary)):
+            try:
+                store.ping()
+            except Exception as err:
+                failed[name] = err
+        if failed:
+            detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in failed.items())
+            raise HybridWriteError(f"hybrid ping did not reach every store ({detail})", failed)
 
     def close(self) -> None:
-        if self.journal is not None:
-            with contextlib.suppress(Exception):
-                self.flush(timeout=10)
+        """Apply what can be applied now (one pass), stop the flusher, close both stores."""
+        self.lanes.stop()
+        if self.journal.exists():
+            self.lanes.flush_pass()
         self.primary.close()
         self.secondary.close()
 
     # -- reconciliation -----------------------------------------------------------------------
     def sync(self, ns: str, *, now: float, batch_size: int = 500) -> SyncReport:
-        """Reconcile both stores for ``ns``: copy what one lacks, newer write wins."""
-        started = time.perf_counter()
+        """Apply the journal, then reconcile both stores for ``ns`` (newer write wins)."""
         self.flush()
-        report = SyncReport()
-        keys = sorted(
-            set(self.primary.scan(ns, None, now=now)) | set(self.secondary.scan(ns, None, now=now))
-        )
-        for start in range(0, len(keys), batch_size):
-            batch = keys[start : start + batch_size]
-            first = self.primary.get_many(ns, batch, now=now, touch=False)
-            second = self.secondary.get_many(ns, batch, now=now, touch=False)
-            to_second: dict[str, Record] = {}
-            to_first: dict[str, Record] = {}
-            for key in batch:
-                a, b = first.get(key), second.get(key)
-                report.checked += 1
-                if a is not None and b is None:
-                    to_second[key] = a
-                    report.differences.append((key, "missing in secondary"))
-                elif b is not None and a is None:
-                    to_first[key] = b
-                    report.differences.append((key, "missing in primary"))
-                elif a is not None and b is not None and a.value != b.value:
-                    report.conflicts_resolved += 1
-                    if a.updated_at >= b.updated_at:
-                        to_second[key] = a
-                        report.differences.append((key, "secondary older"))
-                    else:
-                        to_first[key] = b
-                        report.differences.append((key, "primary older"))
-            if to_second:
-                self.secondary.put_many(ns, to_second, now=now)
-            if to_first:
-                self.primary.put_many(ns, to_first, now=now)
-            report.copied_to_secondary += len(to_second)
-            report.copied_to_primary += len(to_first)
-        report.seconds = time.perf_counter() - started
-        return report
+        return reconcile(self.primary, self.secondary, ns, now=now, batch_size=batch_size)
+
+
+__all__ = ["STRATEGIES", "HybridBackend", "HybridWriteError", "Strategy", "SyncReport"]

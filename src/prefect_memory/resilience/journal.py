@@ -1,18 +1,36 @@
 """A durable local journal of pending writes (SQLite, one transaction per batch).
 
-Write-behind appends every accepted write here *before* answering the caller, so a crash
-or restart loses nothing: the next process replays what was not yet applied. Order per
-key is the journal order (``seq``); a batch is coalesced to the last operation per key.
+A hybrid memory appends a write here *before* answering the caller when a store has not
+got it yet, so a crash or restart loses nothing: the next process replays what was not
+applied. Each entry belongs to a *lane*, the store it is pending for:
+
+- ``"secondary"``: write-behind writes waiting for the secondary (the durable store);
+- ``"primary"``: writes that could not reach the primary (down, timed out, breaker open),
+  replayed to it when it returns.
+
+Order per key is the journal order (``seq``, shared by both lanes); a batch is coalesced
+to the last operation per key. Every entry carries ``at``, the time of the write (the
+record's ``updated_at``, or the time of a delete), so a replay can leave alone a store
+that already holds a newer write.
+
+Commits use ``synchronous=FULL`` (WAL): once :meth:`Journal.append` returns, the entry
+survives a crash of the process and of the machine (as far as the disk honours fsync).
+The file is created on the first append, not before.
 
 Example:
     >>> import tempfile, os
     >>> from prefect_memory.plugins.base import Record
     >>> journal = Journal(os.path.join(tempfile.mkdtemp(), "j.db"))
-    >>> journal.append("ns", puts={"k": Record(b"v", 1.0, 1.0, 1.0)})
-    >>> journal.backlog()
-    1
-    >>> [(op, key) for _, ns, key, op, _ in journal.pending(10)]
-    [('put', 'k')]
+    >>> journal.backlog(), journal.exists()
+    (0, False)
+    >>> _ = journal.append("ns", puts={"k": Record(b"v", 1.0, 1.0, 1.0)})
+    >>> _ = journal.append("ns", deletes=["k"], at=2.0, lanes=("primary",))
+    >>> journal.backlog(), journal.backlog("primary")
+    (2, 1)
+    >>> [(e.op, e.key, e.lane) for e in journal.pending(10)]
+    [('put', 'k', 'secondary')]
+    >>> journal.latest("ns", ["k"])["k"].op
+    'del'
 """
 
 from __future__ import annotations
@@ -21,23 +39,51 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import msgpack
 
 from ..errors import BackendUnavailable
 from ..plugins.base import Record
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: in-process locking only
+    fcntl = None  # type: ignore[assignment]
+
+PRIMARY = "primary"
+SECONDARY = "secondary"
+LANES = (PRIMARY, SECONDARY)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pm_journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ns TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, record BLOB
 );
-CREATE INDEX IF NOT EXISTS pm_journal_key ON pm_journal (ns, key, seq);
 """
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS pm_journal_key ON pm_journal (ns, key, seq);
+CREATE INDEX IF NOT EXISTS pm_journal_lane ON pm_journal (lane, seq);
+"""
+#: Columns added after the first release (journals written by it are upgraded in place).
+_ADDED_COLUMNS = {
+    "lane": f"TEXT NOT NULL DEFAULT '{SECONDARY}'",
+    "at": "REAL",
+}
 
-Entry = tuple[int, str, str, str, Record | None]
+
+class Entry(NamedTuple):
+    """One journaled operation (``record`` is ``None`` for a delete)."""
+
+    seq: int
+    ns: str
+    key: str
+    op: str
+    record: Record | None
+    at: float
+    lane: str
 
 
 def pack_record(record: Record) -> bytes:
@@ -65,13 +111,26 @@ def unpack_record(data: bytes) -> Record:
     return Record(v, c, u, a, n, x, ttl, s, tuple(g), r)
 
 
+def _entry(row: tuple[Any, ...]) -> Entry:
+    seq, ns, key, op, blob, at, lane = row
+    record = unpack_record(blob) if blob is not None else None
+    if at is None:  # written before ``at`` existed
+        at = record.updated_at if record is not None else 0.0
+    return Entry(seq, ns, key, op, record, at, lane)
+
+
+_COLUMNS = "seq, ns, key, op, record, at, lane"
+_INSERT = "INSERT INTO pm_journal (ns, key, op, record, at, lane) VALUES (?, ?, ?, ?, ?, ?)"
+
+
 class Journal:
     """Pending writes in a SQLite file (safe across threads and processes of one machine)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._local = threading.local()
+        self._flush_locks = {lane: threading.Lock() for lane in LANES}
+        self._lock_files: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -79,21 +138,43 @@ class Journal:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"])  # type: ignore[misc]
 
+    def __repr__(self) -> str:
+        return f"Journal({self.path!r})"
+
+    def exists(self) -> bool:
+        """Tell whether the journal file exists (it is created on the first append)."""
+        return getattr(self._local, "conn", None) is not None or os.path.exists(self.path)
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.executescript(_SCHEMA)
-            except sqlite3.Error as err:
+                have = {row[1] for row in conn.execute("PRAGMA table_info(pm_journal)")}
+                for name, decl in _ADDED_COLUMNS.items():
+                    if name not in have:
+                        with contextlib.suppress(sqlite3.OperationalError):  # a racing upgrade
+                            conn.execute(f"ALTER TABLE pm_journal ADD COLUMN {name} {decl}")
+                conn.executescript(_INDEXES)
+            except (sqlite3.Error, OSError) as err:
                 raise BackendUnavailable(f"cannot open the journal {self.path!r}: {err}") from err
             self._local.conn = conn
         return conn
 
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.exists():
+            return []
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+
     @contextlib.contextmanager
-    def _tx(self) -> Any:
+    def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -104,62 +185,163 @@ class Journal:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:  # disk full, I/O error: nothing was recorded
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
 
+    # -- writing --------------------------------------------------------------------------
     def append(
         self,
         ns: str,
         *,
         puts: Mapping[str, Record] | None = None,
         deletes: Iterable[str] = (),
-    ) -> None:
-        """Durably record writes (committed with ``synchronous=FULL`` before returning)."""
-        rows = [(ns, k, "put", pack_record(r)) for k, r in (puts or {}).items()]
-        rows += [(ns, k, "del", None) for k in deletes]
+        at: float | None = None,
+        lanes: Iterable[str] = (SECONDARY,),
+    ) -> list[int]:
+        """Durably record writes for each of ``lanes``; return their sequence numbers.
+
+        ``at`` is the time of the deletes (puts carry their ``updated_at``). Everything is
+        committed in one transaction with ``synchronous=FULL`` before this returns.
+
+        Raises:
+            BackendUnavailable: The journal cannot be written (disk full, I/O error).
+        """
+        when = time.time() if at is None else at
+        rows: list[tuple[Any, ...]] = []
+        for lane in lanes:
+            for key, record in (puts or {}).items():
+                rows.append((ns, key, "put", pack_record(record), record.updated_at, lane))
+            rows += [(ns, k, "del", None, when, lane) for k in deletes]
+        if not rows:
+            return []
+        seqs: list[int] = []
+        try:
+            with self._tx() as conn:
+                for row in rows:
+                    cursor = conn.execute(_INSERT, row)
+                    seqs.append(int(cursor.lastrowid or 0))
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        return seqs
+
+    def remove(self, seqs: Iterable[int]) -> None:
+        """Forget entries once they are applied."""
+        rows = [(seq,) for seq in seqs]
         if not rows:
             return
-        with self._tx() as conn:
-            conn.executemany("INSERT INTO pm_journal (ns, key, op, record) VALUES (?,?,?,?)", rows)
+        try:
+            with self._tx() as conn:
+                conn.executemany("DELETE FROM pm_journal WHERE seq = ?", rows)
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
 
-    def pending(self, limit: int) -> list[Entry]:
-        """The oldest ``limit`` journal entries, in order."""
-        rows = self._conn().execute(
-            "SELECT seq, ns, key, op, record FROM pm_journal ORDER BY seq LIMIT ?", (limit,)
+    # -- reading --------------------------------------------------------------------------
+    def pending(self, limit: int, lane: str = SECONDARY) -> list[Entry]:
+        """The oldest ``limit`` entries of ``lane``, in order."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM pm_journal WHERE lane = ? ORDER BY seq LIMIT ?", (lane, limit)
         )
-        return [
-            (seq, ns, key, op, unpack_record(blob) if blob is not None else None)
-            for seq, ns, key, op, blob in rows
-        ]
+        return [_entry(row) for row in rows]
 
-    def latest(self, ns: str, keys: Iterable[str]) -> dict[str, Record | None]:
-        """The last journaled operation per key (``None`` for a delete); absent when none."""
+    def pending_for(self, ns: str, keys: Iterable[str], lane: str) -> list[Entry]:
+        """Every entry of ``lane`` for ``keys``, in order."""
         keys = list(keys)
-        out: dict[str, Record | None] = {}
+        out: list[Entry] = []
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._conn().execute(
-                f"SELECT key, op, record FROM pm_journal WHERE ns = ? AND key IN ({marks}) "
-                "ORDER BY seq",
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM pm_journal WHERE lane = ? AND ns = ? "
+                f"AND key IN ({marks}) ORDER BY seq",
+                (lane, ns, *chunk),
+            )
+            out += [_entry(row) for row in rows]
+        return sorted(out) if len(keys) > 500 else out
+
+    def latest(self, ns: str, keys: Iterable[str]) -> dict[str, Entry]:
+        """The last journaled operation per key, over every lane; absent when none."""
+        keys = list(keys)
+        out: dict[str, Entry] = {}
+        if not keys or not self.exists():
+            return out
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM pm_journal WHERE ns = ? AND key IN ({marks}) ORDER BY seq",
                 (ns, *chunk),
             )
-            for key, op, blob in rows:
-                out[key] = unpack_record(blob) if op == "put" else None
+            for row in rows:
+                out[row[2]] = _entry(row)
         return out
 
     def keys(self, ns: str) -> dict[str, bool]:
         """Keys with a pending operation: ``True`` when the last one is a put."""
-        rows = self._conn().execute(
-            "SELECT key, op FROM pm_journal WHERE ns = ? ORDER BY seq", (ns,)
-        )
+        rows = self._read("SELECT key, op FROM pm_journal WHERE ns = ? ORDER BY seq", (ns,))
         return {key: op == "put" for key, op in rows}
 
-    def remove(self, seqs: Iterable[int]) -> None:
-        """Forget entries once they are applied."""
-        seqs = list(seqs)
-        with self._tx() as conn:
-            conn.executemany("DELETE FROM pm_journal WHERE seq = ?", [(s,) for s in seqs])
+    def has_pending(self, lane: str) -> bool:
+        """Tell whether ``lane`` has entries (cheap: one indexed lookup)."""
+        rows = self._read("SELECT EXISTS (SELECT 1 FROM pm_journal WHERE lane = ?)", (lane,))
+        return bool(rows and rows[0][0])
 
-    def backlog(self) -> int:
-        """Entries not yet applied."""
-        return int(self._conn().execute("SELECT count(*) FROM pm_journal").fetchone()[0])
+    def backlog(self, lane: str | None = None) -> int:
+        """Entries not yet applied (in ``lane``, or in all lanes)."""
+        if lane is None:
+            rows = self._read("SELECT count(*) FROM pm_journal")
+        else:
+            rows = self._read("SELECT count(*) FROM pm_journal WHERE lane = ?", (lane,))
+        return int(rows[0][0]) if rows else 0
+
+    # -- one flusher per lane -------------------------------------------------------------
+    @contextlib.contextmanager
+    def flush_lock(self, lane: str, timeout: float = 0.0) -> Iterator[bool]:
+        """Hold the right to apply ``lane`` (one flusher per lane across processes).
+
+        Yields ``False`` when another thread or process holds it for longer than
+        ``timeout`` seconds; two flushers applying the same entries in another order
+        could leave an older value last.
+        """
+        deadline = time.monotonic() + timeout
+        local = self._flush_locks[lane]
+        if not local.acquire(timeout=max(timeout, 0.0)):
+            yield False
+            return
+        try:
+            handle = self._lock_file(lane)
+            while handle is not None:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.01)
+            try:
+                yield True
+            finally:
+                if handle is not None:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        finally:
+            local.release()
+
+    def _lock_file(self, lane: str) -> Any:
+        if fcntl is None:
+            return None
+        handle = self._lock_files.get(lane)
+        if handle is None:
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                handle = open(f"{self.path}.{lane}.lock", "a+b")  # noqa: SIM115 - kept open
+            except OSError as err:
+                raise BackendUnavailable(f"journal lock {self.path!r}: {err}") from err
+            self._lock_files[lane] = handle
+        return handle
+
+
+__all__ = ["LANES", "PRIMARY", "SECONDARY", "Entry", "Journal", "pack_record", "unpack_record"]

@@ -1,0 +1,178 @@
+"""A small TCP proxy for fault tests: forwards to a real server, and can stall or cut.
+
+``stall()`` stops forwarding in both directions (connections stay open, new ones are
+accepted: a server that "accepts and never answers"); ``resume()`` delivers what waited;
+``cut()`` resets every open connection (the clients see ECONNRESET); ``stop()`` closes
+the listener too. Threads, no asyncio: the tests drive it from plain synchronous code.
+
+    with TcpProxy("127.0.0.1", redis.port) as proxy:
+        client = redis.Redis(port=proxy.port)
+        proxy.stall(); ...; proxy.resume()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from typing import Any
+
+_CHUNK = 65536
+_POLL = 0.05  # seconds between checks of the stop flag in blocking calls
+
+
+class _Link:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.closed = threading.Event()
+
+    def close(self, reset: bool = False) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for sock in (self.client, self.upstream):
+            if reset:  # RST instead of FIN: the peer sees a connection reset
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class TcpProxy:
+    """Forward ``127.0.0.1:<port>`` to ``upstream_host:upstream_port`` (module docstring)."""
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, port: int = 0) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.host = "127.0.0.1"
+        self.port = port
+        self.connections = 0
+        self.stalls = 0
+        self.cuts = 0
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._stopped = threading.Event()
+        self._links: set[_Link] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> TcpProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(128)
+        listener.settimeout(_POLL)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._flowing.set()
+        self.cut(count=False)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # -- faults -----------------------------------------------------------------------------
+    def stall(self) -> None:
+        """Stop forwarding: every byte waits (clients block on their reads)."""
+        self.stalls += 1
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again, delivering what waited."""
+        self._flowing.set()
+
+    def cut(self, *, count: bool = True) -> None:
+        """Reset every open connection (new connections are still accepted)."""
+        self.cuts += count
+        with self._lock:
+            links, self._links = list(self._links), set()
+        for link in links:
+            link.close(reset=True)
+
+    @property
+    def stalled(self) -> bool:
+        return not self._flowing.is_set()
+
+    # -- forwarding -------------------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:  # the server is down: the client sees its connection closed
+                client.close()
+                continue
+            self.connections += 1
+            link = _Link(client, upstream)
+            with self._lock:
+                self._links.add(link)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=self._pump, args=(link, src, dst), name="tcp-proxy-pump", daemon=True
+                ).start()
+
+    def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            src.settimeout(_POLL)  # raises if a cut() closed the socket already
+            while not link.closed.is_set():
+                # While stalled nothing is read, so nothing is forwarded either way.
+                while not self._flowing.wait(_POLL):
+                    if link.closed.is_set():
+                        return
+                try:
+                    data = src.recv(_CHUNK)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                while not self._flowing.is_set():  # stalled between recv and send
+                    if link.closed.wait(_POLL):
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            link.close()
+            with self._lock:
+                self._links.discard(link)
+
+    def __repr__(self) -> str:
+        state = "stalled" if self.stalled else "forwarding"
+        return f"<TcpProxy {self.address} -> {self.upstream[0]}:{self.upstream[1]} {state}>"
+
+
+def proxied_url(url: str, proxy: TcpProxy, port: int) -> Any:
+    """``url`` with ``127.0.0.1:<port>`` replaced by the proxy's address."""
+    return url.replace(f"127.0.0.1:{port}", proxy.address)
+
+
+__all__ = ["TcpProxy", "proxied_url"]
