@@ -10,6 +10,9 @@ VENV_PY     := $(VENV)/bin/python
 VENV_STAMP  := $(VENV)/.installed.stamp
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+# make demo PROFILE=services: Redis, MongoDB (wire server) and S3 instead of the embedded stores
+PROFILE     ?= embedded
+DEMO_ARGS   ?=
 
 # Settings for anything that runs Prefect (tests, demo, benchmarks).
 test demo bench: export DO_NOT_TRACK := 1
@@ -35,7 +38,8 @@ help:
 	@echo "make venv     - create $(VENV) and pip install -e '.[dev]' (again when pyproject.toml changes)"
 	@echo "make servers  - install the test servers (redis-server, .venv-mongo with mongoeco)"
 	@echo "make test     - venv + servers, then pytest (extra args: PYTEST_ARGS=...)"
-	@echo "make demo     - run python -m prefect_memory.demo"
+	@echo "make demo     - the ML pipeline demo, no servers (PROFILE=services: Redis, MongoDB, S3;"
+	@echo "                extra args: DEMO_ARGS='--users 2000 --requests 500')"
 	@echo "make lint     - ruff check"
 	@echo "make bench    - run every benchmark, write benchmarks/RESULTS.md (BENCH_ARGS=--quick)"
 
@@ -58,7 +62,8 @@ test: venv servers
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(VENV_PY) -m prefect_memory.demo
+	@if [ "$(PROFILE)" = services ]; then bash scripts/install-servers.sh redis mongo; fi
+	$(VENV_PY) -m prefect_memory.demo --profile $(PROFILE) $(DEMO_ARGS)
 
 lint: venv
 	$(VENV_PY) -m ruff check
