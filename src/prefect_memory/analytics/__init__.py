@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-
 from .._exports import lazy_exports
 
 _EXPORTS = {

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-
 from .._exports import lazy_exports
 
 _EXPORTS = {
