@@ -45,14 +45,14 @@ help:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml constraints-dev.txt
 	@if [ ! -x "$(VENV_PY)" ]; then \
 	    py="$$($(FIND_PYTHON))"; \
 	    echo "creating $(VENV) with $$py ($$("$$py" --version 2>&1))"; \
 	    "$$py" -m venv "$(VENV)"; \
 	fi
 	$(VENV_PY) -m pip install -q --disable-pip-version-check --upgrade pip </dev/null
-	$(VENV_PY) -m pip install -q --disable-pip-version-check -e '.[dev]' </dev/null
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -c constraints-dev.txt -e '.[dev]' </dev/null
 	@touch "$@"
 
 servers:
