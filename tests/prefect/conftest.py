@@ -42,7 +42,13 @@ S3_BUCKET = "pm-prefect"
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness() -> Iterator[None]:
     """A temporary Prefect API (SQLite) for the whole session."""
+    from prefect.events.worker import EventsWorker
+
     with prefect_test_harness(server_startup_timeout=90):
+        # An events worker started earlier in the session (e.g. by the demo's own temporary
+        # API in tests/examples) keeps its old API: drain and drop it, so events emitted from
+        # here on reach this harness.
+        EventsWorker.drain_all(timeout=10)
         yield
 
 
