@@ -11,30 +11,8 @@ import pytest
 
 import prefect_memory as pm
 from prefect_memory.analytics import Analytics, RedisLink, downsample_all, plot_series, series_table
+from test_config import ANALYTICS
 
-ANALYTICS = {
-    "memory": {
-        "backend": "hybrid",
-        "streams": {
-            "events": {"type": "redis-stream", "maxLength": 100000, "trimStrategy": "MAXLEN"},
-            "aggregations": {
-                "type": "time-series",
-                "retention": 86400,
-                "downsampling": [
-                    {"interval": 60, "aggregation": "avg"},
-                    {"interval": 3600, "aggregation": "sum"},
-                ],
-            },
-        },
-        "processing": {
-            "windows": {
-                "realtime": {"size": 60, "slide": 10},
-                "hourly": {"size": 3600, "slide": 3600},
-                "daily": {"size": 86400, "slide": 86400},
-            }
-        },
-    }
-}
 S = 1_000_000_000
 T0 = 1_714_557_600 * S
 

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -18,7 +19,33 @@ from .base import MemoryBlock
 from .remote import check_scheme
 
 
-class JsonMemory(MemoryBlock):
+class _FileBlock(MemoryBlock, ABC):
+    """A block over one local file (``path``), opened as ``<_scheme>:///path``.
+
+    ``ABC`` among the direct bases keeps Prefect from registering this class as a block type.
+    """
+
+    _scheme: ClassVar[str]
+
+    @field_validator("path", check_fields=False)
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value or "\x00" in value:
+            raise ValueError(f"must be a non-empty file path, got {value!r}")
+        return value
+
+    @classmethod
+    def from_connection_string(cls, url: str, **fields: Any) -> MemoryBlock:
+        """Build from ``<scheme>:///relative/path`` or ``<scheme>:////absolute/path``."""
+        check_scheme(url, (cls._scheme,), f"{cls._scheme}:///memory/file")
+        path, _query = local_path_from_url(url)
+        return cls(path=path, **fields)
+
+    def _memory_url(self) -> str:
+        return f"{self._scheme}:///" + quote(self.path, safe="/~")  # type: ignore[attr-defined]
+
+
+class JsonMemory(_FileBlock):
     """A memory in one local JSON file (readable backups, small data, no server)."""
 
     _block_type_name: ClassVar[str] = "JSON Memory"
@@ -26,7 +53,7 @@ class JsonMemory(MemoryBlock):
         "A prefect-memory store in one local JSON file, rewritten atomically under a file "
         "lock: a readable backup for small data on one machine."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect_memory.blocks import JsonMemory
 
@@ -34,32 +61,17 @@ memory = JsonMemory.load("BLOCK_NAME")
 memory.set("settings:theme", "dark")
 memory.get("settings:theme")
 ```
-'''
+"""
 
     path: str = Field(
         default=".prefect-memory/memory.json",
         description="Path of the JSON file (created with its folder on first write).",
     )
 
-    @field_validator("path")
-    @classmethod
-    def _check_path(cls, value: str) -> str:
-        if not value or "\x00" in value:
-            raise ValueError(f"must be a non-empty file path, got {value!r}")
-        return value
-
-    @classmethod
-    def from_connection_string(cls, url: str, **fields: Any) -> JsonMemory:
-        """Build from ``json:///relative/file.json`` or ``json:////absolute/file.json``."""
-        check_scheme(url, ("json",), "json:///memory/backup.json")
-        path, _query = local_path_from_url(url)
-        return cls(path=path, **fields)
-
-    def _memory_url(self) -> str:
-        return "json:///" + quote(self.path, safe="/~")
+    _scheme: ClassVar[str] = "json"
 
 
-class SqliteMemory(MemoryBlock):
+class SqliteMemory(_FileBlock):
     """A memory in a local SQLite file (durable, shared by the processes of one machine)."""
 
     _block_type_name: ClassVar[str] = "SQLite Memory"
@@ -67,7 +79,7 @@ class SqliteMemory(MemoryBlock):
         "A prefect-memory store in a local SQLite file: durable, shared by the processes of "
         "one machine, with tags and TTLs. Also a result storage for local runs."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect_memory.blocks import SqliteMemory
 
@@ -75,29 +87,14 @@ memory = SqliteMemory.load("BLOCK_NAME")
 memory.set("run:last", {"rows": 42}, ttl=3600)
 memory.exists("run:last")
 ```
-'''
+"""
 
     path: str = Field(
         default=".prefect-memory/memory.db",
         description="Path of the SQLite database file (created with its folder).",
     )
 
-    @field_validator("path")
-    @classmethod
-    def _check_path(cls, value: str) -> str:
-        if not value or "\x00" in value:
-            raise ValueError(f"must be a non-empty file path, got {value!r}")
-        return value
-
-    @classmethod
-    def from_connection_string(cls, url: str, **fields: Any) -> SqliteMemory:
-        """Build from ``sqlite:///relative.db`` or ``sqlite:////absolute.db``."""
-        check_scheme(url, ("sqlite",), "sqlite:///memory.db")
-        path, _query = local_path_from_url(url)
-        return cls(path=path, **fields)
-
-    def _memory_url(self) -> str:
-        return "sqlite:///" + quote(self.path, safe="/~")
+    _scheme: ClassVar[str] = "sqlite"
 
 
 class InProcessMemory(MemoryBlock):
@@ -108,7 +105,7 @@ class InProcessMemory(MemoryBlock):
         "A prefect-memory store inside the running process: an LRU-bounded dictionary shared "
         "by the blocks of the same name, for tests and per-process caches."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect_memory.blocks import InProcessMemory
 
@@ -116,7 +113,7 @@ memory = InProcessMemory.load("BLOCK_NAME")
 memory.set("hot:user:7", {"name": "Ada"}, ttl=60)
 memory.get("hot:user:7")
 ```
-'''
+"""
 
     name: str = Field(
         default="default",
