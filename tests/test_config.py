@@ -127,6 +127,30 @@ def test_tiers_shape_on_three_real_stores(servers: dict[str, Any]) -> None:
     mem.clear()
 
 
+def test_a_parquet_tier_is_the_archive_wherever_its_location_is(
+    servers: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``backend: parquet`` with an s3:// or a local location opens the Parquet archive."""
+    s3 = servers["s3"]
+    config = {"memory": {"backend": "hybrid", "tiers": [
+        {"name": "warm", "backend": "sqlite", "location": "warm.db"},
+        {"name": "cold", "backend": "parquet", "location": s3["connection"] + "-archive",
+         "storage_options": s3["storage_options"], "options": {"compression": "zstd"}},
+        {"name": "frozen", "backend": "parquet", "location": "frozen", "patterns": ["f:*"]},
+    ]}}  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # a dict config's paths are relative to the working folder
+    mem = pm.from_config(config)
+    cold, frozen = mem.tiers[1].backend, mem.tiers[2].backend
+    assert (cold.scheme, cold.location, cold.compression) == (
+        "parquet",
+        "s3://pm-config/cold-archive",
+        "zstd",
+    )
+    assert (frozen.scheme, frozen.location) == ("parquet", f"file://{tmp_path}/frozen")
+    mem.set("f:1", {"v": 1})
+    assert mem.info("f:1").tier == "frozen" and list((tmp_path / "frozen").rglob("*.parquet"))
+
+
 def test_namespaces_shape(servers: dict[str, Any]) -> None:
     spaces = pm.from_config(ECOMMERCE, connections=servers["connections"])
     assert isinstance(spaces, pm.Namespaces)

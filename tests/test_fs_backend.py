@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import prefect_memory as pm
-from prefect_memory.plugins.fs import MAGIC
+from prefect_memory.plugins.fs import MAGIC, delete_errors
 
 
 def _dead_port() -> int:
@@ -51,6 +51,41 @@ def test_wrong_credentials_are_an_error_not_a_miss(s3_server: Any, s3_url: str) 
     bad = pm.open_memory(s3_url, storage_options=bad_options, namespace="n", timeout=2)
     with pytest.raises(pm.PrefectMemoryError):
         bad.get("k")
+
+
+def test_a_missing_bucket_is_an_error_not_an_empty_store(s3_server: Any, s3_url: str) -> None:
+    """s3fs reports NoSuchBucket as FileNotFoundError; read as "no entries", a replayed
+    delete would look done. Every operation must fail instead."""
+    options = s3_server.storage_options
+    mem = pm.open_memory(s3_url.replace("pm-fs-tests", "pm-no-such-bucket"),
+                         storage_options=options, namespace="n")  # fmt: skip
+    for call in (
+        lambda: mem.get("k"),
+        lambda: mem.exists("k"),
+        lambda: mem.delete("k"),
+        lambda: list(mem.keys()),
+        lambda: mem.set("k", 1),
+    ):
+        with pytest.raises(pm.BackendError, match="bucket"):
+            call()
+
+
+def test_s3_batch_delete_removes_every_object_it_names(s3_server: Any, s3_url: str) -> None:
+    mem = pm.open_memory(s3_url, storage_options=s3_server.storage_options, namespace="del")
+    keys = [f"k{i:04d}" for i in range(1100)]  # two DeleteObjects calls (1000 per call)
+    mem.set_many(dict.fromkeys(keys, 1), tags=["t"])
+    assert mem.delete_many([*keys, "never-written"]) == 1100
+    fs = mem.backend.fs
+    left = fs.find(mem.backend.root + "/del")  # SeaweedFS may keep the empty folder
+    assert [p for p in left if {"e", "a", "t"} & set(p.split("/"))] == []  # entries, stats, tags
+    assert mem.get_many(keys) == {}
+
+
+def test_delete_errors_are_not_swallowed() -> None:
+    replies = [{"Deleted": [{"Key": "a"}]}, {"Errors": [{"Key": "c", "Code": "NoSuchKey"}]}]
+    assert delete_errors(replies) == []
+    denied = {"Key": "b", "Code": "AccessDenied", "Message": "no"}
+    assert delete_errors([*replies, {"Errors": [denied]}]) == [denied]
 
 
 def test_objects_layout_and_atomic_local_writes(tmp_path: Path) -> None:

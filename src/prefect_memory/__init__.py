@@ -103,6 +103,11 @@ def open_memory(
         >>> mem.set("k", 1); mem.get("k"), mem.backend.breaker.state.value
         (1, 'closed')
     """
+    if not isinstance(compression, bool):
+        raise ConfigError(
+            f"compression switches zstd compression of values on or off (True/False), got "
+            f"{compression!r}; a Parquet archive's codec is the option parquet_compression"
+        )
     url = url or os.environ.get("PREFECT_MEMORY_URL") or DEFAULT_URL
     backend = open_backend(url, **options)
     if retry is not None or breaker is not None or deadline is not None:

@@ -125,13 +125,15 @@ class _Builder:
                 return None
         place = connection or location
         if place and "://" in place:
+            if kind == "parquet" and not place.lower().startswith("parquet"):
+                return f"parquet::{place}"  # the archive on s3://..., not an object store
             return place
         if place:
             local = Path(os.path.expanduser(place))
             if not local.is_absolute():
                 local = self.base_dir / local
             local = Path(os.path.normpath(local))
-            if kind in ("json", "sqlite"):
+            if kind in ("json", "sqlite", "parquet"):
                 return f"{kind}:///{local}"
             if kind == "file":
                 return f"file://{local}"

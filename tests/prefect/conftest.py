@@ -29,6 +29,7 @@ from prefect_memory.blocks import (
     MemoryBlock,
     MemoryTier,
     MongoMemory,
+    ParquetArchiveMemory,
     RedisMemory,
     S3Memory,
     SqliteMemory,
@@ -82,6 +83,15 @@ def make_block(
             server.make_bucket(S3_BUCKET)
             base = {
                 "url": f"s3://{S3_BUCKET}/{unique}",
+                "endpoint_url": server.endpoint_url,
+                "aws_access_key_id": server.key,
+                "aws_secret_access_key": server.secret,
+            }
+        elif cls is ParquetArchiveMemory:  # the archive on the S3 server, as in production
+            server = request.getfixturevalue("s3_server")
+            server.make_bucket(S3_BUCKET)
+            base = {
+                "url": f"s3://{S3_BUCKET}/archive-{unique}",
                 "endpoint_url": server.endpoint_url,
                 "aws_access_key_id": server.key,
                 "aws_secret_access_key": server.secret,

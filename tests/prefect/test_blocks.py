@@ -26,6 +26,7 @@ from prefect_memory.blocks import (
     JsonMemory,
     MemoryBlock,
     MongoMemory,
+    ParquetArchiveMemory,
     RedisMemory,
     S3Memory,
     SqliteMemory,
@@ -137,6 +138,12 @@ def test_assignments_are_validated() -> None:
         (SqliteMemory, {"ttl": "soon"}, "ttl"),
         (InProcessMemory, {"max_entries": 0}, "max_entries"),
         (InProcessMemory, {"name": "a/b"}, "name"),
+        (ParquetArchiveMemory, {"url": "redis://h/0"}, "url"),
+        (ParquetArchiveMemory, {"url": "s3://ab/p"}, "url"),
+        (ParquetArchiveMemory, {"url": "file://host/dir"}, "url"),
+        (ParquetArchiveMemory, {"url": "/a", "compression": "lzma"}, "compression"),
+        (ParquetArchiveMemory, {"url": "/a", "row_group_size": "10"}, "row_group_size"),
+        (ParquetArchiveMemory, {"url": "/a", "row_group_size": "big"}, "row_group_size"),
     ],
 )
 def test_bad_values_name_the_field(
@@ -171,6 +178,40 @@ def test_from_connection_string(tmp_path: Path) -> None:
     assert mongo.password.get_secret_value() == "pw" and "pw" not in mongo.url
     with pytest.raises(ValidationError, match="url"):
         RedisMemory.from_connection_string("mongodb://h")
+
+
+@pytest.mark.parametrize(
+    ("url", "stored", "opened"),
+    [
+        ("parquet::s3://lake/archive", "s3://lake/archive", "parquet::s3://lake/archive"),
+        ("s3://lake/archive", "s3://lake/archive", "parquet::s3://lake/archive"),
+        ("parquet:///rel/dir", "rel/dir", f"parquet:///{os.path.abspath('rel/dir')}"),
+        ("parquet:////abs/dir", "/abs/dir", "parquet:////abs/dir"),
+        ("file:///abs/dir", "/abs/dir", "parquet:////abs/dir"),
+        ("/abs/a dir", "/abs/a dir", "parquet:////abs/a%20dir"),
+    ],
+)
+def test_parquet_archive_locations(url: str, stored: str, opened: str) -> None:
+    block = ParquetArchiveMemory.from_connection_string(url)
+    assert block.url == stored
+    assert block._memory_url() == opened
+    s3 = stored.startswith("s3://")
+    assert ("storage_options" in block._memory_options()) is s3
+
+
+def test_parquet_archive_block_writes_a_dated_dataset(tmp_path: Path) -> None:
+    block = ParquetArchiveMemory(url=str(tmp_path / "lake"), compression="zstd", namespace="ev")
+    block.set_many({f"e{i}": {"i": i} for i in range(5)})
+    assert block.get_many(["e1", "e4"]) == {"e1": {"i": 1}, "e4": {"i": 4}}
+    files = list((tmp_path / "lake").rglob("*.parquet"))
+    assert files and all(f.parent.name.startswith("date=") for f in files)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert sorted(block.query()["key"]) == [f"e{i}" for i in range(5)]
+    block.delete("e0")
+    block.compact()
+    assert sorted(block.query()["key"]) == [f"e{i}" for i in range(1, 5)]
 
 
 def test_odd_local_paths_survive_the_url(tmp_path: Path) -> None:

@@ -19,8 +19,15 @@ from prefect.exceptions import ObjectNotFound
 from typer.testing import CliRunner, Result
 
 import prefect_memory as pm
-from prefect_memory.blocks import BLOCKS, HybridMemory, RedisMemory, TieredMemory
+from prefect_memory.blocks import (
+    BLOCKS,
+    HybridMemory,
+    ParquetArchiveMemory,
+    RedisMemory,
+    TieredMemory,
+)
 from prefect_memory.cli import app
+from prefect_memory.flows import migrate_tiers
 from test_config import BASIC_HYBRID, ECOMMERCE, ML, TIERS
 
 WIDE = {"COLUMNS": "250"}  # rich tables on one line per row
@@ -98,6 +105,31 @@ def test_create_tiers_on_three_real_stores(
     for tier in ("hot", "warm", "cold"):
         assert f"tier {tier}" in info.stdout
     block.clear()
+
+
+def test_create_tiers_with_a_parquet_archive_then_migrate_by_name(
+    tmp_path: Path, s3_server: Any, unique: str
+) -> None:
+    s3_server.make_bucket("pm-cli")
+    options = {**s3_server.storage_options, "region_name": "us-east-1"}
+    config = {"memory": {"backend": "hybrid", "namespace": "events", "tiers": [
+        {"name": "warm", "backend": "sqlite", "location": "warm.db"},
+        {"name": "cold", "backend": "parquet", "location": f"s3://pm-cli/{unique}",
+         "storage_options": options, "options": {"compression": "zstd"}},
+    ], "migration": {"rules": [{"from": "warm", "to": "cold", "condition": "age >= 0"}]},
+    }}  # fmt: skip
+    result = run("blocks", "create", str(write(tmp_path, "lake", config)), "-p", f"l-{unique}")
+    assert result.exit_code == 0, result.output
+    assert f"parquet-archive-memory/l-{unique}-cold" in result.stdout
+    assert "storage_options.region_name: not a block field, not kept" in result.stderr
+    cold = ParquetArchiveMemory.load(f"l-{unique}-cold")
+    assert (cold.url, cold.compression) == (f"s3://pm-cli/{unique}", "zstd")
+    assert cold.aws_secret_access_key.get_secret_value() == s3_server.secret
+    block = TieredMemory.load(f"l-{unique}")
+    block.set_many({"e:1": 1, "e:2": 2})
+    assert migrate_tiers(f"tiered-memory/l-{unique}")["moved"] == {"warm -> cold: age >= 0": 2}
+    assert block.info("e:1").tier == "cold"
+    assert block.get_many(["e:1", "e:2"]) == {"e:1": 1, "e:2": 2}
 
 
 def test_create_namespaces_one_block_per_namespace(

@@ -318,7 +318,6 @@ def test_catalog_text_has_no_characters_the_ui_would_show_escaped(cls: type[Memo
         assert not set("<>&") & set(text or ""), text
 
 
-
 BAD_TIERED = [
     ({"rules": [{"from": "hot", "to": "cold", "condition": "age >> 1"}]},
      ("rules", 0, "condition"), "at position 5"),

@@ -15,11 +15,14 @@ from prefect_memory.blocks import (
     HybridMemory,
     InProcessMemory,
     MemoryTier,
+    ParquetArchiveMemory,
+    RedisMemory,
     SqliteMemory,
     TieredMemory,
     TierRule,
 )
 from prefect_memory.flows import (
+    archive_to_parquet,
     cleanup_expired,
     deployments_from_config,
     migrate_tiers,
@@ -63,6 +66,55 @@ def test_migrate_tiers_by_name_with_artifact(tiered: TieredMemory, unique: str) 
     assert done["moved"] == {"hot -> warm: accessCount < 1": 1}
     assert tiered.info("a").tier == "warm" and tiered.info("b").tier == "hot"
     artifacts = _artifacts(f"migration-flows-{unique}")
+    assert artifacts and artifacts[0].type == "table"
+
+
+def test_archive_to_parquet_loads_a_tiered_block_with_an_s3_archive_by_name(
+    redis_server: Any, s3_server: Any, unique: str
+) -> None:
+    """Redis hot tier, Parquet archive on the S3 server: saved blocks, the flow by name."""
+    s3_server.make_bucket("pm-archive")
+    archive = ParquetArchiveMemory(
+        url=f"s3://pm-archive/{unique}",
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id=s3_server.key,
+        aws_secret_access_key=s3_server.secret,
+    )
+    block = TieredMemory(
+        namespace="orders",
+        tiers=[
+            MemoryTier(name="hot", block=RedisMemory(url=redis_server.url, key_prefix=unique)),
+            MemoryTier(name="cold", block=archive, patterns=["archive:*"]),
+        ],
+        rules=[TierRule(**{"from": "hot", "to": "cold", "condition": "accessCount < 1"})],
+    )
+    saved = block.save_with_parts(f"shop-{unique}")
+    assert ("parquet-archive-memory", f"shop-{unique}-cold") in saved
+    block.set_many({f"order:{i}": {"total": i} for i in range(40)})
+    block.get_many([f"order:{i}" for i in range(30)])  # 30 read: they stay hot
+    for round_ in range(2):  # two archive files in the partition, compacted into one
+        block.set_many({f"late:{round_}:{i}": i for i in range(5)})
+        result = archive_to_parquet(f"tiered-memory/shop-{unique}")
+        moved = 10 + 5 if round_ == 0 else 5
+        assert result["moved"] == {"hot -> cold: accessCount < 1": moved}
+    assert result["compacted"]["cold"]["files_after"] == 1
+    assert result["compacted"]["cold"]["files_before"] >= 2
+
+    files = archive.memory.backend.conn.fs.find(f"pm-archive/{unique}")
+    data = [f for f in files if f.endswith(".parquet") and "/date=" in f]
+    assert len(data) == 1, files  # one date partition, compacted into one file
+
+    loaded = TieredMemory.load(f"shop-{unique}")
+    assert type(loaded.tiers[1].block) is ParquetArchiveMemory
+    assert loaded.info("order:35").tier == "cold" and loaded.info("order:5").tier == "hot"
+    assert loaded.get("order:35") == {"total": 35}  # read from the archive (and promoted)
+    assert loaded.info("order:35").tier == "hot"
+    archived = ParquetArchiveMemory.load(f"shop-{unique}-cold").model_copy(
+        update={"namespace": "orders"}
+    )
+    frame = archived.query(latest_only=True)
+    assert {f"order:{i}" for i in range(30, 40)} - set(frame["key"]) == {"order:35"}  # promoted
+    artifacts = _artifacts(f"archive-shop-{unique}")
     assert artifacts and artifacts[0].type == "table"
 
 

@@ -333,3 +333,18 @@ def test_migration_crash_then_rerun_keeps_every_entry_once(
     assert where(mem) == {"warm": [], "cold": sorted(data)}  # each entry exactly once
     assert raw_rows(cold) == Counter(dict.fromkeys(data, 1))  # and stored once
     assert mem.get_many(list(data)) == data
+
+
+def test_open_memory_takes_the_parquet_codec_as_parquet_compression(tmp_path: Path) -> None:
+    url = f"parquet:///{tmp_path}/zstd"
+    mem = pm.open_memory(url, namespace=NS, parquet_compression="zstd", compression=True)
+    mem.set("k", "x" * 10_000)
+    assert mem.backend.compression == "zstd" and mem.codec.compression is True
+    (path,) = data_files(mem.backend)
+    meta = pq.ParquetFile(f"{tmp_path}/zstd/{ns_token(NS)}/{path}").metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert mem.get("k") == "x" * 10_000
+    with pytest.raises(pm.ConfigError, match="parquet_compression"):
+        pm.open_memory(url, compression="zstd")
+    with pytest.raises(pm.ConfigError, match="not both"):
+        ParquetArchiveBackend.from_url(url, parquet_compression="zstd", compression="gzip")

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from .archive import ParquetArchiveMemory
 from .base import MemoryBlock
 from .composite import HybridMemory, TieredMemory
 from .from_config import ConfigBlocks, blocks_from_config
@@ -24,8 +25,8 @@ from .parts import MemoryTier, TierRule
 from .remote import MongoMemory, RedisMemory, S3Memory
 from .results import ResultNotFound, StoredResult
 
-#: Every memory block: the single-store ones, then the composed ones (whose parts are
-#: single-store blocks).
+#: Every memory block: the single-store ones (the Parquet archive last), then the composed
+#: ones (whose parts are single-store blocks).
 BLOCKS: tuple[type[MemoryBlock], ...] = (
     RedisMemory,
     MongoMemory,
@@ -33,6 +34,7 @@ BLOCKS: tuple[type[MemoryBlock], ...] = (
     JsonMemory,
     SqliteMemory,
     InProcessMemory,
+    ParquetArchiveMemory,
     HybridMemory,
     TieredMemory,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "MemoryLockManager",
     "MemoryTier",
     "MongoMemory",
+    "ParquetArchiveMemory",
     "RedisLockManager",
     "RedisMemory",
     "ResultNotFound",

@@ -136,7 +136,7 @@ class HybridMemory(_ComposedBlock):
         "reads, a durable secondary (e.g. SQLite, MongoDB) gets every write, synchronously "
         "(write-through) or from a local journal (write-behind). Also a result storage."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
@@ -151,7 +151,7 @@ memory.sync()  # reconcile both stores (the newer write wins)
 def features(day: str):
     return {"day": day}
 ```
-'''
+"""
 
     primary: StoreBlock = Field(
         description="The fast store that answers reads (a saved memory block, e.g. Redis).",
@@ -249,7 +249,7 @@ class TieredMemory(_ComposedBlock):
         "S3...): key patterns choose a tier, reads promote entries, and migrate() moves "
         "them by rules on access counts, age and idle time. Also a result storage."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect_memory.blocks import TieredMemory
 
@@ -259,7 +259,7 @@ memory.info("session:42").tier  # the tier holding it, e.g. 'hot'
 report = memory.migrate(dry_run=True)  # what the rules, tier TTLs and budgets would move
 report.planned
 ```
-'''
+"""
 
     tiers: list[MemoryTier] = Field(
         min_length=1,

@@ -53,6 +53,7 @@ from ..config import (
 )
 from ..errors import ConfigError
 from ..units import parse_duration
+from .archive import ParquetArchiveMemory
 from .base import MemoryBlock
 from .composite import HybridMemory, TieredMemory, slugify
 from .local import InProcessMemory, JsonMemory, SqliteMemory
@@ -63,7 +64,7 @@ _NAME = re.compile(r"^[a-z0-9-]+$")
 _BLOCK_OF_SCHEME: dict[str, type[MemoryBlock]] = {
     "redis": RedisMemory, "rediss": RedisMemory, "mongodb": MongoMemory,
     "mongodb+srv": MongoMemory, "s3": S3Memory, "json": JsonMemory, "sqlite": SqliteMemory,
-    "memory": InProcessMemory,
+    "memory": InProcessMemory, "parquet": ParquetArchiveMemory,
 }  # fmt: skip
 _UNSUPPORTED = ("refresh", "compression", "serialization", "pickle", "tags")
 
@@ -166,14 +167,16 @@ class _Planner:
         if url is None:
             return None
         scheme = url.partition("://")[0].lower()
-        cls = _BLOCK_OF_SCHEME.get(scheme)
+        cls = _BLOCK_OF_SCHEME.get(scheme.partition("::")[0])
         if cls is None:
             known = ", ".join(sorted(_BLOCK_OF_SCHEME))
             self.problem(path, f"no memory block for {scheme}:// stores (blocks exist for {known})")
             return None
         fields = {**(spec.get("options") or {}), **fields}
+        if cls is ParquetArchiveMemory and "row_group_bytes" in fields:
+            fields["row_group_size"] = fields.pop("row_group_bytes")
         storage = dict(spec.get("storage_options") or {})
-        if cls is S3Memory:
+        if cls is S3Memory or cls is ParquetArchiveMemory:
             endpoint = (storage.pop("client_kwargs", None) or {}).get("endpoint_url")
             for key, target in (("key", "aws_access_key_id"), ("secret", "aws_secret_access_key"),
                                 ("endpoint_url", "endpoint_url")):  # fmt: skip
@@ -183,7 +186,7 @@ class _Planner:
         for key in storage:
             self.out.notes.append(f"{path}.storage_options.{key}: not a block field, not kept")
         try:
-            if cls in (RedisMemory, MongoMemory, S3Memory):
+            if cls in (RedisMemory, MongoMemory, S3Memory, ParquetArchiveMemory):
                 return cls(url=url, **fields)
             return cls.from_connection_string(url, **fields)
         except ValidationError as err:

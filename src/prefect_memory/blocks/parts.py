@@ -38,13 +38,18 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ..errors import ConfigError
 from ..units import parse_duration, parse_size
+from .archive import ParquetArchiveMemory
 from .local import InProcessMemory, JsonMemory, SqliteMemory
 from .remote import MongoMemory, RedisMemory, S3Memory
 
 #: The blocks a part of a composed block can be (one store each).
-StoreBlock = RedisMemory | MongoMemory | S3Memory | JsonMemory | SqliteMemory | InProcessMemory
+StoreBlock = (
+    RedisMemory | MongoMemory | S3Memory | JsonMemory | SqliteMemory | InProcessMemory
+    | ParquetArchiveMemory
+)  # fmt: skip
 STORE_BLOCKS: tuple[type[Block], ...] = (
     RedisMemory, MongoMemory, S3Memory, JsonMemory, SqliteMemory, InProcessMemory,
+    ParquetArchiveMemory,
 )  # fmt: skip
 
 

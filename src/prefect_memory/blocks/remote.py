@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -76,7 +77,7 @@ class RedisMemory(MemoryBlock):
         "A prefect-memory store in Redis: namespaced entries with tags, TTLs the server "
         "enforces and access metadata. Also a result storage whose ttl expires cached results."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect import flow, task
 from prefect.cache_policies import INPUTS
@@ -91,7 +92,7 @@ memory.invalidate_tags("user:7")
 def features(day: str):
     return {"day": day}
 ```
-'''
+"""
 
     url: str = Field(
         default="redis://localhost:6379/0",
@@ -149,7 +150,7 @@ class MongoMemory(MemoryBlock):
         "A prefect-memory store in a MongoDB collection: namespaced entries with tags, a TTL "
         "index that removes expired entries, and access metadata. Also a result storage."
     )
-    _code_example: ClassVar[str] = '''
+    _code_example: ClassVar[str] = """
 ```python
 from prefect_memory.blocks import MongoMemory
 
@@ -158,7 +159,7 @@ memory.set_many({"doc:1": {"score": 0.9}, "doc:2": {"score": 0.4}}, ttl=86400)
 memory.get_many(["doc:1", "doc:2"])
 memory.list_keys("doc:*")
 ```
-'''
+"""
 
     url: str = Field(
         default="mongodb://localhost:27017/prefect_memory",
@@ -214,28 +215,14 @@ memory.list_keys("doc:*")
         return options
 
 
-class S3Memory(MemoryBlock):
-    """A memory in an S3 bucket (or any S3-compatible server): one object per entry."""
+class S3Access(MemoryBlock, ABC):
+    """The S3 fields of a block: ``url``, endpoint, credentials (``SecretStr``), timeout.
 
-    _block_type_name: ClassVar[str] = "S3 Memory"
-    _description: ClassVar[str] = (
-        "A prefect-memory store in an S3 bucket (AWS or any S3-compatible server): one object "
-        "per entry with tags, TTLs and access metadata. Also a result storage for large results."
-    )
-    _code_example: ClassVar[str] = '''
-```python
-from prefect_memory.blocks import S3Memory
+    ``ABC`` among the direct bases keeps Prefect from registering this class as a block type.
+    Subclasses redeclare ``url`` with their own description and check.
+    """
 
-memory = S3Memory.load("BLOCK_NAME")
-memory.set("report:2024-06", {"rows": 1200, "status": "final"})
-memory.info("report:2024-06").size
-```
-'''
-
-    url: str = Field(
-        default=...,
-        description="Bucket and prefix of the entries: s3://bucket/prefix.",
-    )
+    url: str = Field(default=..., description="Bucket and prefix: s3://bucket/prefix.")
     endpoint_url: str | None = Field(
         default=None,
         description="Endpoint of an S3-compatible server, e.g. http://minio:9000 (empty: AWS).",
@@ -253,15 +240,6 @@ memory.info("report:2024-06").size
         description="Seconds to wait for a connection or a reply before S3 counts as down.",
     )
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        check_scheme(value, ("s3",), "s3://my-bucket/memory")
-        bucket = urlsplit(value).netloc
-        if len(bucket) < 3:
-            raise ValueError(f"names no bucket of at least 3 characters: {value!r}")
-        return value
-
     @field_validator("endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
@@ -269,10 +247,8 @@ memory.info("report:2024-06").size
             check_scheme(value, ("http", "https"), "http://127.0.0.1:9000")
         return value
 
-    def _memory_url(self) -> str:
-        return self.url
-
-    def _memory_options(self) -> dict[str, Any]:
+    def _storage_options(self) -> dict[str, Any]:
+        """The fsspec/s3fs options of these fields (the secret only leaves here)."""
         storage: dict[str, Any] = {}
         if self.aws_access_key_id is not None:
             storage["key"] = self.aws_access_key_id
@@ -280,4 +256,48 @@ memory.info("report:2024-06").size
             storage["secret"] = _secret(self.aws_secret_access_key)
         if self.endpoint_url is not None:
             storage["client_kwargs"] = {"endpoint_url": self.endpoint_url}
-        return {"storage_options": storage, "timeout": self.timeout}
+        return storage
+
+
+def check_bucket_url(value: str) -> str:
+    """Check an ``s3://bucket/prefix`` URL (a bucket name of at least 3 characters)."""
+    check_scheme(value, ("s3",), "s3://my-bucket/memory")
+    bucket = urlsplit(value).netloc
+    if len(bucket) < 3:
+        raise ValueError(f"names no bucket of at least 3 characters: {value!r}")
+    return value
+
+
+class S3Memory(S3Access):
+    """A memory in an S3 bucket (or any S3-compatible server): one object per entry."""
+
+    _block_type_name: ClassVar[str] = "S3 Memory"
+    _description: ClassVar[str] = (
+        "A prefect-memory store in an S3 bucket (AWS or any S3-compatible server): one object "
+        "per entry with tags, TTLs and access metadata. Also a result storage for large results."
+    )
+    _code_example: ClassVar[str] = """
+```python
+from prefect_memory.blocks import S3Memory
+
+memory = S3Memory.load("BLOCK_NAME")
+memory.set("report:2024-06", {"rows": 1200, "status": "final"})
+memory.info("report:2024-06").size
+```
+"""
+
+    url: str = Field(
+        default=...,
+        description="Bucket and prefix of the entries: s3://bucket/prefix.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return check_bucket_url(value)
+
+    def _memory_url(self) -> str:
+        return self.url
+
+    def _memory_options(self) -> dict[str, Any]:
+        return {"storage_options": self._storage_options(), "timeout": self.timeout}

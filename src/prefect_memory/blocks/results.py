@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 KEYS_SUFFIX = "/prefect-keys"
 _MISSING: Any = object()
 
+
 class ResultNotFound(EntryNotFound, FileNotFoundError):
     """No stored result at this path (never written, expired, or purged)."""
 

@@ -77,7 +77,10 @@ def archive_to_parquet(
         for tier in tiers:
             compact_fn = getattr(tier.backend, "compact", None)
             if compact_fn is not None:
-                compacted[tier.name] = compact_fn(memory.namespace)
+                done = compact_fn(memory.namespace)
+                compacted[tier.name] = (
+                    dataclasses.asdict(done) if dataclasses.is_dataclass(done) else done
+                )
     rows = [{"rule": k, "entries": v} for k, v in report.moved.items()] or [
         {"rule": "(nothing to archive)", "entries": 0}
     ]
@@ -85,7 +88,7 @@ def archive_to_parquet(
         rows, key=_artifact_key("archive", blk), description=f"compaction: {compacted}"
     )
     logger.info("archived %d entries; compaction %s", report.total_moved, compacted)
-    return {"moved": report.moved, "compacted": {k: str(v) for k, v in compacted.items()}}
+    return {"moved": report.moved, "compacted": compacted}
 
 
 @flow(name="cleanup_expired")

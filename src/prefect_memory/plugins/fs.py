@@ -10,7 +10,8 @@ Layout under the root, per namespace token (see :func:`prefect_memory.keys.ns_to
 long for one (the real key is inside the object). Objects are written whole and never
 patched in place (S3 cannot), which is why access statistics live in their own small
 objects: a read never rewrites the value, so it can never overwrite a newer write.
-Every batch is one concurrent fsspec call (``cat``, ``cat_ranges``, ``pipe``, ``rm``),
+Every batch is one concurrent fsspec call (``cat``, ``cat_ranges``, ``pipe``; deletes on
+S3 are concurrent ``DeleteObjects`` calls whose per-object errors are checked),
 so S3 sees parallel requests instead of one round trip after another. Local writes go
 to a temporary file first and are renamed into place.
 
@@ -45,6 +46,43 @@ def pack_object(key: str, record: Record) -> bytes:
     """Serialize a record (with its key) into the bytes of one object."""
     header = msgpack.packb({"k": key, **record_fields(record)}, use_bin_type=True)
     return _HEAD.pack(MAGIC, len(header)) + header + record.value
+
+
+def no_such_object(err: BaseException) -> bool:
+    """Tell whether ``err`` says "this object does not exist" (and nothing worse).
+
+    s3fs turns ``NoSuchKey`` *and* ``NoSuchBucket`` into ``FileNotFoundError``; only the
+    first is a miss. A missing bucket read as "no entries" would make a replayed delete
+    look done, so it stays an error.
+
+    Example:
+        >>> no_such_object(FileNotFoundError("k")), no_such_object(OSError("disk"))
+        (True, False)
+    """
+    if not isinstance(err, FileNotFoundError):
+        return False
+    response = getattr(err.__cause__, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code != "NoSuchBucket"
+
+
+def delete_errors(replies: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The per-object failures of S3 ``DeleteObjects`` replies (a missing key is no failure).
+
+    ``DeleteObjects`` answers 200 even when some objects were not deleted; s3fs's ``rm``
+    drops those errors, so the batch delete checks them itself.
+
+    Example:
+        >>> delete_errors([{"Errors": [{"Key": "a", "Code": "NoSuchKey"},
+        ...                            {"Key": "b", "Code": "InternalError"}]}, {}])
+        [{'Key': 'b', 'Code': 'InternalError'}]
+    """
+    return [
+        dict(error)
+        for reply in replies
+        for error in reply.get("Errors", ())
+        if error.get("Code") != "NoSuchKey"
+    ]
 
 
 def unpack_header(data: bytes) -> tuple[dict[str, Any], int] | None:
@@ -189,7 +227,7 @@ class FsspecBackend(Backend):
             out = {paths[0]: out}
         found: dict[str, bytes] = {}
         for path, data in out.items():
-            if isinstance(data, FileNotFoundError):
+            if no_such_object(data):
                 continue
             if isinstance(data, BaseException):
                 raise data
@@ -223,8 +261,47 @@ class FsspecBackend(Backend):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             return
+        if self.protocol == "s3":
+            self._s3_delete(paths)
+            return
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(paths)
+
+    def _s3_delete(self, paths: list[str]) -> None:
+        """Delete objects with concurrent ``DeleteObjects`` calls, checking every reply."""
+        import asyncio
+
+        from fsspec.asyn import sync
+
+        fs = self.fs
+        calls: list[tuple[str, list[str]]] = []
+        by_bucket: dict[str, list[str]] = {}
+        for path in paths:
+            bucket, key, _version = fs.split_path(path)
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            calls += [(bucket, keys[i : i + 1000]) for i in range(0, len(keys), 1000)]
+
+        async def delete_all() -> list[dict[str, Any]]:
+            return await asyncio.gather(*(
+                fs._call_s3("delete_objects", Bucket=bucket, Delete={
+                    "Objects": [{"Key": key} for key in keys], "Quiet": True,
+                })
+                for bucket, keys in calls
+            ))  # fmt: skip
+
+        try:
+            replies = sync(fs.loop, delete_all)
+        finally:
+            for parent in {p.rsplit("/", 1)[0] for p in paths}:
+                fs.invalidate_cache(parent)
+        failed = delete_errors(replies)
+        if failed:
+            first = failed[0]
+            raise OSError(
+                f"{len(failed)} of {len(paths)} objects were not deleted, e.g. "
+                f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+            )
 
     def _heads(self, paths: list[str]) -> dict[str, tuple[dict[str, Any], bytes]]:
         """Headers of existing objects, read with ranged requests (values left out)."""
@@ -235,7 +312,7 @@ class FsspecBackend(Backend):
         retry: list[str] = []
         for path, data in zip(paths, parts, strict=True):
             if isinstance(data, BaseException):
-                if isinstance(data, FileNotFoundError):
+                if no_such_object(data):
                     continue
                 raise data
             parsed = unpack_header(data)
@@ -351,7 +428,9 @@ class FsspecBackend(Backend):
     def _names(self, folder: str) -> list[str]:
         try:
             found = self.fs.find(folder)
-        except FileNotFoundError:
+        except FileNotFoundError as err:
+            if not no_such_object(err):
+                raise
             return []
         return [p.rsplit("/", 1)[-1] for p in found if not p.rsplit("/", 1)[-1].startswith(".tmp-")]
 

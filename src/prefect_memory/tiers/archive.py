@@ -53,7 +53,10 @@ from ..plugins.fs import FsspecBackend
 from .archive_index import NsIndex
 from .archive_store import ArchiveStore, Encoded, in_background
 
-_OPTIONS = {"storage_options", "timeout", "row_group_bytes", "compression", "stats_fold_at"}
+_OPTIONS = {
+    "storage_options", "timeout", "row_group_bytes", "compression", "parquet_compression",
+    "stats_fold_at",
+}  # fmt: skip
 
 
 def location_of(url: str) -> str:
@@ -121,6 +124,10 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         unknown = set(options) - _OPTIONS
         if unknown:
             raise ConfigError(f"unknown options for {url!r}: {', '.join(sorted(unknown))}")
+        if "parquet_compression" in options:  # the name open_memory passes through
+            if "compression" in options:
+                raise ConfigError("give compression or parquet_compression, not both")
+            options["compression"] = options.pop("parquet_compression")
         return cls(url, **options)
 
     def __repr__(self) -> str:
