@@ -81,6 +81,20 @@ def test_s3_batch_delete_removes_every_object_it_names(s3_server: Any, s3_url: s
     assert mem.get_many(keys) == {}
 
 
+def test_retries_is_this_backends_own(s3_server: Any, s3_url: str) -> None:
+    from prefect_memory.plugins.fs import FsspecBackend
+
+    options = s3_server.storage_options
+    fast = FsspecBackend(s3_url, storage_options=options, retries=1)
+    usual = FsspecBackend(s3_url, storage_options=options)
+    assert fast.fs.retries == 1 and usual.fs.retries == 5 and fast.fs is not usual.fs
+    copy = pickle.loads(pickle.dumps(fast))
+    assert copy.fs.retries == 1
+    for bad in (0, -1, True):
+        with pytest.raises(pm.ConfigError, match="retries"):
+            FsspecBackend(s3_url, retries=bad)
+
+
 def test_delete_errors_are_not_swallowed() -> None:
     replies = [{"Deleted": [{"Key": "a"}]}, {"Errors": [{"Key": "c", "Code": "NoSuchKey"}]}]
     assert delete_errors(replies) == []

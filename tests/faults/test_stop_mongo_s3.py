@@ -23,20 +23,28 @@ from servers import MongoWireServer, S3Server
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 
+#: The secondaries: MongoDB, S3 with s3fs's own retries (5 attempts with backoff), and S3
+#: failing fast (1 attempt: a dead server is seen at once, the writes race the restart).
+KINDS = ["mongodb", "s3", "s3-fail-fast"]
+
+
 def urls(kind: str, server: Any) -> tuple[str, dict[str, Any]]:
     """The secondary's URL and options on a started server."""
     if kind == "mongodb":
         return f"{server.url}&collection=f{uuid.uuid4().hex[:8]}", {"timeout": TIMEOUT}
     server.make_bucket("pm-faults")
+    retries = {"retries": 1} if kind == "s3-fail-fast" else {}
     return f"s3://pm-faults/{uuid.uuid4().hex[:8]}", {
         "storage_options": server.storage_options,
         "timeout": TIMEOUT,
+        **retries,
     }
 
 
 SERVERS: dict[str, Callable[[], Any]] = {
     "mongodb": lambda: MongoWireServer(engine="sqlite", keep_data=True),
     "s3": lambda: S3Server(keep_data=True),
+    "s3-fail-fast": lambda: S3Server(keep_data=True),
 }
 
 
@@ -46,7 +54,7 @@ def stop(server: Any) -> None:
 
 
 #: Entries per test: S3 round trips cost milliseconds, so it gets fewer.
-SIZE = {"mongodb": 600, "s3": 300}
+SIZE = {"mongodb": 600, "s3": 300, "s3-fail-fast": 300}
 
 
 def new_server(kind: str) -> Any:
@@ -56,7 +64,7 @@ def new_server(kind: str) -> Any:
     return server
 
 
-@pytest.mark.parametrize("kind", ["mongodb", "s3"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_write_behind_flush_with_secondary_stopped(
     kind: str, tmp_path: Path, ledger: Ledger
 ) -> None:
@@ -104,7 +112,7 @@ def test_write_behind_flush_with_secondary_stopped(
         ledger.assert_clean()
 
 
-@pytest.mark.parametrize("kind", ["mongodb", "s3"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_write_through_with_secondary_stopped_mid_stream(
     kind: str, tmp_path: Path, ledger: Ledger
 ) -> None:

@@ -116,6 +116,10 @@ class FsspecBackend(Backend):
         storage_options: Passed to fsspec (for S3: ``key``, ``secret``,
             ``client_kwargs={"endpoint_url": ...}``...).
         timeout: Connect and read timeout in seconds for network filesystems.
+        retries: Attempts s3fs makes per S3 request (``None``: its default, 5, with
+            backoff). A retried read timeout costs another ``timeout``, so ``1`` makes a
+            stalled server fail within about ``timeout`` (retry above it instead, with
+            :class:`~prefect_memory.Retry`). The filesystem is then this backend's own.
     """
 
     scheme: ClassVar[str] = "file"
@@ -128,21 +132,25 @@ class FsspecBackend(Backend):
         *,
         storage_options: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
+        retries: int | None = None,
     ) -> None:
         super().__init__()
         if "://" not in url:
             raise ConfigError(f"expected an fsspec URL like s3://bucket/prefix, got {url!r}")
+        if retries is not None and (isinstance(retries, bool) or int(retries) < 1):
+            raise ConfigError(f"retries must be a positive number of attempts, got {retries!r}")
         self.url = url
         self.protocol = url.split("://", 1)[0].lower()
         self.storage_options = dict(storage_options or {})
         self.timeout = float(timeout)
+        self.retries = None if retries is None else int(retries)
         self._fs: Any = None
         self._root: str | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FsspecBackend:
         """Build from ``file:///dir`` or ``s3://bucket/prefix`` (options: see the class)."""
-        unknown = set(options) - {"storage_options", "timeout"}
+        unknown = set(options) - {"storage_options", "timeout", "retries"}
         if unknown:
             raise ConfigError(f"unknown options for {url!r}: {', '.join(sorted(unknown))}")
         return cls(url, **options)
@@ -177,11 +185,15 @@ class FsspecBackend(Backend):
             config.setdefault("read_timeout", self.timeout)
             config.setdefault("retries", {"max_attempts": 2, "mode": "standard"})
             options["config_kwargs"] = config
+            if self.retries is not None:  # an attribute of the instance: not a shared one
+                options["skip_instance_cache"] = True
         try:
             fs, root = fsspec.core.url_to_fs(self.url, **options)
         except ImportError as err:
             raise ConfigError(f"{self.protocol}:// needs an fsspec implementation: {err}") from err
         root = root.rstrip("/")
+        if self.retries is not None and self.protocol == "s3":
+            fs.retries = self.retries
         if self._is_local(fs):
             os.makedirs(root, exist_ok=True)
         return fs, root

@@ -54,8 +54,8 @@ from .archive_index import NsIndex
 from .archive_store import ArchiveStore, Encoded, in_background
 
 _OPTIONS = {
-    "storage_options", "timeout", "row_group_bytes", "compression", "parquet_compression",
-    "stats_fold_at",
+    "storage_options", "timeout", "retries", "row_group_bytes", "compression",
+    "parquet_compression", "stats_fold_at",
 }  # fmt: skip
 
 
@@ -85,6 +85,7 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         url: ``parquet:///dir``, ``parquet::s3://bucket/prefix`` or a plain fsspec URL.
         storage_options: Passed to fsspec (for S3: ``key``, ``secret``, ``client_kwargs``).
         timeout: Connect and read timeout in seconds for network filesystems.
+        retries: Attempts per S3 request (see :class:`~prefect_memory.plugins.fs.FsspecBackend`).
         row_group_bytes: Target size of a row group: what one lookup reads at most
             (values larger than this get a row group of their own).
         compression: Parquet codec of the data files.
@@ -102,6 +103,7 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         *,
         storage_options: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
+        retries: int | None = None,
         row_group_bytes: int = 1 << 20,
         compression: str = "snappy",
         stats_fold_at: int = 64,
@@ -111,7 +113,9 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
             raise ConfigError("row_group_bytes and stats_fold_at must be positive")
         self.url = url
         self.location = location_of(url)
-        self.conn = FsspecBackend(self.location, storage_options=storage_options, timeout=timeout)
+        self.conn = FsspecBackend(
+            self.location, storage_options=storage_options, timeout=timeout, retries=retries
+        )
         self.row_group_bytes = int(row_group_bytes)
         self.compression = compression
         self.stats_fold_at = int(stats_fold_at)
