@@ -113,7 +113,12 @@ def started(*servers: Any) -> Iterator[None]:
     try:
         for server in servers:
             server.start()
-        yield
+        try:
+            yield
+        except Exception:  # a failure shows what the servers logged
+            for server in servers:
+                print(f"--- {type(server).__name__} log tail ---\n{server.log_tail(40)}")
+            raise
     finally:
         for server in servers:
             with contextlib.suppress(Exception):
