@@ -116,7 +116,7 @@ def build_table(
     n = len(keys)
     data = {
         "key": pa.array(keys, pa.string()),
-        "namespace": pa.array([ns] * n, pa.string()),
+        "namespace": pa.repeat(pa.scalar(ns, pa.string()), n),
         "created_at": _column(records, "created_at", np.float64),
         "updated_at": _column(records, "updated_at", np.float64),
         "last_access": _column(records, "last_access", np.float64),
