@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import os
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -339,6 +340,38 @@ def test_conditional_moves(mem: pm.Memory) -> None:
     fresh = backend.get_many(ns, ["a"], now=now)["a"].token
     assert backend.delete_if_unchanged(ns, {"a": fresh}, now=now) == {"a"}
     assert not mem.exists("a")
+
+
+def test_concurrent_put_absent_has_one_winner_per_key(mem: pm.Memory) -> None:
+    """Writers racing to move the same keys: a store declaring ``atomic_moves`` lets exactly
+    one win each key, and what it holds is the winner's value; any store ends with every
+    key written once by someone who says so."""
+    backend, ns = mem.backend, mem.namespace
+    keys = [f"k{i:03d}" for i in range(60)]
+    won: dict[int, set[str]] = {}
+    start = threading.Barrier(4)
+
+    def writer(n: int) -> None:
+        now = time.time()
+        record = pm.Record(mem.codec.encode(n), now, now, now)
+        start.wait()
+        for i in range(0, len(keys), 10):
+            batch = {k: record for k in keys[i : i + 10]}
+            won.setdefault(n, set()).update(backend.put_absent_many(ns, batch, now=now))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stored = mem.get_many(keys)
+    assert stored.keys() == set(keys)
+    claimed = set().union(*won.values())
+    assert claimed == set(keys)
+    for key, value in stored.items():
+        assert key in won[value]  # the stored value's writer said it wrote the key
+    if backend.capabilities.atomic_moves:
+        assert sum(map(len, won.values())) == len(keys), "a key was won twice"
 
 
 def test_add_only_if_absent_and_tagged(mem: pm.Memory) -> None:

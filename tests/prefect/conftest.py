@@ -78,20 +78,12 @@ def make_block(
         elif cls is MongoMemory:
             server = request.getfixturevalue("mongo_server")
             base = {"url": server.url, "collection": f"c{unique}"}
-        elif cls is S3Memory:
+        elif cls in (S3Memory, ParquetArchiveMemory):  # the archive on S3, as in production
             server = request.getfixturevalue("s3_server")
             server.make_bucket(S3_BUCKET)
+            folder = unique if cls is S3Memory else f"archive-{unique}"
             base = {
-                "url": f"s3://{S3_BUCKET}/{unique}",
-                "endpoint_url": server.endpoint_url,
-                "aws_access_key_id": server.key,
-                "aws_secret_access_key": server.secret,
-            }
-        elif cls is ParquetArchiveMemory:  # the archive on the S3 server, as in production
-            server = request.getfixturevalue("s3_server")
-            server.make_bucket(S3_BUCKET)
-            base = {
-                "url": f"s3://{S3_BUCKET}/archive-{unique}",
+                "url": f"s3://{S3_BUCKET}/{folder}",
                 "endpoint_url": server.endpoint_url,
                 "aws_access_key_id": server.key,
                 "aws_secret_access_key": server.secret,

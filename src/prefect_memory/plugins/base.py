@@ -36,6 +36,8 @@ class Capabilities:
         persistent: Data survives a restart of the process (and of the server).
         shared: Several processes (or machines) see the same data.
         pushdown: Filters can run inside the store (queries instead of scans).
+        atomic_moves: ``put_absent_many`` and ``delete_if_unchanged`` are atomic per key
+            against other writers (else: check then act, a small race).
     """
 
     native_ttl: bool = False
@@ -44,6 +46,7 @@ class Capabilities:
     persistent: bool = True
     shared: bool = True
     pushdown: bool = False
+    atomic_moves: bool = False
 
 
 @dataclass(slots=True)

@@ -49,7 +49,9 @@ class InProcessBackend(Backend):
     """
 
     scheme: ClassVar[str] = "memory"
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=False, shared=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        persistent=False, shared=False, atomic_moves=True
+    )
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ try:
     from bson.errors import BSONError
     from pymongo import ReplaceOne, UpdateMany
     from pymongo.errors import (
+        BulkWriteError,
         ConfigurationError,
         ConnectionFailure,
         ExecutionTimeout,
@@ -73,6 +74,7 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra in
     ) from _err
 
 DEFAULT_DATABASE = "prefect_memory"
+_DUPLICATE_KEY = 11000
 DEFAULT_COLLECTION = "prefect_memory"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_PORT = 27017
@@ -256,7 +258,9 @@ class MongoBackend(Backend):
     """
 
     scheme: ClassVar[str] = "mongodb"
-    capabilities: ClassVar[Capabilities] = Capabilities(native_ttl=True, pushdown=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        native_ttl=True, pushdown=True, atomic_moves=True
+    )
     _transient = ("_client", "_collection", "_indexed")
 
     def __init__(
@@ -518,6 +522,63 @@ class MongoBackend(Backend):
                 doc = self._doc(token, ns, key, merged)
                 ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
             coll.bulk_write(ops, ordered=False)
+
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Insert the records whose key has no live entry: expired leftovers removed, then
+        one unordered ``insert_many`` in which an existing ``_id`` fails alone (2 commands).
+
+        An insert is atomic per document, so a write that lands between the two commands
+        is never overwritten: its key is reported as not written.
+        """
+        if not records:
+            return set()
+        coll = self._coll()
+        token = ns_token(ns)
+        keys = list(records)
+        docs = [self._doc(token, ns, key, records[key]) for key in keys]
+        with self._errors("put if absent"):
+            expired = _expired(_to_datetime(now))
+            coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "x": expired})
+            try:
+                coll.insert_many(docs, ordered=False)
+            except BulkWriteError as err:
+                errors = err.details.get("writeErrors", [])
+                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                taken = {keys[e["index"]] for e in errors}
+                return set(keys) - taken
+        return set(keys)
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        """Delete the keys whose live entry is still the write ``(version, updated_at)``.
+
+        One find of the matching documents, one ``delete_many`` with the same conditions
+        (atomic per document: a document rewritten in between no longer matches), and only
+        when fewer were deleted than found, one more find of those still there.
+        """
+        if not expected:
+            return set()
+        coll = self._coll()
+        token = ns_token(ns)
+        when = _to_datetime(now)
+        wanted = {
+            f"{token}:{key}": {"_id": f"{token}:{key}", "r": int(t[0]), "u": float(t[1])}
+            for key, t in expected.items()
+        }
+        with self._errors("delete if unchanged"):
+            query = {"$and": [{"$or": list(wanted.values())}, _live(when)]}
+            found = [doc["_id"] for doc in coll.find(query, {"_id": 1})]
+            if not found:
+                return set()
+            same = {"$and": [{"$or": [wanted[i] for i in found]}, _live(when)]}
+            deleted = coll.delete_many(same).deleted_count
+            if deleted < len(found):  # some were rewritten (or deleted) meanwhile
+                there = {d["_id"] for d in coll.find({"_id": {"$in": found}}, {"_id": 1})}
+                found = [i for i in found if i not in there]
+        prefix = len(token) + 1
+        return {i[prefix:] for i in found}
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         """Delete ``keys``: the live ones (counted), then expired leftovers (2 commands)."""

@@ -66,8 +66,10 @@ end
 """
 
 # KEYS[1] = 'P:{N}:'; ARGV[1] = now; ARGV[2] = msgpack array, either
-#   {1, m, n, a, x, s, key1, value1, key2, value2, ...}   (metadata shared by the batch)
-#   {0, key1, value1, m, n, a, x, s, key2, ...}             (metadata per record)
+#   {F+1, m, n, a, x, s, key1, value1, key2, value2, ...}   (metadata shared by the batch)
+#   {F, key1, value1, m, n, a, x, s, key2, ...}             (metadata per record)
+# F = 2 writes only keys without a live entry (put-if-absent) and returns them; F = 0 upserts
+# and returns 1.
 # m = msgpack {created, updated, ttl|false, sliding, {tags}, version}; x = expires_at or '';
 # s = the ttl of a sliding entry or ''. Optional ARGV[3..5] = channel, namespace, source:
 # then the script PUBLISHes one change message for the whole batch (see _LUA_NOTIFY).
@@ -80,7 +82,9 @@ local now = tonumber(ARGV[1])
 local t = unpackm(ARGV[2])
 local ekey, tkey = KEYS[1] .. 'e:', KEYS[1] .. 't:'
 local size = #t
-local shared = t[1] == 1
+local shared = t[1] % 2 == 1
+local absent = t[1] >= 2
+local written = {}
 local m, n, a, x, s
 local i, step = 2, 7
 if shared then
@@ -113,6 +117,13 @@ while i <= size do
   local mt = meta(m)
   local old = call('HMGET', k, 'm', 'n', 'a', 'x')
   local wm, wn, wa, ver = m, n, a, mt[6]
+  local skip = false
+  if absent and old[1] then
+    local ox = tonumber(old[4])
+    skip = not ox or ox > now  -- a live entry: not ours to write (Lua 5.1: no goto)
+  end
+  if not skip then
+  written[#written + 1] = key
   if old[1] then
     local om = unpackm(old[1])
     local ox = tonumber(old[4])
@@ -152,6 +163,7 @@ while i <= size do
       end
     end
   end
+  end  -- not skip
 end
 for tag, list in pairs(adds) do
   local tk = tkey .. tag
@@ -165,6 +177,7 @@ for tag in pairs(shrunk) do  -- a removed member may have been the longest-lived
   if not adds[tag] then fix_tag(tkey .. tag, now) end
 end
 if notify then publish() end
+if absent then return written end
 return 1
 """
 )
@@ -217,7 +230,9 @@ return cmsgpack.pack(out)
 """
 
 # KEYS[1] = 'P:{N}:'; ARGV[1] = now; ARGV[2] = msgpack array of keys; optional ARGV[3..5]
-# as for _LUA_PUT. Returns how many live entries were removed.
+# as for _LUA_PUT. Returns how many live entries were removed. With items {key, version,
+# updated_at} instead of keys: deletes a key only while its live entry is that very write
+# (compare-and-delete) and returns the keys deleted.
 _LUA_DELETE = (
     _LUA_FIX_TAG
     + _LUA_NOTIFY
@@ -226,25 +241,34 @@ local call, tonumber = redis.call, tonumber
 local now = tonumber(ARGV[1])
 local keys = cmsgpack.unpack(ARGV[2])
 local ekey, tkey = KEYS[1] .. 'e:', KEYS[1] .. 't:'
-local removed = 0
+local removed, gone, conditional = 0, {}, false
 local shrunk = {}
 for i = 1, #keys do
-  local key = keys[i]
+  local key, want = keys[i], nil
+  if type(key) == 'table' then  -- {key, version, updated_at}: delete only that write
+    key, want, conditional = key[1], key, true
+  end
   local k = ekey .. key
   local h = call('HMGET', k, 'm', 'x')
   if h[1] then
-    call('DEL', k)
     local x = tonumber(h[2])
-    if not x or x > now then removed = removed + 1 end
-    if notify then changed(key, 0) end
-    for _, tag in ipairs(cmsgpack.unpack(h[1])[5]) do
-      call('ZREM', tkey .. tag, key)
-      shrunk[tag] = true
+    local live = not x or x > now
+    local mt = cmsgpack.unpack(h[1])
+    if not want or (live and mt[6] == want[2] and mt[2] == want[3]) then
+      call('DEL', k)
+      if live then removed = removed + 1 end
+      if want then gone[#gone + 1] = key end
+      if notify then changed(key, 0) end
+      for _, tag in ipairs(mt[5]) do
+        call('ZREM', tkey .. tag, key)
+        shrunk[tag] = true
+      end
     end
   end
 end
 for tag in pairs(shrunk) do fix_tag(tkey .. tag, now) end
 if notify then publish() end
+if conditional then return gone end
 return removed
 """
 )

@@ -141,7 +141,7 @@ class RedisBackend(RedisConnector, Backend):
 
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        native_ttl=True, server_scripts=True, pushdown=True
+        native_ttl=True, server_scripts=True, pushdown=True, atomic_moves=True
     )
     _transient = ("_client", "_slots")
 
@@ -295,23 +295,50 @@ class RedisBackend(RedisConnector, Backend):
         self, ns: str, records: Mapping[str, Record], *, now: float, notify: Notify | None = None
     ) -> None:
         """Upsert ``records``; ``notify=(channel, source)`` publishes the batch's changes."""
+        self._put(ns, records, now=now, notify=notify, absent=False)
+
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Write the records whose key has no live entry, atomically (one script call)."""
+        return set(self._put(ns, records, now=now, notify=None, absent=True))
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        """Delete keys still holding the write ``(version, updated_at)``, atomically."""
+        if not expected:
+            return set()
+        items = [[key, int(token[0]), float(token[1])] for key, token in expected.items()]
+        gone = self._run(1, self._base(ns), now, _packb(items), script=DELETE, wait=self._wait)
+        return {key.decode("utf-8") for key in gone}
+
+    def _put(
+        self,
+        ns: str,
+        records: Mapping[str, Record],
+        *,
+        now: float,
+        notify: Notify | None,
+        absent: bool,
+    ) -> list[str]:
         if not records:
-            return
+            return []
         keys = list(records)
         recs = list(records.values())
         metas = list(map(_META, recs))
         first = metas[0]
+        mode = 2 if absent else 0
         if metas.count(first) == len(metas):  # one header for the batch
             flat: list[Any] = [None] * (6 + 2 * len(keys))
-            flat[:6] = (1, *_put_meta(first))
+            flat[:6] = (mode + 1, *_put_meta(first))
             flat[6::2] = keys
             flat[7::2] = [rec.value for rec in recs]
         else:
-            flat = [0]
+            flat = [mode]
             for key, rec, meta in zip(keys, recs, metas, strict=True):
                 flat += (key, rec.value, *_put_meta(meta))
         extra = () if notify is None else (notify[0], ns, notify[1])
-        self._run(1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=self._wait)
+        reply = self._run(1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=self._wait)
+        return [key.decode("utf-8") for key in reply] if absent else keys
 
     def delete_many(
         self, ns: str, keys: Sequence[str], *, now: float, notify: Notify | None = None

@@ -91,7 +91,7 @@ class SqliteBackend(Backend):
     """
 
     scheme: ClassVar[str] = "sqlite"
-    capabilities: ClassVar[Capabilities] = Capabilities(pushdown=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(pushdown=True, atomic_moves=True)
     _transient = ("_local",)
 
     def __init__(self, path: str, *, timeout: float = 30.0) -> None:
