@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prefect import flow, task
@@ -49,6 +52,44 @@ def test_acquire_contend_release(locks: MemoryLockManager) -> None:
     locks.release_lock("k", "a")
     assert not locks.is_locked("k")
     assert locks.acquire_lock("k", "b", acquire_timeout=0) is True
+
+
+_COUNTER = """
+import sys, time
+from pathlib import Path
+from prefect_memory.blocks import MemoryLockManager, SqliteMemory
+
+db, counter, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+block = SqliteMemory(path=db, namespace="procs")
+locks = MemoryLockManager(block, hold_timeout=30, poll_interval=0.0005)  # eager contenders
+locks.is_locked("counter")  # connected and imported before the start line
+(counter.parent / f"ready-{me}").touch()
+while len(list(counter.parent.glob("ready-*"))) < 4:  # all start together
+    time.sleep(0.01)
+for _ in range(50):
+    assert locks.acquire_lock("counter", holder=me, acquire_timeout=60)
+    value = int(counter.read_text())  # read, think, write: lost updates without the lock
+    time.sleep(0.002)
+    counter.write_text(str(value + 1))
+    locks.release_lock("counter", holder=me)
+"""
+
+
+def test_sqlite_locks_exclude_other_processes(tmp_path: Path) -> None:
+    """Four processes increment one file under the lock: no increment is lost."""
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    script = tmp_path / "count.py"
+    script.write_text(_COUNTER)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path / "locks.db"), str(counter),
+                          f"p{n}"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for n in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    assert int(counter.read_text()) == 200
 
 
 def test_a_lock_expires_after_its_hold_timeout(locks: MemoryLockManager) -> None:

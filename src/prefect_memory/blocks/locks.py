@@ -8,8 +8,10 @@ give a lock an expiry (``hold_timeout``, 300 s by default), after which it is fr
 - :class:`RedisLockManager` (for :class:`~prefect_memory.blocks.RedisMemory`): ``SET NX PX``
   and compare-and-delete scripts, atomic across every process and machine.
 - :class:`MemoryLockManager` (every other block): the lock is an entry with a TTL in the
-  namespace ``<namespace>/prefect-locks``; taking it is atomic between the threads of one
-  process only (the memory API has no "set if absent"), so use Redis for several workers.
+  namespace ``<namespace>/prefect-locks``, taken with a set-if-absent and released (or
+  extended) with a compare-and-delete. On stores whose moves are atomic (SQLite, MongoDB,
+  in-process: ``capabilities.atomic_moves``) that holds across processes; on files and S3
+  only between the threads of one process.
 
 Example:
     >>> from prefect_memory.blocks import InProcessMemory
@@ -101,20 +103,37 @@ class MemoryLockManager:
             self._memory = self.block.memory.with_namespace(self.block.namespace + LOCKS_SUFFIX)
         return self._memory
 
+    def _held_by(self, key: str, holder: str) -> tuple[int, float] | None:
+        """The token of the lock entry of ``key`` when ``holder`` holds it, else ``None``."""
+        memory = self.memory
+        found = memory.backend.get_many(memory.namespace, [key], now=memory.clock(), touch=False)
+        record = found.get(key)
+        if record is None or memory._decode(key, record.value) != holder:  # hooks applied
+            return None
+        return record.token
+
+    def _drop(self, key: str, token: tuple[int, float]) -> bool:
+        memory = self.memory
+        gone = memory.backend.delete_if_unchanged(
+            memory.namespace, {key: token}, now=memory.clock()
+        )
+        return key in gone
+
     def _try_acquire(self, key: str, holder: str, hold: float) -> bool:
         with _PROCESS_LOCK:
-            current = self.memory.get(key)
-            if current is not None and current != holder:
+            if self.memory.add(key, holder, ttl=hold):
+                return True
+            token = self._held_by(key, holder)
+            if token is None:  # another holder's (or gone just now: the next attempt takes it)
                 return False
-            self.memory.set(key, holder, ttl=hold)
-            return True
+            # Ours: extend it. Compare-and-delete then add, so that a lock that expired and
+            # was taken by someone else meanwhile is never overwritten.
+            return self._drop(key, token) and self.memory.add(key, holder, ttl=hold)
 
     def _release(self, key: str, holder: str) -> bool:
         with _PROCESS_LOCK:
-            if self.memory.get(key) != holder:
-                return False
-            self.memory.delete(key)
-            return True
+            token = self._held_by(key, holder)
+            return token is not None and self._drop(key, token)
 
     def _holder(self, key: str) -> str | None:
         return self.memory.get(key)
