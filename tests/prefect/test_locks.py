@@ -81,10 +81,9 @@ def test_sqlite_locks_exclude_other_processes(tmp_path: Path) -> None:
     counter.write_text("0")
     script = tmp_path / "count.py"
     script.write_text(_COUNTER)
+    args = [sys.executable, str(script), str(tmp_path / "locks.db"), str(counter)]
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(tmp_path / "locks.db"), str(counter),
-                          f"p{n}"], stderr=subprocess.PIPE, text=True)  # fmt: skip
-        for n in range(4)
+        subprocess.Popen([*args, f"p{n}"], stderr=subprocess.PIPE, text=True) for n in range(4)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=180)
