@@ -119,6 +119,33 @@ def make_opener(
     return _open
 
 
+# -- a Memory on the store of a folder's ``store`` fixture (contract suite, Redis Cluster) --
+@pytest.fixture
+def open_mem(store: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """``open_mem(namespace=None, **options)``: a Memory on ``store`` (``{"url", "options"}``,
+    defined by the folder), with a namespace unique to the test unless one is given."""
+    import prefect_memory as pm
+
+    opened: list[pm.Memory] = []
+    default_ns = "ns-" + uuid.uuid4().hex[:8]
+
+    def _open(namespace: str | None = None, **options: Any) -> pm.Memory:
+        merged = {**store["options"], **options}
+        mem = pm.open_memory(store["url"], namespace=namespace or default_ns, **merged)
+        opened.append(mem)
+        return mem
+
+    yield _open
+    for mem in opened:
+        mem.close()
+
+
+@pytest.fixture
+def mem(open_mem: Callable[..., Any]) -> Any:
+    """A Memory from ``open_mem``."""
+    return open_mem()
+
+
 def load_ui_helper() -> ModuleType:
     """``scripts/ui_screenshot.py`` as a module (Prefect server and Chromium helpers)."""
     path = Path(__file__).resolve().parents[1] / "scripts" / "ui_screenshot.py"

@@ -8,12 +8,9 @@ through it in one test shares the same store.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-import prefect_memory as pm
 
 BACKENDS = ["memory", "sqlite", "json", "file", "s3", "redis", "mongodb", "parquet", "parquet-s3"]
 NETWORK = {"s3", "redis", "mongodb", "parquet-s3"}
@@ -67,24 +64,3 @@ def store(backend_name: str, request: pytest.FixtureRequest, tmp_path: Any) -> d
         sep = "&" if "?" in server.url else "?"
         return {"url": f"{server.url}{sep}collection=c{unique}", "options": {}}
     raise AssertionError(backend_name)
-
-
-@pytest.fixture
-def open_mem(store: dict[str, Any]) -> Iterator[Callable[..., pm.Memory]]:
-    opened: list[pm.Memory] = []
-    default_ns = "ns-" + uuid.uuid4().hex[:8]
-
-    def _open(namespace: str | None = None, **options: Any) -> pm.Memory:
-        merged = {**store["options"], **options}
-        mem = pm.open_memory(store["url"], namespace=namespace or default_ns, **merged)
-        opened.append(mem)
-        return mem
-
-    yield _open
-    for mem in opened:
-        mem.close()
-
-
-@pytest.fixture
-def mem(open_mem: Callable[..., pm.Memory]) -> pm.Memory:
-    return open_mem()

@@ -10,13 +10,12 @@ import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-import prefect_memory as pm
 from servers import RedisServer, ServerError, free_port_pair
 
 
@@ -123,27 +122,6 @@ def backend_name() -> str:
 @pytest.fixture
 def store(redis_cluster: Cluster) -> dict[str, Any]:
     return {"url": redis_cluster.url, "options": {"key_prefix": "pmc" + uuid.uuid4().hex[:10]}}
-
-
-@pytest.fixture
-def open_mem(store: dict[str, Any]) -> Iterator[Callable[..., pm.Memory]]:
-    opened: list[pm.Memory] = []
-    default_ns = "ns-" + uuid.uuid4().hex[:8]
-
-    def _open(namespace: str | None = None, **options: Any) -> pm.Memory:
-        merged = {**store["options"], **options}
-        mem = pm.open_memory(store["url"], namespace=namespace or default_ns, **merged)
-        opened.append(mem)
-        return mem
-
-    yield _open
-    for mem in opened:
-        mem.close()
-
-
-@pytest.fixture
-def mem(open_mem: Callable[..., pm.Memory]) -> pm.Memory:
-    return open_mem()
 
 
 @pytest.fixture
