@@ -134,7 +134,39 @@ class BackendError(PrefectMemoryError):
 
 
 class BackendUnavailable(BackendError, ConnectionError):
-    """The backend cannot be reached (refused, reset, DNS, or timed out)."""
+    """The backend cannot be reached (refused, reset, DNS, or timed out).
+
+    Attributes:
+        sent: ``False`` when the request never left the client (a breaker or a full pool
+            refused it), so a failed write cannot have been applied; ``None``: unknown.
+    """
+
+    sent: bool | None = None
+
+
+def maybe_applied(err: BaseException) -> bool:
+    """Tell whether a write that failed with ``err`` may still have been applied.
+
+    A timed-out or reset write may have reached the store, and a server may even apply it
+    after answering later writes. Only a request that was never sent (``sent=False``) or a
+    refused connection is known not to have landed.
+
+    Example:
+        >>> maybe_applied(BackendTimeout("no answer within 5s"))
+        True
+        >>> refused = BackendUnavailable("down")
+        >>> refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+        >>> maybe_applied(refused)
+        False
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sent", None) is False or isinstance(current, ConnectionRefusedError):
+            return False
+        current = current.__cause__ or current.__context__
+    return True
 
 
 class BackendTimeout(BackendUnavailable, TimeoutError):
@@ -204,4 +236,5 @@ __all__ = [
     "UnknownBackendError",
     "ValidationError",
     "ValidationFailure",
+    "maybe_applied",
 ]

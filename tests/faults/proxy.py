@@ -3,7 +3,11 @@
 ``stall()`` stops forwarding in both directions (connections stay open, new ones are
 accepted: a server that "accepts and never answers"); ``resume()`` delivers what waited;
 ``cut()`` resets every open connection (the clients see ECONNRESET); ``stop()`` closes
-the listener too. Threads, no asyncio: the tests drive it from plain synchronous code.
+the listener too. ``hold()`` freezes only the connections open now (new ones flow), and
+``deliver()`` later sends what their clients wrote meanwhile, keeping the server side open
+until it answers even when the client has gone: a request delivered late, as a server
+that holds a request and applies it after newer ones does. Threads, no asyncio: the
+tests drive it from plain synchronous code.
 
     with TcpProxy("127.0.0.1", redis.port) as proxy:
         client = redis.Redis(port=proxy.port)
@@ -16,6 +20,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 _CHUNK = 65536
@@ -29,6 +34,10 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.closed = threading.Event()
+        self.released = threading.Event()  # cleared while held
+        self.released.set()
+        self.was_held = False
+        self.delivered = 0  # bytes sent upstream after a hold
 
     def close(self, reset: bool = False) -> None:
         if self.closed.is_set():
@@ -56,6 +65,7 @@ class TcpProxy:
         self._flowing.set()
         self._stopped = threading.Event()
         self._links: set[_Link] = set()
+        self.held: list[_Link] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -112,6 +122,32 @@ class TcpProxy:
         for link in links:
             link.close(reset=True)
 
+    def hold(self) -> int:
+        """Freeze the connections open now (new ones flow); return how many."""
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            link.was_held = True
+            link.released.clear()
+        self.held += links
+        return len(links)
+
+    def deliver(self) -> int:
+        """Send upstream what the held connections' clients wrote; return the bytes sent.
+
+        Waits (up to 5 s) until the bytes have gone; the server side of a connection
+        whose client has gone stays open a little while so the server finishes the request.
+        """
+        links, self.held = self.held, []
+        for link in links:
+            link.released.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            not link.closed.is_set() and link.delivered == 0 for link in links
+        ):
+            time.sleep(_POLL)
+        return sum(link.delivered for link in links)
+
     @property
     def stalled(self) -> bool:
         return not self._flowing.is_set()
@@ -141,11 +177,12 @@ class TcpProxy:
                 ).start()
 
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
+        upstream = dst is link.upstream
         try:
             src.settimeout(_POLL)  # raises if a cut() closed the socket already
             while not link.closed.is_set():
-                # While stalled nothing is read, so nothing is forwarded either way.
-                while not self._flowing.wait(_POLL):
+                # While stalled (or held) nothing is read, so nothing is forwarded.
+                while not (self._flowing.wait(_POLL) and link.released.wait(_POLL)):
                     if link.closed.is_set():
                         return
                 try:
@@ -157,7 +194,16 @@ class TcpProxy:
                 while not self._flowing.is_set():  # stalled between recv and send
                     if link.closed.wait(_POLL):
                         return
-                dst.sendall(data)
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    if not upstream and link.was_held:
+                        continue  # the client gave up: let the server finish regardless
+                    raise
+                if upstream and link.was_held:
+                    link.delivered += len(data)
+            if upstream and link.was_held:
+                link.closed.wait(3.0)  # a late request: the server answers to nobody
         except OSError:
             pass
         finally:

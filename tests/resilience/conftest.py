@@ -12,6 +12,13 @@ import prefect_memory as pm
 from prefect_memory.plugins.inprocess import InProcessBackend
 
 
+def refused(message: str) -> pm.BackendUnavailable:
+    """What a driver reports for a refused connection (the write cannot have landed)."""
+    err = pm.BackendUnavailable(message)
+    err.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return err
+
+
 class Flaky(InProcessBackend):
     """An in-process store that can be down, fail a number of calls, or stall.
 
@@ -31,7 +38,7 @@ class Flaky(InProcessBackend):
         self._every: tuple[int, bool] | None = None
 
     def fail(self, n: int, error: BaseException | None = None, *, applied: bool = False) -> None:
-        error = error or pm.BackendUnavailable("connection refused")
+        error = error or refused("connection refused")
         self._failures += [(error, applied)] * n
 
     def fail_every(self, n: int, *, applied: bool = True) -> None:
@@ -49,7 +56,7 @@ class Flaky(InProcessBackend):
         if not self._gate.wait(30):
             raise AssertionError("stalled for 30 s")
         if self.down:
-            raise pm.BackendUnavailable(f"{name}: store is down")
+            raise refused(f"{name}: store is down")
         if self._every and len(self.calls) % self._every[0] == 0:
             self._failures.append((pm.BackendUnavailable("connection reset"), self._every[1]))
         if self._failures:

@@ -225,6 +225,16 @@ class Backend(ABC):
         """Remove expired entries a store does not expire by itself; return how many."""
         return 0
 
+    @property
+    def retried_writes(self) -> int:
+        """Write attempts the driver itself failed and tried again (a running count).
+
+        Such an attempt may still be applied by the server after the retry was answered,
+        and after newer writes: a hybrid memory rechecks the keys of a write during which
+        this count grew. ``0`` for drivers that never retry a write on their own.
+        """
+        return 0
+
     def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is unreachable."""
 

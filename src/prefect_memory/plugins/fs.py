@@ -108,6 +108,17 @@ def _record(header: dict[str, Any], value: bytes, stats: dict[str, Any] | None) 
     return record
 
 
+#: S3 operations that write (their failed attempts may land late).
+_S3_WRITES = (
+    "PutObject",
+    "DeleteObject",
+    "DeleteObjects",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+)
+
+
 class FsspecBackend(Backend):
     """Entries as objects in any fsspec filesystem (local folder, S3 through s3fs, ...).
 
@@ -246,10 +257,36 @@ class FsspecBackend(Backend):
             found[path] = data
         return found
 
+    @property
+    def retried_writes(self) -> int:
+        """S3 write attempts that failed and were retried by botocore or s3fs."""
+        return int(getattr(self._fs, "_pm_retried_writes", 0))
+
+    def _watch_retries(self, fs: Any) -> None:
+        """Count failed S3 write attempts (botocore's ``needs-retry`` event per attempt)."""
+        s3 = getattr(fs, "_s3", None)
+        if s3 is None:
+            fs.connect()
+            s3 = fs._s3
+        if getattr(s3, "_pm_watched", False):
+            return
+
+        def counted(caught_exception: Any = None, response: Any = None, **_: Any) -> None:
+            status = getattr(response[0], "status_code", 0) if response else 0
+            if caught_exception is not None or status >= 500:
+                fs._pm_retried_writes = getattr(fs, "_pm_retried_writes", 0) + 1
+            return None  # (a value would be taken as the delay before the next attempt)
+
+        for op in _S3_WRITES:
+            s3.meta.events.register(f"needs-retry.s3.{op}", counted, unique_id=f"pm-{op}")
+        s3._pm_watched = True
+
     def _write(self, blobs: dict[str, bytes]) -> None:
         if not blobs:
             return
         if not self._is_local(self.fs):
+            if self.protocol == "s3":
+                self._watch_retries(self.fs)
             self.fs.pipe(blobs)
             return
         for path, data in blobs.items():
@@ -274,6 +311,7 @@ class FsspecBackend(Backend):
                     os.unlink(path)
             return
         if self.protocol == "s3":
+            self._watch_retries(self.fs)
             self._s3_delete(paths)
             return
         with contextlib.suppress(FileNotFoundError):

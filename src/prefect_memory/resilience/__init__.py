@@ -72,6 +72,8 @@ class HybridMemory(Memory):
         flush_interval: Seconds between background flushes.
         accept_degraded: Write-through: acknowledge a write that reached one store and is
             queued for the other instead of raising (see :mod:`.hybrid`).
+        recheck_after: Seconds after a store write failed in a way that may still land
+            before its keys are checked in that store (see :meth:`.Lanes.recheck`).
         retry: Retry policy for each store's transient errors.
         breaker: Circuit breaker template; each store gets its own copy, so reads fall
             back to the secondary at once while the primary's breaker is open.
@@ -97,6 +99,7 @@ class HybridMemory(Memory):
         flush_batch: int = 500,
         flush_interval: float = 1.0,
         accept_degraded: bool = False,
+        recheck_after: float = 30.0,
         retry: Retry | None = None,
         breaker: CircuitBreaker | None = None,
         deadline: float | None = None,
@@ -126,6 +129,7 @@ class HybridMemory(Memory):
             flush_batch=flush_batch,
             flush_interval=flush_interval,
             accept_degraded=accept_degraded,
+            recheck_after=recheck_after,
         )
         super().__init__(
             backend,
@@ -151,9 +155,25 @@ class HybridMemory(Memory):
         """Apply the journal to both stores now; return the entries applied."""
         return self.backend.flush(timeout)
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Flush, then wait until no write a store timed out on can still land late.
+
+        A store may apply a write it did not answer in time after later writes of the
+        same key (a server holding a request). Such keys are rechecked ``recheck_after``
+        seconds after the failure and put right; ``settle`` waits for that.
+
+        Raises:
+            BackendTimeout: Keys are still in doubt after ``timeout`` seconds.
+        """
+        self.backend.settle(timeout)
+
     def backlog(self, lane: str | None = None) -> int:
         """Journal entries not yet applied (to ``"primary"``, ``"secondary"`` or either)."""
         return self.backend.backlog(lane)
+
+    def in_doubt(self, lane: str | None = None) -> int:
+        """Keys whose write to a store may still land late, not yet rechecked there."""
+        return self.backend.in_doubt(lane)
 
     def sync(self) -> SyncReport:
         """Reconcile both stores for this namespace (newer write wins)."""

@@ -70,6 +70,8 @@ class CircuitOpen(BackendUnavailable):
         retry_after: Seconds until the breaker lets a trial call through.
     """
 
+    sent = False  # the call was refused before it reached the store
+
     def __init__(self, message: str, *, breaker: str = "", retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.breaker = breaker

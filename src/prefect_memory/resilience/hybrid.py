@@ -114,6 +114,9 @@ class HybridBackend(FallbackReads, Backend):
         accept_degraded: Write-through: acknowledge a write that reached one store and is
             queued for the other, instead of raising :class:`HybridWriteError`.
         max_backoff: Longest wait between replays to a store that keeps failing.
+        recheck_after: Seconds after a write to a store failed in a way that may still
+            land (timeout, reset) before its keys are checked there and repaired if a
+            late landing left an older value (see :meth:`.Lanes.recheck`).
     """
 
     scheme: ClassVar[str] = "hybrid"
@@ -130,12 +133,15 @@ class HybridBackend(FallbackReads, Backend):
         flush_interval: float = 1.0,
         accept_degraded: bool = False,
         max_backoff: float = 30.0,
+        recheck_after: float = 30.0,
     ) -> None:
         super().__init__()
         if strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         if flush_batch < 1 or flush_interval <= 0 or max_backoff <= 0:
             raise ConfigError("flush_batch must be >= 1, flush_interval and max_backoff > 0")
+        if not recheck_after >= 0:
+            raise ConfigError(f"recheck_after must be seconds >= 0, got {recheck_after!r}")
         self.primary = primary
         self.secondary = secondary
         self.strategy = strategy
@@ -151,6 +157,7 @@ class HybridBackend(FallbackReads, Backend):
             flush_batch=flush_batch,
             flush_interval=flush_interval,
             max_backoff=max_backoff,
+            recheck_after=recheck_after,
         )
         self.lanes.on_applied = self._applied
         #: Since when (epoch seconds) the primary has been seen unavailable, else ``None``.
@@ -158,8 +165,8 @@ class HybridBackend(FallbackReads, Backend):
         #: Write-through writes acknowledged with one store only (``accept_degraded``).
         self.degraded_writes = 0
         _live_hybrids.add(self)
-        if self.journal.exists() and self.journal.backlog():
-            self.lanes.ensure_flusher()  # replay what a previous process left
+        if self.journal.exists() and (self.journal.backlog() or self.journal.in_doubt()):
+            self.lanes.ensure_flusher()  # replay (and recheck) what a previous process left
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> HybridBackend:
@@ -208,9 +215,22 @@ class HybridBackend(FallbackReads, Backend):
         """Apply the whole journal (both lanes) now; see :meth:`.Lanes.flush`."""
         return self.lanes.flush(timeout)
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Flush, then wait until no write can still land late; see :meth:`.Lanes.settle`."""
+        self.lanes.settle(timeout)
+
     def backlog(self, lane: str | None = None) -> int:
         """Journal entries not yet applied (to ``"primary"``, ``"secondary"``, or either)."""
         return self.lanes.backlog(lane)
+
+    def in_doubt(self, lane: str | None = None) -> int:
+        """Keys whose write to a store may still land late, not yet rechecked there."""
+        return self.lanes.in_doubt(lane)
+
+    @property
+    def repaired(self) -> dict[str, int]:
+        """Keys put back per store after a late write had overwritten them."""
+        return self.lanes.repaired
 
     # -- bookkeeping of the primary's health -------------------------------------------------
     def _applied(self, lane: str) -> None:
@@ -234,8 +254,9 @@ class HybridBackend(FallbackReads, Backend):
         """Best effort: remove the primary's copy so readers fall through to the secondary."""
         with contextlib.suppress(Exception):
             self.lanes.direct(
-                PRIMARY, ns, keys, lambda: self.primary.delete_many(ns, keys, now=now)
-            )
+                PRIMARY, ns, None, keys, lambda: self.primary.delete_many(ns, keys, now=now),
+                now=now,
+            )  # fmt: skip
 
     # -- writes -------------------------------------------------------------------------------
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
@@ -277,11 +298,10 @@ class HybridBackend(FallbackReads, Backend):
     def _write_behind(
         self, ns: str, puts: Mapping[str, Record] | None, deletes: Sequence[str], now: float
     ) -> None:
-        keys = list(puts) if puts is not None else list(deletes)
         write = self._writer(ns, puts, deletes, now)
         seqs = self.journal.append(ns, puts=puts, deletes=deletes, at=now)
         try:
-            self.lanes.direct(PRIMARY, ns, keys, lambda: write(self.primary))
+            self.lanes.direct(PRIMARY, ns, puts, deletes, lambda: write(self.primary), now=now)
         except BackendUnavailable as err:  # journaled: acknowledged, replayed to the primary
             self._primary_failed(err)
             self.lanes.queue(PRIMARY, ns, puts, deletes, now=now)
@@ -311,7 +331,8 @@ class HybridBackend(FallbackReads, Backend):
         results: list[Any] = []
         for name, store in ((PRIMARY, self.primary), (SECONDARY, self.secondary)):
             try:
-                results.append(self.lanes.direct(name, ns, keys, functools.partial(write, store)))
+                call = functools.partial(write, store)
+                results.append(self.lanes.direct(name, ns, puts, deletes, call, now=now))
             except Exception as err:
                 failed[name] = err
                 results.append(None)

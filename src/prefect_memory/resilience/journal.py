@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS pm_journal (
     ns TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, record BLOB
 );
 """
+_DOUBTS = """
+CREATE TABLE IF NOT EXISTS pm_doubt (
+    lane TEXT NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL,
+    op TEXT NOT NULL, record BLOB, at REAL NOT NULL, due REAL NOT NULL,
+    PRIMARY KEY (lane, ns, key)
+);
+CREATE INDEX IF NOT EXISTS pm_doubt_due ON pm_doubt (lane, due);
+"""
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS pm_journal_key ON pm_journal (ns, key, seq);
 CREATE INDEX IF NOT EXISTS pm_journal_lane ON pm_journal (lane, seq);
@@ -84,6 +92,22 @@ class Entry(NamedTuple):
     record: Record | None
     at: float
     lane: str
+
+
+class Doubt(NamedTuple):
+    """A key whose write to a store failed in a way that may still land (late).
+
+    ``op``/``record``/``at`` are the last write that reached the store after the failure
+    (``op == "?"``: none yet); ``due`` is when the store is checked against it.
+    """
+
+    lane: str
+    ns: str
+    key: str
+    op: str
+    record: Record | None
+    at: float
+    due: float
 
 
 def pack_record(record: Record) -> bytes:
@@ -160,6 +184,7 @@ class Journal:
                         with contextlib.suppress(sqlite3.OperationalError):  # a racing upgrade
                             conn.execute(f"ALTER TABLE pm_journal ADD COLUMN {name} {decl}")
                 conn.executescript(_INDEXES)
+                conn.executescript(_DOUBTS)
             except (sqlite3.Error, OSError) as err:
                 raise BackendUnavailable(f"cannot open the journal {self.path!r}: {err}") from err
             self._local.conn = conn
@@ -297,6 +322,110 @@ class Journal:
             rows = self._read("SELECT count(*) FROM pm_journal WHERE lane = ?", (lane,))
         return int(rows[0][0]) if rows else 0
 
+    # -- writes in doubt ------------------------------------------------------------------
+    def doubt(self, lane: str, ns: str, keys: Iterable[str], *, due: float) -> None:
+        """Record that a write of ``keys`` to ``lane``'s store may land late: check at ``due``.
+
+        The write that failed is not what the store must hold (it was not acknowledged,
+        or it is still queued); the writes that reach the store after it are
+        (:meth:`written`).
+        """
+        rows = [(lane, ns, key, due) for key in keys]
+        if not rows:
+            return
+        try:
+            with self._tx() as conn:
+                conn.executemany(
+                    "INSERT INTO pm_doubt (lane, ns, key, op, record, at, due) "
+                    "VALUES (?, ?, ?, '?', NULL, 0, ?) ON CONFLICT (lane, ns, key) "
+                    "DO UPDATE SET due = max(due, excluded.due)",
+                    rows,
+                )
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+
+    def written(
+        self, lane: str, ns: str, writes: Iterable[tuple[str, Record | None, float]]
+    ) -> None:
+        """``(key, record or None for a delete, at)`` reached ``lane``'s store.
+
+        For keys in doubt they are what the store must hold when checked.
+        """
+        rows = [
+            ("put", pack_record(r), r.updated_at, lane, ns, k)
+            if r is not None
+            else ("del", None, at, lane, ns, k)
+            for k, r, at in writes
+        ]
+        if not rows:
+            return
+        try:
+            with self._tx() as conn:
+                conn.executemany(
+                    "UPDATE pm_doubt SET op = ?, record = ?, at = ? "
+                    "WHERE lane = ? AND ns = ? AND key = ?",
+                    rows,
+                )
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+
+    def has_doubts(self, lane: str) -> bool:
+        """Tell whether ``lane`` has keys in doubt (cheap: one indexed lookup)."""
+        rows = self._read("SELECT EXISTS (SELECT 1 FROM pm_doubt WHERE lane = ?)", (lane,))
+        return bool(rows and rows[0][0])
+
+    def busy(self, lane: str) -> bool:
+        """Tell whether ``lane`` has queued writes or keys in doubt (one query)."""
+        rows = self._read(
+            "SELECT EXISTS (SELECT 1 FROM pm_journal WHERE lane = ?) "
+            "OR EXISTS (SELECT 1 FROM pm_doubt WHERE lane = ?)",
+            (lane, lane),
+        )
+        return bool(rows and rows[0][0])
+
+    def in_doubt(self, lane: str | None = None) -> int:
+        """Keys in doubt (in ``lane``, or in all lanes)."""
+        if lane is None:
+            rows = self._read("SELECT count(*) FROM pm_doubt")
+        else:
+            rows = self._read("SELECT count(*) FROM pm_doubt WHERE lane = ?", (lane,))
+        return int(rows[0][0]) if rows else 0
+
+    def next_due(self, lane: str | None = None) -> float | None:
+        """When the next key in doubt is checked (``None``: none is)."""
+        if lane is None:
+            rows = self._read("SELECT min(due) FROM pm_doubt")
+        else:
+            rows = self._read("SELECT min(due) FROM pm_doubt WHERE lane = ?", (lane,))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    def due_doubts(self, lane: str, now: float, limit: int) -> list[Doubt]:
+        """Up to ``limit`` keys of ``lane`` whose check is due at ``now``."""
+        rows = self._read(
+            "SELECT lane, ns, key, op, record, at, due FROM pm_doubt "
+            "WHERE lane = ? AND due <= ? ORDER BY due LIMIT ?",
+            (lane, now, limit),
+        )
+        return [
+            Doubt(ln, ns, k, op, unpack_record(blob) if blob is not None else None, at, due)
+            for ln, ns, k, op, blob, at, due in rows
+        ]
+
+    def resolve(self, doubts: Iterable[Doubt]) -> None:
+        """Forget checked doubts (unless a newer write or failure changed them meanwhile)."""
+        rows = [(d.lane, d.ns, d.key, d.op, d.at, d.due) for d in doubts]
+        if not rows:
+            return
+        try:
+            with self._tx() as conn:
+                conn.executemany(
+                    "DELETE FROM pm_doubt WHERE lane = ? AND ns = ? AND key = ? "
+                    "AND op = ? AND at = ? AND due = ?",
+                    rows,
+                )
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+
     # -- one flusher per lane -------------------------------------------------------------
     @contextlib.contextmanager
     def flush_lock(self, lane: str, timeout: float = 0.0) -> Iterator[bool]:
@@ -344,4 +473,13 @@ class Journal:
         return handle
 
 
-__all__ = ["LANES", "PRIMARY", "SECONDARY", "Entry", "Journal", "pack_record", "unpack_record"]
+__all__ = [
+    "LANES",
+    "PRIMARY",
+    "SECONDARY",
+    "Doubt",
+    "Entry",
+    "Journal",
+    "pack_record",
+    "unpack_record",
+]

@@ -30,13 +30,13 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..errors import BackendTimeout, BackendUnavailable
+from ..errors import BackendTimeout, BackendUnavailable, maybe_applied
 from ..plugins.base import Backend, Record
-from .fallback import apply_entries
-from .journal import PRIMARY, SECONDARY, Entry, Journal
+from .fallback import apply_entries, coalesce
+from .journal import PRIMARY, SECONDARY, Doubt, Entry, Journal
 from .retry import ExponentialBackoff
 
 logger = logging.getLogger("prefect_memory.hybrid")
@@ -58,6 +58,9 @@ class Lanes:
         flush_interval: Seconds between background passes.
         max_backoff: Longest wait between passes while a store keeps failing.
         lane_wait: Most seconds a direct write waits for a lane busy with a replay.
+        recheck_after: Seconds after a write failed in a way that may still land (a
+            timeout, a reset connection) before its keys are checked in the store and
+            repaired if a late landing left an older value there.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Lanes:
         flush_interval: float = 1.0,
         max_backoff: float = 30.0,
         lane_wait: float = 10.0,
+        recheck_after: float = 30.0,
     ) -> None:
         self.journal = journal
         self.stores = {PRIMARY: primary, SECONDARY: secondary}
@@ -79,6 +83,9 @@ class Lanes:
         self.flush_interval = float(flush_interval)
         self.backoff = ExponentialBackoff(flush_interval, cap=max(max_backoff, flush_interval))
         self.lane_wait = lane_wait
+        self.recheck_after = float(recheck_after)
+        #: Keys a check found overwritten by a late write, and put back, per lane.
+        self.repaired: dict[str, int] = {PRIMARY: 0, SECONDARY: 0}
         #: Last failure per lane of the background flusher (``None`` once it succeeds).
         self.errors: dict[str, str | None] = {PRIMARY: None, SECONDARY: None}
         #: Called with the lane after a batch was applied to its store.
@@ -120,27 +127,85 @@ class Lanes:
         self.journal.append(ns, puts=puts, deletes=deletes, at=now, lanes=(lane,))
         self.ensure_flusher()
 
-    def direct(self, lane: str, ns: str, keys: Sequence[str], call: Callable[[], T]) -> T:
-        """Run ``call`` (a write of ``keys`` to ``lane``'s store) after what is queued for them.
+    def direct(
+        self,
+        lane: str,
+        ns: str,
+        puts: Mapping[str, Record] | None,
+        deletes: Sequence[str],
+        call: Callable[[], T],
+        *,
+        now: float,
+    ) -> T:
+        """Run ``call`` (the write ``puts``/``deletes`` to ``lane``'s store) in lane order.
+
+        What is still queued for these keys is applied first; a failure that may still
+        land puts the keys in doubt (see :meth:`recheck`).
 
         Raises:
             BackendTimeout: The lane stayed busy (another flusher) for ``lane_wait`` seconds.
             Whatever the store raises while the queued writes are applied.
         """
-        if not self.journal.has_pending(lane):
-            return call()
+        if not self.journal.busy(lane):
+            return self._write(lane, ns, puts, deletes, call, now=now)
+        keys = list(puts) if puts is not None else list(deletes)
         with self.journal.flush_lock(lane, self.lane_wait) as got:
             if not got:
                 raise BackendTimeout(f"the {lane} store's queue stayed busy {self.lane_wait}s")
             queued = self.journal.pending_for(ns, keys, lane)
             if queued:
                 self._apply(lane, queued)
-            return call()
+            result = self._write(lane, ns, puts, deletes, call, now=now)
+            if self.journal.has_doubts(lane):
+                writes = [(k, r, now) for k, r in puts.items()] if puts is not None else []
+                self.journal.written(lane, ns, writes + [(k, None, now) for k in deletes])
+            return result
+
+    def _write(
+        self,
+        lane: str,
+        ns: str,
+        puts: Mapping[str, Record] | None,
+        deletes: Sequence[str],
+        call: Callable[[], T],
+        *,
+        now: float,
+    ) -> T:
+        keys = list(puts) if puts is not None else list(deletes)
+        retried = self.stores[lane].retried_writes
+        try:
+            result = call()
+        except BackendUnavailable as err:
+            if maybe_applied(err):
+                self._doubt(lane, ns, keys)
+            raise
+        if self.stores[lane].retried_writes != retried:  # a failed attempt may land late
+            self._doubt(lane, ns, keys)
+            writes = [(k, r, now) for k, r in puts.items()] if puts is not None else []
+            self.journal.written(lane, ns, writes + [(k, None, now) for k in deletes])
+        return result
+
+    def _doubt(self, lane: str, ns: str, keys: Iterable[str]) -> None:
+        self.journal.doubt(lane, ns, keys, due=time.time() + self.recheck_after)
+        self.ensure_flusher()
 
     # -- replay ---------------------------------------------------------------------------
     def _apply(self, lane: str, entries: Sequence[Entry]) -> None:
         guard = lane not in self.only_writer
-        apply_entries(self.stores[lane], entries, now=time.time(), guard=guard)
+        retried = self.stores[lane].retried_writes
+        try:
+            apply_entries(self.stores[lane], entries, now=time.time(), guard=guard)
+        except BackendUnavailable as err:
+            if maybe_applied(err):
+                for ns, last in coalesce(entries).items():
+                    self._doubt(lane, ns, last)
+            raise
+        if self.stores[lane].retried_writes != retried:  # a failed attempt may land late
+            for ns, last in coalesce(entries).items():
+                self._doubt(lane, ns, last)
+        if self.journal.has_doubts(lane):
+            for ns, last in coalesce(entries).items():
+                self.journal.written(lane, ns, [(e.key, e.record, e.at) for e in last.values()])
         self.journal.remove(e.seq for e in entries)
         if self.on_applied is not None:
             self.on_applied(lane)
@@ -157,6 +222,67 @@ class Lanes:
                 self._apply(lane, entries)
             return len(entries)
 
+    # -- writes in doubt -------------------------------------------------------------------
+    def in_doubt(self, lane: str | None = None) -> int:
+        """Keys whose write may still land late, not checked yet (``lane`` or both)."""
+        return self.journal.in_doubt(lane)
+
+    def recheck(self, lane: str, *, wait: float = 0.0) -> int:
+        """Check ``lane``'s keys in doubt that are due; return how many were put back.
+
+        A store may apply a write long after the client gave up on it (SeaweedFS was seen
+        applying a PUT 5 s later, after newer writes of the same key had been answered).
+        ``recheck_after`` seconds after such a failure, each key's value in the store is
+        compared with the last write that reached it since: an older value (or a key a
+        late delete removed) is replaced by that write, a value a late put brought back
+        after a delete is removed. Keys with writes still queued wait for them.
+        """
+        store = self.stores[lane]
+        if not self.journal.has_doubts(lane) or getattr(store, "stuck", 0):
+            return 0  # (a call abandoned at its deadline still runs: it could land later)
+        fixed = 0
+        with self.journal.flush_lock(lane, wait) as got:
+            if not got:
+                return 0
+            while True:
+                due = self.journal.due_doubts(lane, time.time(), self.flush_batch)
+                n, checked = self._check(lane, due)
+                fixed += n
+                if not checked or len(due) < self.flush_batch:
+                    break
+        if fixed:
+            self.repaired[lane] += fixed
+            logger.warning(
+                "put back %d key(s) in the %s store that a late write had overwritten",
+                fixed, lane,
+            )  # fmt: skip
+        return fixed
+
+    def _check(self, lane: str, doubts: Sequence[Doubt]) -> tuple[int, int]:
+        """Check and repair ``doubts``; return ``(repaired, checked)``."""
+        store = self.stores[lane]
+        now = time.time()
+        by_ns: dict[str, dict[str, Doubt]] = {}
+        for doubt in doubts:
+            by_ns.setdefault(doubt.ns, {})[doubt.key] = doubt
+        checked: list[Doubt] = []
+        fixed = 0
+        for ns, group in by_ns.items():
+            queued = {e.key for e in self.journal.pending_for(ns, list(group), lane)}
+            group = {k: d for k, d in group.items() if k not in queued and d.op != "?"}
+            if group:
+                held = store.get_many(ns, list(group), now=now, touch=False)
+                puts, stale = _repairs(group, held, now)
+                if puts:
+                    store.put_many(ns, puts, now=now)
+                if stale:
+                    store.delete_if_unchanged(ns, stale, now=now)
+                fixed += len(puts) + len(stale)
+            # nothing reached the store after the failure: nothing to hold it to
+            checked += [d for k, d in by_ns[ns].items() if k not in queued]
+        self.journal.resolve(checked)
+        return fixed, len(checked)
+
     def flush_pass(self) -> bool:
         """Drain both lanes once, as the background flusher does; ``False`` if one failed."""
         ok = True
@@ -164,6 +290,7 @@ class Lanes:
             try:
                 while self.drain_once(lane):
                     pass
+                self.recheck(lane)
                 self.errors[lane] = None
             except Exception as err:  # keep the journal; try again later with backoff
                 ok = False
@@ -177,6 +304,8 @@ class Lanes:
         Args:
             timeout: Most seconds to spend; an unavailable store (or an open breaker) is
                 tried again until then. ``None``: one pass, raising the first error.
+
+        Keys in doubt that are due are rechecked too; :meth:`settle` waits for the others.
 
         Raises:
             BackendUnavailable: A store is still unavailable (its entries stay queued).
@@ -202,7 +331,48 @@ class Lanes:
                 if not n:
                     break
                 applied += n
+        for lane in (SECONDARY, PRIMARY):
+            self.recheck(lane)  # what is due now; ``settle`` waits for the rest
         return applied
+
+    def settle(self, timeout: float) -> None:
+        """Wait until no key is in doubt: each is rechecked when due (:meth:`recheck`).
+
+        After :meth:`flush`, every write the stores missed has been applied; after
+        ``settle``, a write that a store may still have applied late has been ruled
+        out too.
+
+        Raises:
+            BackendTimeout: Keys are still in doubt after ``timeout`` seconds (or are due
+                after it: the error says when).
+            BackendUnavailable: A store stayed unavailable until the timeout.
+        """
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        for lane in (SECONDARY, PRIMARY):
+            failures = 0
+            while self.journal.has_doubts(lane):
+                try:
+                    self.recheck(lane, wait=self.lane_wait)
+                except BackendUnavailable as err:
+                    failures += 1
+                    pause = max(getattr(err, "retry_after", 0.0), _FLUSH_RETRY.compute(failures))
+                    if time.monotonic() + pause >= deadline:
+                        raise
+                    time.sleep(pause)
+                    continue
+                if not self.journal.has_doubts(lane):
+                    break
+                due = self.journal.next_due(lane)
+                wait = 0.05 if due is None else max(due - time.time(), 0.05)
+                if time.monotonic() + wait >= deadline:
+                    n = self.journal.in_doubt(lane)
+                    raise BackendTimeout(
+                        f"{n} key(s) whose write to the {lane} store may land late are "
+                        f"checked {self.recheck_after:g}s after the failure, later than "
+                        f"the timeout of {timeout:g}s: settle again later"
+                    )
+                time.sleep(min(wait, 1.0))
 
     # -- the background flusher -----------------------------------------------------------
     def _running(self) -> bool:
@@ -261,6 +431,29 @@ def _flush_loop(ref: weakref.ref[Lanes], wake: threading.Event, stop: threading.
         with contextlib.suppress(Exception):  # flush_pass reports its own errors
             failures = 0 if lanes.flush_pass() else failures + 1
         del lanes
+
+
+def _repairs(
+    group: Mapping[str, Doubt], held: Mapping[str, Record], now: float
+) -> tuple[dict[str, Record], dict[str, tuple[int, float]]]:
+    """What a store must be told so that it holds the last write of each key in ``group``.
+
+    Returns the records to put back (the store holds an older write, or none) and the
+    ``(version, updated_at)`` of older records to delete (the last write was a delete).
+    """
+    puts: dict[str, Record] = {}
+    stale: dict[str, tuple[int, float]] = {}
+    for key, doubt in group.items():
+        current, last = held.get(key), doubt.record
+        if doubt.op == "put" and last is not None and not last.expired(now):
+            if current is None or (current.updated_at, current.version) < (
+                last.updated_at,
+                last.version,
+            ):
+                puts[key] = last
+        elif current is not None and current.updated_at <= doubt.at:
+            stale[key] = (current.version, current.updated_at)
+    return puts, stale
 
 
 __all__ = ["Lanes"]

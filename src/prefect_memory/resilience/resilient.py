@@ -61,6 +61,13 @@ T = TypeVar("T")
 _SCAN_CHUNK = 1000
 
 
+def _refused(message: str) -> BackendUnavailable:
+    """A call refused before it was sent (so a refused write cannot land later)."""
+    err = BackendUnavailable(message)
+    err.sent = False
+    return err
+
+
 def _take(it: Iterator[str], n: int) -> list[str]:
     return list(itertools.islice(it, n))
 
@@ -198,6 +205,11 @@ class ResilientBackend(Backend):
         return f"ResilientBackend({self.inner!r})"
 
     @property
+    def retried_writes(self) -> int:
+        """The wrapped store's count of write attempts its driver retried."""
+        return self.inner.retried_writes
+
+    @property
     def stuck(self) -> int:
         """Calls abandoned at their deadline that are still running."""
         workers = self._workers
@@ -240,13 +252,13 @@ class ResilientBackend(Backend):
         assert self.deadline is not None
         workers = self._pool()
         if write and workers.stuck_writes:
-            raise BackendUnavailable(
+            raise _refused(
                 f"{self.url}: {workers.stuck_writes} write(s) abandoned at the deadline are "
                 "still running; new writes wait until they finish"
             )
         task = workers.submit(fn, write)
         if task is None:
-            raise BackendUnavailable(
+            raise _refused(
                 f"{self.url}: all {workers.size} workers are stuck on calls past the deadline"
             )
         if not task.done.wait(self.deadline) and workers.abandon(task):
