@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 _CHUNK = 65536
@@ -66,6 +67,8 @@ class TcpProxy:
         self._stopped = threading.Event()
         self._links: set[_Link] = set()
         self.held: list[_Link] = []
+        self._match: bytes | Callable[[bytes], bool] | None = None
+        self._match_left = 0
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -122,8 +125,18 @@ class TcpProxy:
         for link in links:
             link.close(reset=True)
 
-    def hold(self) -> int:
-        """Freeze the connections open now (new ones flow); return how many."""
+    def hold(self, match: bytes | Callable[[bytes], bool] | None = None, count: int = 1) -> int:
+        """Hold client bytes until :meth:`deliver`; return the connections held now.
+
+        Without ``match``: the connections open now (new ones flow). With ``match``: the
+        next ``count`` requests whose first bytes are ``match`` (``b"PUT "``), or for
+        which ``match(first_chunk)`` is true, on any connection. Held bytes are read and kept by the proxy, as a server holding a
+        request would, so a client that gives up cannot take them back.
+        """
+        if match is not None:
+            with self._lock:
+                self._match, self._match_left = match, count
+            return 0
         with self._lock:
             links = list(self._links)
         for link in links:
@@ -176,40 +189,89 @@ class TcpProxy:
                     target=self._pump, args=(link, src, dst), name="tcp-proxy-pump", daemon=True
                 ).start()
 
+    def _matches(self, link: _Link, data: bytes) -> bool:
+        """Whether ``data`` starts a request to hold (then ``link`` is held from here)."""
+        with self._lock:
+            match = self._match
+            if match is None:
+                return False
+            if not (match(data) if callable(match) else data.startswith(match)):
+                return False
+            self._match_left -= 1
+            if self._match_left <= 0:
+                self._match = None
+        link.was_held = True
+        link.released.clear()
+        self.held.append(link)
+        return True
+
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
-        upstream = dst is link.upstream
         try:
             src.settimeout(_POLL)  # raises if a cut() closed the socket already
-            while not link.closed.is_set():
-                # While stalled (or held) nothing is read, so nothing is forwarded.
-                while not (self._flowing.wait(_POLL) and link.released.wait(_POLL)):
-                    if link.closed.is_set():
-                        return
-                try:
-                    data = src.recv(_CHUNK)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                while not self._flowing.is_set():  # stalled between recv and send
-                    if link.closed.wait(_POLL):
-                        return
-                try:
-                    dst.sendall(data)
-                except OSError:
-                    if not upstream and link.was_held:
-                        continue  # the client gave up: let the server finish regardless
-                    raise
-                if upstream and link.was_held:
-                    link.delivered += len(data)
-            if upstream and link.was_held:
-                link.closed.wait(3.0)  # a late request: the server answers to nobody
+            if dst is link.upstream:
+                self._forward_requests(link)
+            else:
+                self._forward_answers(link)
         except OSError:
             pass
         finally:
             link.close()
             with self._lock:
                 self._links.discard(link)
+
+    def _forward_requests(self, link: _Link) -> None:
+        """Client to server. Stalled: nothing is read (the client blocks). Held: what the
+        client sends is read and kept (it cannot take it back) until :meth:`deliver`."""
+        pending = bytearray()
+        gone = False  # the client closed (or reset) its end
+        while not link.closed.is_set():
+            if not self._flowing.wait(_POLL):
+                continue
+            if not gone:
+                try:
+                    data: bytes | None = link.client.recv(_CHUNK)
+                except TimeoutError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    gone = True
+                elif data is not None:
+                    if link.released.is_set():
+                        self._matches(link, data)
+                    pending += data
+            released = link.released.is_set()
+            if pending and released:
+                link.upstream.sendall(pending)
+                if link.was_held:
+                    link.delivered += len(pending)
+                pending.clear()
+            if gone:
+                if released:
+                    break
+                link.released.wait(_POLL)
+        if link.was_held:
+            link.closed.wait(3.0)  # a late request: the server finishes, answering nobody
+
+    def _forward_answers(self, link: _Link) -> None:
+        """Server to client (after a hold, an answer to a client that left is dropped)."""
+        while not link.closed.is_set():
+            if not self._flowing.wait(_POLL):
+                continue
+            try:
+                data = link.upstream.recv(_CHUNK)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            while not self._flowing.is_set():  # stalled between recv and send
+                if link.closed.wait(_POLL):
+                    return
+            try:
+                link.client.sendall(data)
+            except OSError:
+                if not link.was_held:
+                    raise
 
     def __repr__(self) -> str:
         state = "stalled" if self.stalled else "forwarding"

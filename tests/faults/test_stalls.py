@@ -162,3 +162,57 @@ def test_connections_cut_mid_stream(proxied: tuple[str, Any, TcpProxy], ledger: 
     ledger.notes["failed_during_cuts"] = ledger.failed
     ledger.verify(read_raw(open_backend(url, **options), "cut", ledger.ops), kind)
     ledger.assert_clean()
+
+
+#: Seconds after a write that may land late before the hybrid rechecks its keys (shorter
+#: than the default so the test is quick; the late delivery below happens before it).
+RECHECK = 3.0
+
+
+@pytest.mark.parametrize("proxied", ["redis", "mongodb", "s3"], indirect=True)
+def test_a_write_delivered_late_is_put_right(
+    proxied: tuple[str, Any, TcpProxy], tmp_path: Path, ledger: Ledger
+) -> None:
+    """A write the client gave up on reaches the server after newer writes of its keys.
+
+    The proxy holds the connections open when the write is sent and delivers their bytes
+    once newer writes (on new connections) have been answered: the server applies an
+    older value last, as SeaweedFS did after a restart. The hybrid rechecks the keys of
+    every write that may land late and puts back the last acknowledged one.
+    """
+    kind, server, proxy = proxied
+    url, options = store_behind_proxy(kind, server, proxy)
+    mem = HybridMemory(
+        f"sqlite:///{tmp_path}/local.db", url, strategy="write-through", accept_degraded=True,
+        journal=str(tmp_path / "journal.db"), flush_interval=60, recheck_after=RECHECK,
+        namespace="late", secondary_options=options,
+    )  # fmt: skip
+    keys = [f"k{i}" for i in range(5)]
+    patient = open_backend(url, **{**options, "timeout": 10.0})
+    for key in keys:
+        ledger.put(mem, key)
+    if kind == "s3":  # a put reads the keys' headers first: hold the first PUT itself
+        proxy.hold(match=b"PUT ")
+    elif kind == "mongodb":  # the first update command (not the monitor's heartbeats)
+        proxy.hold(match=lambda chunk: b"\x02update\x00" in chunk[:64])
+    else:  # the pooled connection the next write will use
+        assert proxy.hold(), "no pooled connection to hold"
+    ledger.fault(f"hold {kind} connections, deliver their bytes after newer writes")
+    assert ledger.put_many(mem, keys)  # acknowledged (degraded: queued for the secondary)
+    mem.flush(timeout=30)  # what was queued for the secondary goes on new connections
+    assert ledger.put_many(mem, keys)
+    mem.flush(timeout=30)
+    latest = read_raw(patient, "late", keys)
+    assert proxy.deliver() > 0, "nothing was held"
+    deadline = time.monotonic() + 15
+    while read_raw(patient, "late", keys) == latest and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stale = {k for k, v in read_raw(patient, "late", keys).items() if v != latest.get(k)}
+    assert stale, f"{kind}: the held write never landed over the newer ones"
+    ledger.notes["stale_after_late_delivery"] = len(stale)
+    ledger.notes["in_doubt"] = mem.in_doubt()
+    mem.settle(timeout=60)
+    ledger.notes["repaired"] = mem.backend.repaired["secondary"]
+    ledger.verify(read_raw(patient, "late", keys), f"secondary ({kind})")
+    ledger.verify(mem.get_many(keys), "hybrid")
+    ledger.assert_clean()

@@ -263,13 +263,21 @@ class FsspecBackend(Backend):
         return int(getattr(self._fs, "_pm_retried_writes", 0))
 
     def _watch_retries(self, fs: Any) -> None:
-        """Count failed S3 write attempts (botocore's ``needs-retry`` event per attempt)."""
+        """Count failed S3 write attempts (botocore's ``needs-retry`` event per attempt).
+
+        Also drops botocore's ``Expect: 100-continue`` on uploads: aiohttp waits for the
+        ``100 Continue`` with no timeout, so a server that accepted the connection and
+        never answered held a put for two minutes whatever ``timeout`` said.
+        """
         s3 = getattr(fs, "_s3", None)
         if s3 is None:
             fs.connect()
             s3 = fs._s3
         if getattr(s3, "_pm_watched", False):
             return
+        from botocore.handlers import add_expect_header
+
+        s3.meta.events.unregister("before-call.s3", add_expect_header)
 
         def counted(caught_exception: Any = None, response: Any = None, **_: Any) -> None:
             status = getattr(response[0], "status_code", 0) if response else 0
