@@ -130,8 +130,9 @@ class TcpProxy:
 
         Without ``match``: the connections open now (new ones flow). With ``match``: the
         next ``count`` requests whose first bytes are ``match`` (``b"PUT "``), or for
-        which ``match(first_chunk)`` is true, on any connection. Held bytes are read and kept by the proxy, as a server holding a
-        request would, so a client that gives up cannot take them back.
+        which ``match(first_chunk)`` is true, on any connection. Held bytes are read and
+        kept by the proxy, as a server holding a request would, so a client that gives up
+        cannot take them back.
         """
         if match is not None:
             with self._lock:
