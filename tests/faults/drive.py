@@ -19,6 +19,11 @@ from prefect_memory.resilience import CircuitBreaker
 #: one is given up on after TIMEOUT seconds; the breaker stops waiting after two failures.
 TIMEOUT = 0.5
 
+#: Seconds after a store write that may land late before a hybrid rechecks its keys
+#: (``recheck_after``; default 30): longer than the 5-6 s SeaweedFS was seen holding a
+#: put after a restart, short enough to keep the suite quick. ``settle`` waits for it.
+RECHECK = 8.0
+
 
 def breaker(threshold: int = 2, reset: float = 0.2) -> CircuitBreaker:
     """A breaker template that opens fast and tries again soon (tests run in seconds)."""

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import prefect_memory as pm
-from faults.drive import TIMEOUT, Later, breaker, read_raw, scanned, started, stream, when
+from faults.drive import RECHECK, TIMEOUT, Later, breaker, read_raw, scanned, started, stream, when
 from faults.ledger import Ledger
 from prefect_memory.plugins.redisdb import RedisBackend
 from prefect_memory.plugins.sqlite import SqliteBackend
@@ -33,8 +33,8 @@ KEYS = [f"k{i:03d}" for i in range(150)]
 
 def check_hybrid(mem: HybridMemory, ledger: Ledger, reopen: Any) -> None:
     """Replay everything, then compare the hybrid, both stores and a fresh process."""
-    mem.flush(timeout=30)
-    assert mem.backlog() == 0
+    mem.settle(timeout=30 + RECHECK)  # replayed, and no write can land late any more
+    assert mem.backlog() == 0 and mem.in_doubt() == 0
     ns, keys = mem.namespace, list(ledger.ops)
     ledger.verify(mem.get_many(keys), "hybrid")
     ledger.verify(read_raw(mem.secondary, ns, keys), "secondary")
@@ -66,7 +66,7 @@ def test_primary_redis_killed_mid_stream(
         return HybridMemory(
             redis.url, secondary, strategy=strategy,  # type: ignore[arg-type]
             journal=str(tmp_path / "journal.db"), flush_interval=0.05, flush_batch=100,
-            accept_degraded=accept, breaker=breaker(), namespace="stream",
+            accept_degraded=accept, breaker=breaker(), namespace="stream", recheck_after=RECHECK,
             primary_options={"timeout": TIMEOUT}, secondary_options={"timeout": 5.0},
         )  # fmt: skip
 
@@ -96,7 +96,7 @@ def test_write_behind_flush_with_secondary_redis_killed(tmp_path: Path, ledger: 
         return HybridMemory(
             f"sqlite:///{tmp_path}/primary.db", redis.url, strategy="write-behind",
             journal=str(tmp_path / "journal.db"), flush_interval=60, flush_batch=batch,
-            namespace="flush", secondary_options={"timeout": TIMEOUT},
+            namespace="flush", secondary_options={"timeout": TIMEOUT}, recheck_after=RECHECK,
         )  # fmt: skip
 
     with started(redis):
@@ -119,8 +119,8 @@ def test_write_behind_flush_with_secondary_redis_killed(tmp_path: Path, ledger: 
         ledger.notes["left_in_journal_at_kill"] = mem.backlog("secondary")
         stream(mem, ledger, keys, 300, seed=2)  # the memory keeps answering meanwhile
         redis.restart()
-        mem.flush(timeout=30)
-        assert mem.backlog() == 0
+        mem.settle(timeout=30 + RECHECK)
+        assert mem.backlog() == 0 and mem.in_doubt() == 0
         fresh = RedisBackend.from_url(redis.url)
         ledger.verify(read_raw(fresh, "flush", keys), "secondary")
         ledger.verify(open_hybrid(500).get_many(keys), "new process")

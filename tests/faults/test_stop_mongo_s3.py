@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import prefect_memory as pm
-from faults.drive import TIMEOUT, Later, breaker, read_raw, scanned, started, stream, when
+from faults.drive import RECHECK, TIMEOUT, Later, breaker, read_raw, scanned, started, stream, when
 from faults.ledger import Ledger
 from prefect_memory.registry import open_backend
 from prefect_memory.resilience import HybridMemory
@@ -77,6 +77,7 @@ def test_write_behind_flush_with_secondary_stopped(
                 f"sqlite:///{tmp_path}/primary.db", url, strategy="write-behind",
                 journal=str(tmp_path / "journal.db"), flush_interval=60, flush_batch=batch,
                 breaker=breaker(), deadline=5.0, namespace="stop", secondary_options=options,
+                recheck_after=RECHECK,
             )  # fmt: skip
 
         mem = open_hybrid(batch=100_000)  # nothing flushes while we write
@@ -102,9 +103,10 @@ def test_write_behind_flush_with_secondary_stopped(
         ledger.lap("stream while down")
         server.start()
         ledger.lap("restarted")
-        mem.flush(timeout=60)
-        ledger.lap("flushed")
-        assert mem.backlog() == 0
+        mem.settle(timeout=60 + RECHECK)  # replayed, and no write can land late any more
+        ledger.lap("flushed and settled")
+        ledger.notes["repaired_late_writes"] = mem.backend.repaired["secondary"]
+        assert mem.backlog() == 0 and mem.in_doubt() == 0
         fresh = open_backend(url, **{**options, "timeout": 10.0})  # a patient reader
         ledger.verify(read_raw(fresh, "stop", keys), "secondary")
         ledger.verify(open_hybrid(500).get_many(keys), "new process")
@@ -126,6 +128,7 @@ def test_write_through_with_secondary_stopped_mid_stream(
                 f"sqlite:///{tmp_path}/primary.db", url, strategy="write-through",
                 journal=str(tmp_path / "journal.db"), flush_interval=0.05, accept_degraded=True,
                 breaker=breaker(), deadline=5.0, namespace="wt", secondary_options=options,
+                recheck_after=RECHECK,
             )  # fmt: skip
 
         mem = open_hybrid()
@@ -145,8 +148,9 @@ def test_write_through_with_secondary_stopped_mid_stream(
         stream(mem, ledger, keys, 3 * n, seed=4, at={n: stop_soon, 2 * n: restart})
         assert ledger.failed == 0
         assert mem.backend.degraded_writes > 0
-        mem.flush(timeout=60)
-        assert mem.backlog() == 0
+        mem.settle(timeout=60 + RECHECK)
+        ledger.notes["repaired_late_writes"] = mem.backend.repaired["secondary"]
+        assert mem.backlog() == 0 and mem.in_doubt() == 0
         fresh = open_backend(url, **{**options, "timeout": 10.0})  # a patient reader
         ledger.verify(read_raw(fresh, "wt", keys), "secondary")
         ledger.verify(mem.get_many(keys), "hybrid")
