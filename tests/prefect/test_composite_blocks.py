@@ -282,8 +282,11 @@ def test_write_behind_flush_sync_and_async_twins(
         await block.aset("d", 4)
         assert await block.abacklog() == 1
         assert await block.aflush() == 1
+        await block.asettle(timeout=5)  # nothing in doubt: returns at once
 
     asyncio.run(scenario())
+    block.settle(timeout=5)
+    assert block.memory.in_doubt() == 0
 
 
 def test_migrate_dry_run_lists_the_moves(sqlite_part: SqliteMemory, unique: str) -> None:

@@ -213,3 +213,21 @@ def test_settle_says_when_the_keys_are_rechecked(tmp_path: Path) -> None:
 def test_recheck_after_must_be_seconds(tmp_path: Path) -> None:
     with pytest.raises(pm.ConfigError, match="recheck_after"):
         hybrid(tmp_path, InProcessBackend(), InProcessBackend(), recheck_after=-1)
+
+
+def test_health_shows_keys_in_doubt_and_repairs(tmp_path: Path) -> None:
+    secondary = Holding()
+    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
+                 accept_degraded=True)  # fmt: skip
+    write(mem, "k", "v1")
+    secondary.hold()
+    mem.set("k", "v2")
+    mem.flush()
+    write(mem, "k", "v3")
+    journal = mem.health().store("journal")
+    assert journal.details["in_doubt"] == {"primary": 0, "secondary": 1}
+    secondary.land()
+    mem.settle(timeout=5)
+    journal = mem.health().store("journal")
+    assert journal.details["in_doubt"] == {"primary": 0, "secondary": 0}
+    assert journal.details["repaired_late_writes"] == {"primary": 0, "secondary": 1}

@@ -235,9 +235,14 @@ def features(day: str):
         """Write-behind entries not yet applied to the secondary."""
         return self.memory.backlog()  # type: ignore[attr-defined]
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Flush, then wait until no write a store timed out on can still land late."""
+        self.memory.settle(timeout)  # type: ignore[attr-defined]
+
     # No ``async`` twin of ``sync`` (a keyword): ``await asyncio.to_thread(block.sync)``.
     aflush = async_twin(flush)
     abacklog = async_twin(backlog)
+    asettle = async_twin(settle)
 
 
 class TieredMemory(_ComposedBlock):

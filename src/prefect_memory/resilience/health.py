@@ -234,6 +234,8 @@ def _walk(backend: Backend, path: str, known: dict[str, Any]) -> Iterator[_Probe
                 "primary_down_since": backend.primary_down_since,
                 "last_flush_error": backend.last_flush_error,
                 "last_replay_error": backend.last_replay_error,
+                "in_doubt": {lane: journal.in_doubt(lane) for lane in ("primary", "secondary")},
+                "repaired_late_writes": dict(backend.repaired),
             },
         )
         for name in ("primary", "secondary"):

@@ -13,6 +13,10 @@ to the last operation per key. Every entry carries ``at``, the time of the write
 record's ``updated_at``, or the time of a delete), so a replay can leave alone a store
 that already holds a newer write.
 
+The journal also keeps the *keys in doubt* of each lane (:class:`Doubt`): keys whose write
+to the store failed in a way that may still land late, with the last write that reached
+the store since, rechecked when due (see :meth:`.lanes.Lanes.recheck`).
+
 Commits use ``synchronous=FULL`` (WAL): once :meth:`Journal.append` returns, the entry
 survives a crash of the process and of the machine (as far as the disk honours fsync).
 The file is created on the first append, not before.

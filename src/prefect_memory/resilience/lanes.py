@@ -7,7 +7,9 @@ store's own order when the memory writes to it directly (``direct``): before a k
 written to a store, whatever is still queued for that key in that store's lane is applied
 first, under the lane's lock (one flusher per lane across threads and processes), so an
 old queued write can never land after a newer direct one, and a queued write can never
-resurrect a key deleted since.
+resurrect a key deleted since. A write that may still land late (a timeout, a reset, a
+driver's retry) puts its keys in doubt; they are rechecked in the store ``recheck_after``
+seconds later and put right (``recheck``; ``settle`` waits for it).
 
 Example:
     >>> import os, tempfile
