@@ -188,7 +188,14 @@ class Lanes:
         return result
 
     def _doubt(self, lane: str, ns: str, keys: Iterable[str]) -> None:
-        self.journal.doubt(lane, ns, keys, due=time.time() + self.recheck_after)
+        try:
+            self.journal.doubt(lane, ns, keys, due=time.time() + self.recheck_after)
+        except BackendUnavailable as err:  # never hide the store's own outcome behind it
+            logger.error(
+                "cannot record keys in doubt for the %s store (a late write there will "
+                "not be rechecked; run sync): %s", lane, err,
+            )  # fmt: skip
+            return
         self.ensure_flusher()
 
     # -- replay ---------------------------------------------------------------------------
