@@ -20,7 +20,7 @@ import pytest
 import prefect_memory as pm
 from prefect_memory.plugins.base import Record
 from prefect_memory.plugins.inprocess import InProcessBackend
-from prefect_memory.resilience import HybridMemory, HybridWriteError
+from prefect_memory.resilience import ExponentialBackoff, HybridMemory, HybridWriteError, Retry
 
 
 class Holding(InProcessBackend):
@@ -231,3 +231,35 @@ def test_health_shows_keys_in_doubt_and_repairs(tmp_path: Path) -> None:
     journal = mem.health().store("journal")
     assert journal.details["in_doubt"] == {"primary": 0, "secondary": 0}
     assert journal.details["repaired_late_writes"] == {"primary": 0, "secondary": 1}
+
+
+def test_a_repair_that_times_out_stays_in_doubt(tmp_path: Path) -> None:
+    secondary = Holding()
+    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
+                 accept_degraded=True)  # fmt: skip
+    write(mem, "k", "v1")
+    secondary.hold()
+    mem.set("k", "v2")
+    mem.flush()
+    write(mem, "k", "v3")
+    secondary.land()
+    secondary.hold()  # the repair itself gets no answer (and lands later, harmlessly)
+    mem.settle(timeout=10)  # tried again once due again
+    assert raw(secondary, "k") == "v3" and mem.in_doubt() == 0
+    assert secondary.land() == 1 and raw(secondary, "k") == "v3"
+
+
+def test_a_write_retried_by_the_retry_policy_is_rechecked(tmp_path: Path) -> None:
+    """Our own Retry, like a driver's: the first attempt timed out and may land late."""
+    secondary = Holding()
+    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
+                 retry=Retry(ExponentialBackoff(0.01, cap=0.05), attempts=3))  # fmt: skip
+    write(mem, "k", "v1")
+    secondary.hold()
+    mem.set("k", "v2")  # attempt 1 times out (held), attempt 2 is answered
+    assert mem.in_doubt("secondary") == 1
+    mem.set("k", "v3")
+    secondary.land()
+    assert raw(secondary, "k") == "v2"
+    mem.settle(timeout=5)
+    assert raw(secondary, "k") == "v3"

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -282,10 +283,13 @@ class Lanes:
             if group:
                 held = store.get_many(ns, list(group), now=now, touch=False)
                 puts, stale = _repairs(group, held, now)
+                # (a repair that may itself land late pushes the key's recheck later)
                 if puts:
-                    store.put_many(ns, puts, now=now)
+                    put = functools.partial(store.put_many, ns, puts, now=now)
+                    self._write(lane, ns, puts, (), put, now=now)
                 if stale:
-                    store.delete_if_unchanged(ns, stale, now=now)
+                    drop = functools.partial(store.delete_if_unchanged, ns, stale, now=now)
+                    self._write(lane, ns, None, list(stale), drop, now=now)
                 fixed += len(puts) + len(stale)
             # nothing reached the store after the failure: nothing to hold it to
             checked += [d for k, d in by_ns[ns].items() if k not in queued]

@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import BackendTimeout, BackendUnavailable, ConfigError
+from ..errors import BackendTimeout, BackendUnavailable, ConfigError, maybe_applied
 from ..plugins.base import Backend, Capabilities, Record
 from .breaker import CircuitBreaker
 from .retry import Retry
@@ -186,6 +186,7 @@ class ResilientBackend(Backend):
         if breaker is not None and not breaker.name:
             breaker.name = self.url
         self._workers: _Workers | None = None
+        self._retried = 0
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
@@ -206,8 +207,8 @@ class ResilientBackend(Backend):
 
     @property
     def retried_writes(self) -> int:
-        """The wrapped store's count of write attempts its driver retried."""
-        return self.inner.retried_writes
+        """Write attempts retried here (after a failure that may land) or by the driver."""
+        return self._retried + self.inner.retried_writes
 
     @property
     def stuck(self) -> int:
@@ -224,6 +225,8 @@ class ResilientBackend(Backend):
             except BaseException as err:
                 if attempts is None or not attempts.failed(err):
                     raise
+                if write and maybe_applied(err):  # this attempt may still land, late
+                    self._retried += 1
 
     def _once(self, fn: Callable[[], T], write: bool) -> T:
         breaker = self.breaker
