@@ -349,21 +349,26 @@ def test_concurrent_put_absent_has_one_winner_per_key(mem: pm.Memory) -> None:
     backend, ns = mem.backend, mem.namespace
     keys = [f"k{i:03d}" for i in range(60)]
     won: dict[int, set[str]] = {}
+    errors: list[BaseException] = []
     start = threading.Barrier(4)
 
     def writer(n: int) -> None:
         now = time.time()
         record = pm.Record(mem.codec.encode(n), now, now, now)
         start.wait()
-        for i in range(0, len(keys), 10):
-            batch = {k: record for k in keys[i : i + 10]}
-            won.setdefault(n, set()).update(backend.put_absent_many(ns, batch, now=now))
+        try:
+            for i in range(0, len(keys), 10):
+                batch = {k: record for k in keys[i : i + 10]}
+                won.setdefault(n, set()).update(backend.put_absent_many(ns, batch, now=now))
+        except BaseException as err:  # a writer that fails is a failure, not a thread warning
+            errors.append(err)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not errors, errors
     stored = mem.get_many(keys)
     assert stored.keys() == set(keys)
     claimed = set().union(*won.values())

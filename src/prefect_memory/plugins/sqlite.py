@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..keys import glob_match, literal_prefix
 from ._paths import local_path_from_url
+from ._sqlite import connect_wal
 from .base import Backend, Capabilities, Record
 
 _SCHEMA = """
@@ -128,12 +129,12 @@ class SqliteBackend(Backend):
     # -- connections --------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            conn = connect_wal(
+                self.path,
+                timeout=self.timeout,
+                setup=lambda c: c.executescript(_SCHEMA),
+                check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
         except sqlite3.Error as err:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {err}") from err
         return conn

@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..errors import BackendUnavailable
+from ..plugins._sqlite import connect_wal
 from ..plugins.base import Record
 
 try:
@@ -96,6 +97,21 @@ class Entry(NamedTuple):
     record: Record | None
     at: float
     lane: str
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    """Create the tables, upgrading a journal written by an earlier release in place."""
+    conn.executescript(_SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(pm_journal)")}
+    for name, decl in _ADDED_COLUMNS.items():
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE pm_journal ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as err:
+                if "duplicate column" not in str(err):  # (else: a racing upgrade did it)
+                    raise
+    conn.executescript(_INDEXES)
+    conn.executescript(_DOUBTS)
 
 
 class Doubt(NamedTuple):
@@ -178,17 +194,7 @@ class Journal:
         if conn is None:
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(_SCHEMA)
-                have = {row[1] for row in conn.execute("PRAGMA table_info(pm_journal)")}
-                for name, decl in _ADDED_COLUMNS.items():
-                    if name not in have:
-                        with contextlib.suppress(sqlite3.OperationalError):  # a racing upgrade
-                            conn.execute(f"ALTER TABLE pm_journal ADD COLUMN {name} {decl}")
-                conn.executescript(_INDEXES)
-                conn.executescript(_DOUBTS)
+                conn = connect_wal(self.path, timeout=30, synchronous="FULL", setup=_setup)
             except (sqlite3.Error, OSError) as err:
                 raise BackendUnavailable(f"cannot open the journal {self.path!r}: {err}") from err
             self._local.conn = conn
