@@ -93,6 +93,23 @@ def write(mem: HybridMemory, key: str, value: Any) -> None:
     mem.flush()
 
 
+def degraded(tmp_path: Path, **options: Any) -> tuple[HybridMemory, Holding]:
+    """Write-through acknowledging degraded writes, over a secondary that can hold writes."""
+    secondary = Holding()
+    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
+                 accept_degraded=True, **options)  # fmt: skip
+    return mem, secondary
+
+
+def held_then_newer(mem: HybridMemory, secondary: Holding) -> None:
+    """v1; then v2, whose write is held (and replayed, answered); then v3 acknowledged."""
+    write(mem, "k", "v1")
+    secondary.hold()
+    mem.set("k", "v2")
+    mem.flush()
+    write(mem, "k", "v3")
+
+
 @pytest.mark.parametrize("options", STRATEGIES)
 def test_an_older_write_landing_late_is_put_right(tmp_path: Path, options: Any) -> None:
     secondary = Holding()
@@ -114,9 +131,7 @@ def test_an_older_write_landing_late_is_put_right(tmp_path: Path, options: Any) 
 
 
 def test_a_late_put_after_a_delete_is_removed(tmp_path: Path) -> None:
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 accept_degraded=True)  # fmt: skip
+    mem, secondary = degraded(tmp_path)
     write(mem, "k", "v1")
     secondary.hold()
     mem.set("k", "v2")
@@ -130,9 +145,7 @@ def test_a_late_put_after_a_delete_is_removed(tmp_path: Path) -> None:
 
 
 def test_a_late_delete_after_a_newer_put_is_undone(tmp_path: Path) -> None:
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 accept_degraded=True)  # fmt: skip
+    mem, secondary = degraded(tmp_path)
     write(mem, "k", "v1")
     secondary.hold()
     mem.delete("k")
@@ -144,11 +157,15 @@ def test_a_late_delete_after_a_newer_put_is_undone(tmp_path: Path) -> None:
     assert raw(secondary, "k") == "v2"
 
 
-def test_a_write_the_driver_retried_is_rechecked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by", ["driver", "retry-policy"])
+def test_a_write_retried_after_a_timeout_is_rechecked(tmp_path: Path, by: str) -> None:
+    """The first attempt timed out and may land late, though the write was answered:
+    retried inside the driver (``retried_writes``) or by our own ``Retry``."""
     secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through")
+    policy = Retry(ExponentialBackoff(0.01, cap=0.05), attempts=3) if by != "driver" else None
+    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through", retry=policy)
     write(mem, "k", "v1")
-    secondary.hold(retried=True)
+    secondary.hold(retried=by == "driver")
     mem.set("k", "v2")  # answered: no error reaches us, but an attempt is still out
     assert mem.in_doubt("secondary") == 1
     mem.set("k", "v3")
@@ -181,14 +198,8 @@ def test_a_refused_write_is_not_in_doubt(tmp_path: Path, flaky: Any) -> None:
 
 
 def test_keys_in_doubt_outlive_the_process(tmp_path: Path) -> None:
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 accept_degraded=True, recheck_after=0.5)  # fmt: skip
-    write(mem, "k", "v1")
-    secondary.hold()
-    mem.set("k", "v2")
-    mem.flush()
-    write(mem, "k", "v3")
+    mem, secondary = degraded(tmp_path, recheck_after=0.5)
+    held_then_newer(mem, secondary)
     mem.close()  # before the recheck is due: the journal keeps the doubt
     secondary.land()
     again = hybrid(tmp_path, mem.backend.primary, secondary, strategy="write-through")
@@ -198,9 +209,7 @@ def test_keys_in_doubt_outlive_the_process(tmp_path: Path) -> None:
 
 
 def test_settle_says_when_the_keys_are_rechecked(tmp_path: Path) -> None:
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 accept_degraded=True, recheck_after=30)  # fmt: skip
+    mem, secondary = degraded(tmp_path, recheck_after=30)
     secondary.hold()
     mem.set("k", "v")
     began = time.monotonic()
@@ -216,14 +225,8 @@ def test_recheck_after_must_be_seconds(tmp_path: Path) -> None:
 
 
 def test_health_shows_keys_in_doubt_and_repairs(tmp_path: Path) -> None:
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 accept_degraded=True)  # fmt: skip
-    write(mem, "k", "v1")
-    secondary.hold()
-    mem.set("k", "v2")
-    mem.flush()
-    write(mem, "k", "v3")
+    mem, secondary = degraded(tmp_path)
+    held_then_newer(mem, secondary)
     journal = mem.health().store("journal")
     assert journal.details["in_doubt"] == {"primary": 0, "secondary": 1}
     secondary.land()
@@ -234,32 +237,10 @@ def test_health_shows_keys_in_doubt_and_repairs(tmp_path: Path) -> None:
 
 
 def test_a_repair_that_times_out_stays_in_doubt(tmp_path: Path) -> None:
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 accept_degraded=True)  # fmt: skip
-    write(mem, "k", "v1")
-    secondary.hold()
-    mem.set("k", "v2")
-    mem.flush()
-    write(mem, "k", "v3")
+    mem, secondary = degraded(tmp_path)
+    held_then_newer(mem, secondary)
     secondary.land()
     secondary.hold()  # the repair itself gets no answer (and lands later, harmlessly)
     mem.settle(timeout=10)  # tried again once due again
     assert raw(secondary, "k") == "v3" and mem.in_doubt() == 0
     assert secondary.land() == 1 and raw(secondary, "k") == "v3"
-
-
-def test_a_write_retried_by_the_retry_policy_is_rechecked(tmp_path: Path) -> None:
-    """Our own Retry, like a driver's: the first attempt timed out and may land late."""
-    secondary = Holding()
-    mem = hybrid(tmp_path, InProcessBackend(), secondary, strategy="write-through",
-                 retry=Retry(ExponentialBackoff(0.01, cap=0.05), attempts=3))  # fmt: skip
-    write(mem, "k", "v1")
-    secondary.hold()
-    mem.set("k", "v2")  # attempt 1 times out (held), attempt 2 is answered
-    assert mem.in_doubt("secondary") == 1
-    mem.set("k", "v3")
-    secondary.land()
-    assert raw(secondary, "k") == "v2"
-    mem.settle(timeout=5)
-    assert raw(secondary, "k") == "v3"

@@ -227,6 +227,16 @@ class Journal:
                 conn.execute("ROLLBACK")
             raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
 
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run ``sql`` for each of ``rows`` in one transaction (nothing for no rows)."""
+        if not rows:
+            return
+        try:
+            with self._tx() as conn:
+                conn.executemany(sql, rows)
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+
     # -- writing --------------------------------------------------------------------------
     def append(
         self,
@@ -265,14 +275,7 @@ class Journal:
 
     def remove(self, seqs: Iterable[int]) -> None:
         """Forget entries once they are applied."""
-        rows = [(seq,) for seq in seqs]
-        if not rows:
-            return
-        try:
-            with self._tx() as conn:
-                conn.executemany("DELETE FROM pm_journal WHERE seq = ?", rows)
-        except sqlite3.Error as err:
-            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        self._many("DELETE FROM pm_journal WHERE seq = ?", [(seq,) for seq in seqs])
 
     # -- reading --------------------------------------------------------------------------
     def pending(self, limit: int, lane: str = SECONDARY) -> list[Entry]:
@@ -341,18 +344,12 @@ class Journal:
         (:meth:`written`).
         """
         rows = [(lane, ns, key, due) for key in keys]
-        if not rows:
-            return
-        try:
-            with self._tx() as conn:
-                conn.executemany(
-                    "INSERT INTO pm_doubt (lane, ns, key, op, record, at, due) "
-                    "VALUES (?, ?, ?, '?', NULL, 0, ?) ON CONFLICT (lane, ns, key) "
-                    "DO UPDATE SET due = max(due, excluded.due)",
-                    rows,
-                )
-        except sqlite3.Error as err:
-            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        self._many(
+            "INSERT INTO pm_doubt (lane, ns, key, op, record, at, due) "
+            "VALUES (?, ?, ?, '?', NULL, 0, ?) ON CONFLICT (lane, ns, key) "
+            "DO UPDATE SET due = max(due, excluded.due)",
+            rows,
+        )
 
     def written(
         self, lane: str, ns: str, writes: Iterable[tuple[str, Record | None, float]]
@@ -367,17 +364,10 @@ class Journal:
             else ("del", None, at, lane, ns, k)
             for k, r, at in writes
         ]
-        if not rows:
-            return
-        try:
-            with self._tx() as conn:
-                conn.executemany(
-                    "UPDATE pm_doubt SET op = ?, record = ?, at = ? "
-                    "WHERE lane = ? AND ns = ? AND key = ?",
-                    rows,
-                )
-        except sqlite3.Error as err:
-            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        self._many(
+            "UPDATE pm_doubt SET op = ?, record = ?, at = ? WHERE lane = ? AND ns = ? AND key = ?",
+            rows,
+        )
 
     def has_doubts(self, lane: str) -> bool:
         """Tell whether ``lane`` has keys in doubt (cheap: one indexed lookup)."""
@@ -424,17 +414,11 @@ class Journal:
     def resolve(self, doubts: Iterable[Doubt]) -> None:
         """Forget checked doubts (unless a newer write or failure changed them meanwhile)."""
         rows = [(d.lane, d.ns, d.key, d.op, d.at, d.due) for d in doubts]
-        if not rows:
-            return
-        try:
-            with self._tx() as conn:
-                conn.executemany(
-                    "DELETE FROM pm_doubt WHERE lane = ? AND ns = ? AND key = ? "
-                    "AND op = ? AND at = ? AND due = ?",
-                    rows,
-                )
-        except sqlite3.Error as err:
-            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        self._many(
+            "DELETE FROM pm_doubt WHERE lane = ? AND ns = ? AND key = ? "
+            "AND op = ? AND at = ? AND due = ?",
+            rows,
+        )
 
     # -- one flusher per lane -------------------------------------------------------------
     @contextlib.contextmanager

@@ -149,32 +149,25 @@ class Lanes:
             BackendTimeout: The lane stayed busy (another flusher) for ``lane_wait`` seconds.
             Whatever the store raises while the queued writes are applied.
         """
+        writes = _writes(puts, deletes)
         if not self.journal.busy(lane):
-            return self._write(lane, ns, puts, deletes, call, now=now)
-        keys = list(puts) if puts is not None else list(deletes)
+            return self._write(lane, ns, writes, call, now=now)
         with self.journal.flush_lock(lane, self.lane_wait) as got:
             if not got:
                 raise BackendTimeout(f"the {lane} store's queue stayed busy {self.lane_wait}s")
-            queued = self.journal.pending_for(ns, keys, lane)
+            queued = self.journal.pending_for(ns, [k for k, _ in writes], lane)
             if queued:
                 self._apply(lane, queued)
-            result = self._write(lane, ns, puts, deletes, call, now=now)
+            result = self._write(lane, ns, writes, call, now=now)
             if self.journal.has_doubts(lane):
-                writes = [(k, r, now) for k, r in puts.items()] if puts is not None else []
-                self.journal.written(lane, ns, writes + [(k, None, now) for k in deletes])
+                self.journal.written(lane, ns, [(k, r, now) for k, r in writes])
             return result
 
     def _write(
-        self,
-        lane: str,
-        ns: str,
-        puts: Mapping[str, Record] | None,
-        deletes: Sequence[str],
-        call: Callable[[], T],
-        *,
-        now: float,
+        self, lane: str, ns: str, writes: Sequence[_Write], call: Callable[[], T], *, now: float
     ) -> T:
-        keys = list(puts) if puts is not None else list(deletes)
+        """Run ``call``, the store write of ``writes``; put their keys in doubt if need be."""
+        keys = [k for k, _ in writes]
         retried = self.stores[lane].retried_writes
         try:
             result = call()
@@ -184,8 +177,7 @@ class Lanes:
             raise
         if self.stores[lane].retried_writes != retried:  # a failed attempt may land late
             self._doubt(lane, ns, keys)
-            writes = [(k, r, now) for k, r in puts.items()] if puts is not None else []
-            self.journal.written(lane, ns, writes + [(k, None, now) for k in deletes])
+            self.journal.written(lane, ns, [(k, r, now) for k, r in writes])
         return result
 
     def _doubt(self, lane: str, ns: str, keys: Iterable[str]) -> None:
@@ -286,10 +278,10 @@ class Lanes:
                 # (a repair that may itself land late pushes the key's recheck later)
                 if puts:
                     put = functools.partial(store.put_many, ns, puts, now=now)
-                    self._write(lane, ns, puts, (), put, now=now)
+                    self._write(lane, ns, _writes(puts, ()), put, now=now)
                 if stale:
                     drop = functools.partial(store.delete_if_unchanged, ns, stale, now=now)
-                    self._write(lane, ns, None, list(stale), drop, now=now)
+                    self._write(lane, ns, _writes(None, list(stale)), drop, now=now)
                 fixed += len(puts) + len(stale)
             # nothing reached the store after the failure: nothing to hold it to
             checked += [d for k, d in by_ns[ns].items() if k not in queued]
@@ -444,6 +436,14 @@ def _flush_loop(ref: weakref.ref[Lanes], wake: threading.Event, stop: threading.
         with contextlib.suppress(Exception):  # flush_pass reports its own errors
             failures = 0 if lanes.flush_pass() else failures + 1
         del lanes
+
+
+_Write = tuple[str, Record | None]  # (key, the record put, or None for a delete)
+
+
+def _writes(puts: Mapping[str, Record] | None, deletes: Sequence[str]) -> list[_Write]:
+    """One write of ``puts`` or ``deletes`` as ``(key, record or None)`` pairs."""
+    return list(puts.items()) if puts is not None else [(k, None) for k in deletes]
 
 
 def _repairs(
