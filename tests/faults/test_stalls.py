@@ -211,3 +211,25 @@ def test_a_write_delivered_late_is_put_right(
     ledger.verify(read_raw(patient, "late", keys), f"secondary ({kind})")
     ledger.verify(mem.get_many(keys), "hybrid")
     ledger.assert_clean()
+
+
+@pytest.mark.parametrize("proxied", ["s3"], indirect=True)
+def test_an_s3_put_with_no_answer_is_given_up_within_its_timeout(
+    proxied: tuple[str, Any, TcpProxy], ledger: Ledger
+) -> None:
+    """No deadline here: the store's own ``timeout`` must bound an upload. botocore's
+    ``Expect: 100-continue`` made aiohttp wait for an answer with no timeout (120 s)."""
+    kind, server, proxy = proxied
+    url, options = store_behind_proxy(kind, server, proxy)
+    mem = pm.open_memory(url, namespace="expect", **options)
+    ledger.put(mem, "a")
+    proxy.hold(match=b"PUT ")  # the next upload is read by the "server", never answered
+    ledger.fault("hold one S3 put")
+    began = time.monotonic()
+    assert ledger.put(mem, "a")  # the attempt times out; the retry, on a new connection, lands
+    took = time.monotonic() - began
+    assert took < 10 * TIMEOUT, f"a put with no answer took {took:.1f}s (timeout {TIMEOUT}s)"
+    ledger.notes["held_put_seconds"] = round(took, 2)
+    proxy.cut()  # the held request is dropped, not delivered
+    ledger.verify(read_raw(open_backend(url, **options), "expect", ledger.ops), kind)
+    ledger.assert_clean()
