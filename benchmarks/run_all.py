@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {
     "bench_redis.py": ["--quick"],
     "bench_archive.py": ["--quick"],
+    "bench_hybrid.py": ["--quick"],
     "bench_downsample.py": ["--points", "1000000", "--repeat", "1"],
 }
 PACKAGES = ["prefect-memory", "redis", "pymongo", "s3fs", "pyarrow", "pandas", "numpy", "prefect"]
