@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..plugins.base import Record
+from .moves import MoveOutcome
 from .pushdown import candidates_query
 from .tiered import TieredBackend
 
@@ -39,7 +40,8 @@ class MigrationReport:
     dry_run: bool
     moved: dict[str, int] = field(default_factory=dict)
     bytes_moved: int = 0
-    skipped: int = 0
+    skipped: int = 0  # candidates another actor moved, changed or deleted first
+    written: int = 0  # copies this run wrote into target tiers
     over_budget: dict[str, int] = field(default_factory=dict)
     planned: list[tuple[str, str, str]] = field(default_factory=list)
     scanned: int = 0
@@ -71,6 +73,14 @@ def _batches(keys: Iterator[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+def _account(
+    report: MigrationReport, label: str, group: dict[str, Record], outcome: MoveOutcome
+) -> None:
+    report.add(label, len(outcome.moved), sum(group[k].size for k in outcome.moved))
+    report.skipped += len(outcome.skipped)
+    report.written += len(outcome.written)
 
 
 def _choose(
@@ -133,9 +143,9 @@ def migrate(
                     report.planned.extend((k, tier.name, backend.tiers[target].name) for k in group)
                     report.add(label, len(group), sum(r.size for r in group.values()))
                     continue
-                moved = backend.move(ns, group, index, target, now=at)
-                report.add(label, len(moved), sum(group[k].size for k in moved))
-                report.skipped += len(group) - len(moved)
+                _account(
+                    report, label, group, backend.move_outcome(ns, group, index, target, now=at)
+                )
             if progress is not None:
                 progress(report)
     for index in range(len(backend.tiers)):  # budgets hottest first: overflow cascades down
@@ -187,5 +197,6 @@ def _enforce_budget(
             report.planned.extend((k, tier.name, backend.tiers[index + 1].name) for k in records)
             report.add(label, len(records), sum(r.size for r in records.values()))
             continue
-        moved = backend.move(ns, records, index, index + 1, now=at)
-        report.add(label, len(moved), sum(records[k].size for k in moved))
+        _account(
+            report, label, records, backend.move_outcome(ns, records, index, index + 1, now=at)
+        )

@@ -21,15 +21,17 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
 from ..keys import glob_match
 from ..plugins.base import Backend, Capabilities, Record
+from .moves import TOMBSTONE_TTL, MoveOutcome, Token, Tombstones, move, token_of
 from .rules import Rule, parse_rule
 
 Promote = Literal["home", "first", "never"]
+_RETIRE_READS = 4  # reads of the tiers at most while a write or delete retires old writes
 
 
 @dataclass
@@ -72,6 +74,34 @@ class MigrationRule:
         return cls(source, target, parse_rule(condition))
 
 
+@dataclass
+class Retired:
+    """The writes of some keys found in some tiers (by a user write or delete)."""
+
+    records: dict[int, dict[str, Record]] = field(default_factory=dict)
+    tokens: dict[str, set[Token]] = field(default_factory=dict)
+
+    def add(self, tier: int, key: str, record: Record) -> bool:
+        """Note ``record`` found in ``tier``; tell whether its token is new for ``key``."""
+        self.records.setdefault(tier, {}).setdefault(key, record)
+        token, known = token_of(record), self.tokens.setdefault(key, set())
+        if token in known:
+            return False
+        known.add(token)
+        return True
+
+    def keys(self) -> set[str]:
+        """The keys with at least one write found."""
+        return {k for k, ts in self.tokens.items() if ts}
+
+    def delete_in(self, backend: Backend, tier: int, ns: str, now: float) -> None:
+        """Delete from ``backend`` every write found (wherever it was), if unchanged."""
+        pending = {k: sorted(ts) for k, ts in self.tokens.items() if ts}
+        while pending:
+            backend.delete_if_unchanged(ns, {k: ts.pop() for k, ts in pending.items()}, now=now)
+            pending = {k: ts for k, ts in pending.items() if ts}
+
+
 class TieredBackend(Backend):
     """Several backends as tiers of one store (see the module docstring).
 
@@ -79,6 +109,8 @@ class TieredBackend(Backend):
         tiers: Hottest first.
         rules: Migration rules between tiers (used by ``migrate``).
         promote: Where a read moves an entry found in a colder tier.
+        tombstone_ttl: Seconds the tokens of deleted and overwritten writes are remembered
+            (in the first shared tier) so that a concurrent move cannot bring them back.
     """
 
     scheme: ClassVar[str] = "tiered"
@@ -90,6 +122,7 @@ class TieredBackend(Backend):
         rules: Sequence[MigrationRule] = (),
         *,
         promote: Promote = "home",
+        tombstone_ttl: float = TOMBSTONE_TTL,
     ) -> None:
         super().__init__()
         problems: list[str] = []
@@ -110,6 +143,8 @@ class TieredBackend(Backend):
                     )
             if rule.source == rule.target:
                 problems.append(f"migration.rules[{i}]: from and to are the same tier")
+        if not isinstance(tombstone_ttl, (int, float)) or not 0 < tombstone_ttl < 10**9:
+            problems.append(f"tombstone_ttl: must be seconds > 0, got {tombstone_ttl!r}")
         if promote not in ("home", "first", "never"):
             problems.append(f"promote: must be 'home', 'first' or 'never', got {promote!r}")
         if problems:
@@ -118,6 +153,8 @@ class TieredBackend(Backend):
         self.rules = list(rules)
         self.promote = promote
         self.url = "tiered://" + "+".join(names)
+        shared = [t.backend for t in self.tiers if t.backend.capabilities.shared]
+        self.tombstones = Tombstones((shared or [self.tiers[0].backend])[0], tombstone_ttl)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TieredBackend:
@@ -144,20 +181,23 @@ class TieredBackend(Backend):
     ) -> set[str]:
         """Move records read from tier ``source`` to tier ``target``; return the keys moved.
 
-        A key rewritten in the source meanwhile stays there (its copy in the target is
-        removed again); a key that already has a live entry in the target keeps that entry.
+        See :mod:`.moves`: safe against any number of concurrent moves, promotions and user
+        writes and deletes of the same keys; :meth:`move_outcome` says what else happened.
         """
-        if not records:
-            return set()
-        src, dst = self.tiers[source].backend, self.tiers[target].backend
-        clean = {k: r if r.tier is None else replace(r, tier=None) for k, r in records.items()}
-        written = dst.put_absent_many(ns, clean, now=now)
-        deleted = src.delete_if_unchanged(ns, {k: r.token for k, r in clean.items()}, now=now)
-        stale = {k: clean[k].token for k in written - deleted}
-        if stale:  # rewritten in the source during the move: drop our copy
-            dst.delete_if_unchanged(ns, stale, now=now)
-        # Deleted keys now live in the target: our copy, or a newer write that was there.
-        return deleted
+        return self.move_outcome(ns, records, source, target, now=now).moved
+
+    def move_outcome(
+        self, ns: str, records: Mapping[str, Record], source: int, target: int, *, now: float
+    ) -> MoveOutcome:
+        """Like :meth:`move`, with the whole :class:`~.moves.MoveOutcome`."""
+        return move(
+            self.tiers[source].backend,
+            self.tiers[target].backend,
+            ns,
+            records,
+            now=now,
+            tombstones=self.tombstones,
+        )
 
     # -- protocol -----------------------------------------------------------------------------
     def get_many(
@@ -180,8 +220,8 @@ class TieredBackend(Backend):
             if found:
                 remaining = [k for k in remaining if k not in found]
         for (source, target), records in moves.items():
-            moved = self.move(ns, records, source, target, now=now)
-            for key in moved:
+            outcome = self.move_outcome(ns, records, source, target, now=now)
+            for key in outcome.moved | (outcome.written - outcome.reverted - outcome.killed):
                 out[key].tier = self.tiers[target].name
         return out
 
@@ -191,25 +231,51 @@ class TieredBackend(Backend):
             groups.setdefault(self.home(key), {})[key] = record
         for index, group in groups.items():
             keys = list(group)
-            # keep created_at/access history of an entry living in another tier
-            for j, tier in enumerate(self.tiers):
-                if j == index:
-                    continue
-                old = tier.backend.get_many(ns, keys, now=now, touch=False)
-                if old:
-                    group.update({k: group[k].merged_over(o, now) for k, o in old.items()})
+            others = [j for j in range(len(self.tiers)) if j != index]
+            # what the key holds in other tiers: its history is kept, its old writes retired
+            seen = self._retire(ns, keys, others, now, rounds=1)
+            olds: dict[str, Record] = {}
+            for j in others:
+                olds.update(seen.records.get(j, {}))
+            if olds:
+                group.update({k: group[k].merged_over(o, now) for k, o in olds.items()})
             self.tiers[index].backend.put_many(ns, group, now=now)
-            for j, tier in enumerate(self.tiers):
-                if j != index:
-                    tier.backend.delete_many(ns, keys, now=now)
+            for j in others:  # only the writes seen: never a copy of the new one
+                seen.delete_in(self.tiers[j].backend, j, ns, now)
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
-        live = set()
+        everywhere = list(range(len(self.tiers)))
+        seen = self._retire(ns, keys, everywhere, now, rounds=2)
         for tier in self.tiers:
-            present = tier.backend.exists_many(ns, keys, now=now)
-            live |= present
             tier.backend.delete_many(ns, keys, now=now)
-        return len(live)
+        return len(seen.keys())
+
+    def _retire(
+        self, ns: str, keys: Sequence[str], tiers: Sequence[int], now: float, *, rounds: int
+    ) -> Retired:
+        """Find the writes of ``keys`` in ``tiers`` and tombstone them before they go.
+
+        Reads the tiers (alternating direction) until a read finds no write it had not seen
+        (at least ``rounds`` reads when the first found something, two for deletes), and
+        tombstones each new write BEFORE the next read: a mover that places a copy after
+        the tombstone removes it itself; one that placed it before shows in the next read.
+        """
+        seen = Retired()
+        if not tiers:
+            return seen
+        for attempt in range(_RETIRE_READS):
+            order = tiers if attempt % 2 == 0 else list(reversed(tiers))
+            new: dict[str, list[Token]] = {}
+            for i in order:
+                found = self.tiers[i].backend.get_many(ns, keys, now=now, touch=False)
+                for key, record in found.items():
+                    if seen.add(i, key, record):
+                        new.setdefault(key, []).append(token_of(record))
+            if new:
+                self.tombstones.add(ns, new, now=now)
+            elif attempt + 1 >= rounds or not seen.tokens:
+                break
+        return seen
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         found: set[str] = set()
@@ -260,6 +326,7 @@ class TieredBackend(Backend):
         return deleted
 
     def purge_expired(self, ns: str, *, now: float) -> int:
+        self.tombstones.purge_expired(ns, now=now)
         return sum(tier.backend.purge_expired(ns, now=now) for tier in self.tiers)
 
     def ping(self) -> None:
