@@ -306,7 +306,11 @@ def serve(
         bool, typer.Option("--list", help="List the deployments and their schedules; serve none.")
     ] = False,
 ) -> None:
-    """Serve the maintenance flows with the schedules of a config (interval or cron)."""
+    """Serve the maintenance flows with the schedules of a config (interval or cron).
+
+    Each deployment has a concurrency limit of one run (a run due while the previous one
+    is still working is cancelled), unless the config's ``concurrency_limit`` says otherwise.
+    """
     from .flows import deployments_from_config, serve_maintenance
 
     try:
@@ -314,13 +318,24 @@ def serve(
     except PrefectMemoryError as err:
         raise _fail(str(err), 2) from None
     table = Table(title=f"maintenance deployments of {config}", title_justify="left")
-    for column in ("deployment", "flow", "schedule", "block"):
+    for column in ("deployment", "flow", "schedule", "block", "concurrency"):
         table.add_column(column, overflow="fold")
     for deployment in deployments:
         schedule = deployment.schedules[0].schedule if deployment.schedules else None
         when = getattr(schedule, "cron", None) or f"every {getattr(schedule, 'interval', '?')}"
+        options = deployment.concurrency_options
+        limit = (
+            "no limit"
+            if deployment.concurrency_limit is None
+            else f"{deployment.concurrency_limit}, "
+            f"{options.collision_strategy.value if options else 'ENQUEUE'}"
+        )
         table.add_row(
-            deployment.name, deployment.flow_name, str(when), deployment.parameters["block"]
+            deployment.name,
+            deployment.flow_name,
+            str(when),
+            deployment.parameters["block"],
+            limit,
         )
     _console().print(table)
     if not list_only:

@@ -143,3 +143,7 @@ def test_examples_prefect_yaml_deploys_with_schedules(server: Any, tmp_path: Pat
     assert migrate["schedules"][0]["schedule"]["interval"] == 3600
     assert migrate["parameters"] == {"block": "tiered-memory/shop", "batch_size": 500}
     assert deployed["cleanup-expired-shop"]["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+    for name in ("migrate-tiers-shop", "archive-to-parquet-shop", "cleanup-expired-shop",
+                 "memory-health-report-shop"):  # fmt: skip
+        assert deployed[name]["global_concurrency_limit"]["limit"] == 1, deployed[name]
+        assert deployed[name]["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"

@@ -12,8 +12,10 @@ calls one engine method, logs what it did and publishes its report as a Prefect 
 ``downsample_analytics``          ``TimeSeries.downsample`` for the configured series
 ================================  ===========================================================
 
-``serve_maintenance(schedules)`` serves them with interval or cron schedules (see
-:mod:`prefect_memory.flows.schedules`).
+``serve_maintenance(schedules)`` serves them with interval or cron schedules and a
+deployment concurrency limit of one run (see :mod:`prefect_memory.flows.schedules`).
+Overlapping runs are safe anyway; ``migrate_tiers`` and ``archive_to_parquet`` count the keys
+another run or a writer moved, changed or deleted first as skipped, in their artifact.
 """
 
 from __future__ import annotations

@@ -34,9 +34,50 @@ def _artifact_key(name: str, block: Any) -> str:
     return "".join(c if c.isalnum() or c == "-" else "-" for c in raw)[:100]
 
 
+def skipped_note(skipped: int) -> str:
+    """What a migration's skipped keys mean, in the words of its artifact.
+
+    A key is skipped when another actor got to it between this run's read and its move:
+    another migration run (an overlapping scheduled run, a manual one), a promotion on read,
+    or a user's write or delete. Nothing is lost: the key is where that actor left it.
+
+    Example:
+        >>> skipped_note(3)
+        '3 keys skipped: another migration or a writer moved, changed or deleted them first'
+        >>> skipped_note(1)
+        '1 key skipped: another migration or a writer moved, changed or deleted it first'
+        >>> skipped_note(0)
+        'no keys skipped (no other migration or writer got to them first)'
+    """
+    if skipped <= 0:
+        return "no keys skipped (no other migration or writer got to them first)"
+    count, them = ("1 key", "it") if skipped == 1 else (f"{skipped} keys", "them")
+    return f"{count} skipped: another migration or a writer moved, changed or deleted {them} first"
+
+
+def _fields(done: Any) -> str:
+    """A compaction report as ``name=value`` pairs (seconds rounded)."""
+    if not isinstance(done, dict):
+        return str(done)
+    return ", ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in done.items()
+    )
+
+
+SKIPPED_ROW = "skipped: moved, changed or deleted first by another migration or a writer"
+
+
+def _skipped_row(skipped: int) -> list[dict[str, Any]]:
+    return [{"rule": SKIPPED_ROW, "entries": skipped}] if skipped > 0 else []
+
+
 @flow(name="migrate_tiers", log_prints=False)
 def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500) -> dict[str, Any]:
-    """Move entries between tiers by the block's rules, tier TTLs and size budgets."""
+    """Move entries between tiers by the block's rules, tier TTLs and size budgets.
+
+    Safe to overlap with another run or with writers (moves are conditional); the keys
+    another actor moved, changed or deleted first are counted as skipped in the artifact.
+    """
     logger = get_run_logger()
     blk, memory = load_memory(block)
     migrate = getattr(memory, "migrate", None)
@@ -47,17 +88,26 @@ def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500)
         batch_size=batch_size,
         progress=lambda r: logger.debug("migrated %d so far", r.total_moved),
     )
-    rows = report.rows() or [{"rule": "(nothing to move)", "entries": 0}]
+    rows = report.rows() + _skipped_row(report.skipped)
+    rows = rows or [{"rule": "(nothing to move)", "entries": 0}]
+    if dry_run:
+        done = f"Dry run: would move {report.total_moved} entries ({report.bytes_moved} bytes)"
+    else:
+        done = (
+            f"Moved {report.total_moved} entries ({report.bytes_moved} bytes) "
+            f"in {report.seconds:.2f}s; {skipped_note(report.skipped)}"
+        )
     create_table_artifact(
         rows,
         key=_artifact_key("migration", blk),
-        description=f"{'Dry run: would move' if dry_run else 'Moved'} {report.total_moved} "
-        f"entries ({report.bytes_moved} bytes) in {report.seconds:.2f}s; "
-        f"skipped {report.skipped}; over budget: {report.over_budget or 'none'}",
+        description=f"{done}; over budget: {report.over_budget or 'none'}",
     )
     logger.info("migration %s: %s", "dry run" if dry_run else "done", report.moved)
+    if report.skipped:
+        logger.info(skipped_note(report.skipped))
     summary = dataclasses.asdict(report)
     summary["planned"] = summary["planned"][:1000]
+    summary["contended"] = report.skipped > 0
     return summary
 
 
@@ -65,7 +115,11 @@ def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500)
 def archive_to_parquet(
     block: BlockRef, compact: bool = True, batch_size: int = 500
 ) -> dict[str, Any]:
-    """Migrate due entries into the Parquet archive tier, then compact its small files."""
+    """Migrate due entries into the Parquet archive tier, then compact its small files.
+
+    Safe to overlap with another run or with writers, like ``migrate_tiers``; skipped keys
+    are counted in the artifact.
+    """
     logger = get_run_logger()
     blk, memory = load_memory(block)
     tiers = getattr(memory, "tiers", None)
@@ -81,14 +135,25 @@ def archive_to_parquet(
                 compacted[tier.name] = (
                     dataclasses.asdict(done) if dataclasses.is_dataclass(done) else done
                 )
-    rows = [{"rule": k, "entries": v} for k, v in report.moved.items()] or [
-        {"rule": "(nothing to archive)", "entries": 0}
-    ]
+    rows = report.rows() + _skipped_row(report.skipped)
+    rows = rows or [{"rule": "(nothing to archive)", "entries": 0}]
+    compaction = "; ".join(f"{name}: {_fields(done)}" for name, done in compacted.items())
     create_table_artifact(
-        rows, key=_artifact_key("archive", blk), description=f"compaction: {compacted}"
+        rows,
+        key=_artifact_key("archive", blk),
+        description=f"Moved {report.total_moved} entries ({report.bytes_moved} bytes) "
+        f"in {report.seconds:.2f}s; {skipped_note(report.skipped)}; "
+        f"compaction: {compaction or ('none' if compact else 'off')}",
     )
     logger.info("archived %d entries; compaction %s", report.total_moved, compacted)
-    return {"moved": report.moved, "compacted": compacted}
+    if report.skipped:
+        logger.info(skipped_note(report.skipped))
+    return {
+        "moved": report.moved,
+        "skipped": report.skipped,
+        "contended": report.skipped > 0,
+        "compacted": compacted,
+    }
 
 
 @flow(name="cleanup_expired")
