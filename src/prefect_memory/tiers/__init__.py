@@ -22,6 +22,7 @@ from ..codecs import Codec
 from ..errors import ConfigError
 from ..memory import TTL, Memory
 from .migration import MigrationReport, migrate
+from .moves import TOMBSTONE_TTL
 from .rules import Rule, RuleSyntaxError, parse_rule
 from .tiered import MigrationRule, Promote, Tier, TieredBackend
 
@@ -53,6 +54,8 @@ class TieredMemory(Memory):
         tiers: Hottest first.
         rules: :class:`MigrationRule` objects or the tutorial's ``{"from", "to", "condition"}``.
         promote: Where a read moves an entry found colder than its home tier.
+        tombstone_ttl: Seconds a deleted or overwritten write is remembered so that a
+            concurrent move cannot bring it back (docs/guarantees.md, "Tiers and migration").
         namespace, ttl, refresh, codec, batch_size, clock: As for :class:`~prefect_memory.Memory`.
     """
 
@@ -64,6 +67,7 @@ class TieredMemory(Memory):
         rules: Sequence[MigrationRule | Mapping[str, Any]] = (),
         *,
         promote: Promote = "home",
+        tombstone_ttl: float = TOMBSTONE_TTL,
         namespace: str = "default",
         ttl: TTL = None,
         refresh: bool = False,
@@ -72,7 +76,7 @@ class TieredMemory(Memory):
         clock: Callable[[], float] = time.time,
     ) -> None:
         parsed = [_rule(i, r) for i, r in enumerate(rules)]
-        backend = TieredBackend(tiers, parsed, promote=promote)
+        backend = TieredBackend(tiers, parsed, promote=promote, tombstone_ttl=tombstone_ttl)
         super().__init__(
             backend,
             namespace,

@@ -8,16 +8,25 @@ write's ``(version, updated_at)``, which a move keeps unchanged.
 
 A move of record ``r`` (token ``T``) read from tier ``S`` to tier ``D``:
 
-1. **Copy** ``r`` to ``D`` if ``D`` has no live entry. If ``D`` already has one:
-   the same token (another mover or a crashed run copied it) is taken as ours; a *newer*
-   token means ``r`` is superseded there; an *older* token is a leftover and is replaced
+1. **Copy** ``r`` to ``D`` as ``c``: the same entry with its update time one float step
+   later (:func:`moved_copy`), so ``c``'s token ``T'`` is newer than ``T`` and a copy is
+   never mistaken for its source. Written only if ``D`` has no live entry; if it has one,
+   ``T'`` there means another mover of the same source (or a crashed run) copied it; a
+   newer token means ``r`` is superseded; an older token is a leftover and is replaced
    (deleted if unchanged, then copied again).
 2. **Commit** by deleting ``r`` from ``S`` if it still has token ``T``. Exactly one actor
    wins this delete (it is atomic), so exactly one actor reports the key as moved.
 3. **Settle** what the commit could not decide. If our copy is in ``D`` but ``S`` no longer
-   has ``T``: ``S`` holding a newer write means our copy is stale (removed if unchanged);
+   has ``T``: ``S`` holding a newer token means our copy is stale (removed if unchanged);
    ``S`` holding nothing means another mover committed the move (the copy stays: removing
    it here is how entries were lost before).
+
+Every delete above removes a token only when a strictly newer token of the key was seen
+(our copy, or a newer write); so the newest token of a key, the one readers must get, is
+never removed by a move, whatever the interleaving (an inductive argument: the chain of
+"a newer one exists" ends at the newest). Without the float step, a promotion
+(warm -> hot) and a demotion (hot -> warm) of the same entry in flight at once each saw
+"the same token on the other side" and each deleted one of the two copies.
 4. **Honour deletes.** A user delete (or an overwrite landing in another tier) records the
    tokens it removes as *tombstones* before removing them (:class:`Tombstones`). After
    placing a copy, a mover looks its token up; a tombstoned copy is removed again, so a
@@ -40,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +62,7 @@ TOMBSTONE_NS = "\x00tombstones"
 #: How long a tombstone is kept by default (seconds).
 TOMBSTONE_TTL = 86_400.0
 _REPLACE_ROUNDS = 3
+_COPY_SPAN = 1e-3  # seconds: moved copies of a write stay within it (a move adds ~2e-7)
 
 
 def token_of(record: Record) -> Token:
@@ -72,12 +83,25 @@ def newer(a: Token, b: Token) -> bool:
     return a > b
 
 
-class Tombstones:
-    """Tokens removed by user deletes and overwrites, kept ``ttl`` seconds in one store.
+def _dead_after(token: Token, deleted: Token) -> bool:
+    """Is ``token`` the deleted write, an older one, or a moved copy of the deleted one?"""
+    return not newer(token, deleted) or (
+        token[0] == deleted[0] and token[1] - deleted[1] < _COPY_SPAN
+    )
 
-    A tombstone is an entry of the namespace ``ns + TOMBSTONE_NS`` whose key names the
-    key and the token, so adding one never overwrites another and looking one up is one
-    batched read.
+
+class Tombstones:
+    """Writes removed by user deletes and overwrites, kept ``ttl`` seconds in one store.
+
+    Two kinds of entry live in the namespace ``ns + TOMBSTONE_NS``:
+
+    - ``key|version|millisecond``: the write of that version made in that millisecond
+      (and so every moved copy of it: a move adds a float step, far below a millisecond)
+      was removed; adding one never overwrites another;
+    - ``key|deleted``: the user deleted the key; its value is the newest token the delete
+      removed. Every write up to that token is dead (a move that read an older value before
+      it was overwritten and then deleted must not bring it back), and a later write of the
+      key continues its versions past it, so that write is never mistaken for a dead one.
 
     Args:
         backend: The store holding the tombstones (a tiered memory uses its first shared
@@ -87,9 +111,11 @@ class Tombstones:
     Example:
         >>> from prefect_memory.plugins.inprocess import InProcessBackend
         >>> stones = Tombstones(InProcessBackend())
-        >>> stones.add("ns", {"k": [(1, 5.0)]}, now=10.0)
-        >>> stones.dead("ns", {"k": (1, 5.0), "j": (1, 5.0)}, now=11.0)
+        >>> stones.add("ns", {"k": [(2, 5.0)]}, now=10.0, deleted=True)
+        >>> stones.dead("ns", {"k": [(1, 4.0)], "j": [(1, 5.0)]}, now=11.0)
         {'k'}
+        >>> stones.versions("ns", ["k", "j"], now=11.0)
+        {'k': 2}
     """
 
     def __init__(self, backend: Backend, ttl: float = TOMBSTONE_TTL) -> None:
@@ -97,24 +123,78 @@ class Tombstones:
         self.ttl = float(ttl)
 
     @staticmethod
-    def name(key: str, token: Token) -> str:
-        """The tombstone's key: unique per key and token (the last two ``|`` fields)."""
-        return f"{key}|{int(token[0])}|{float(token[1])!r}"
+    def name(key: str, token: Token, shift: int = 0) -> str:
+        """The tombstone's key for a write: key, version and millisecond (``shift`` earlier)."""
+        return f"{key}|{int(token[0])}|{math.floor(float(token[1]) * 1000) - shift}"
 
-    def add(self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float) -> None:
-        """Record that the writes ``tokens[key]`` were removed by the user."""
-        stone = Record(b"", now, now, now, 0, now + self.ttl, self.ttl)
-        batch = {self.name(k, t): stone for k, ts in tokens.items() for t in ts}
+    @staticmethod
+    def deleted_name(key: str) -> str:
+        """The key of a key's delete record (``deleted`` is never a number, so no clash)."""
+        return f"{key}|deleted"
+
+    def add(
+        self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float, deleted: bool = False
+    ) -> None:
+        """Record that the writes ``tokens[key]`` were removed (``deleted``: by a delete)."""
+        batch: dict[str, Record] = {}
+        for key, ts in tokens.items():
+            ts = list(ts)
+            for token in ts:
+                batch[self.name(key, token)] = self._stone(b"", now)
+            if deleted and ts:
+                version, updated = max(ts)
+                value = f"{int(version)}|{float(updated)!r}".encode()
+                batch[self.deleted_name(key)] = self._stone(value, now)
         if batch:
             self.backend.put_many(ns + TOMBSTONE_NS, batch, now=now)
 
-    def dead(self, ns: str, tokens: Mapping[str, Token], *, now: float) -> set[str]:
-        """The keys whose given token has a tombstone."""
+    def _stone(self, value: bytes, now: float) -> Record:
+        return Record(value, now, now, now, 0, now + self.ttl, self.ttl)
+
+    def _deleted(self, found: Mapping[str, Record], key: str) -> Token | None:
+        record = found.get(self.deleted_name(key))
+        if record is None:
+            return None
+        try:  # written by us; anything else in our namespace is not a tombstone
+            version, updated = record.value.decode("ascii").split("|")
+            return (int(version), float(updated))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    def dead(self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float) -> set[str]:
+        """The keys whose given tokens include a removed write (one batched read).
+
+        A token is dead when its write (or the write it is a moved copy of: the same
+        version, a millisecond earlier at most) has a tombstone, or when the key was deleted
+        at a token at least as new (it was overwritten, then deleted).
+        """
         if not tokens:
             return set()
-        names = {self.name(k, t): k for k, t in tokens.items()}
+        wanted = {k: list(ts) for k, ts in tokens.items()}
+        names = {
+            self.name(k, t, shift): k for k, ts in wanted.items() for t in ts for shift in (0, 1)
+        }
+        names.update({self.deleted_name(k): k for k in wanted})
         found = self.backend.get_many(ns + TOMBSTONE_NS, list(names), now=now, touch=False)
-        return {names[n] for n in found}
+        dead = {names[n] for n in found if not n.endswith("|deleted")}
+        for key, ts in wanted.items():
+            last = self._deleted(found, key)
+            if last is not None and any(_dead_after(t, last) for t in ts):
+                dead.add(key)
+        return dead
+
+    def versions(self, ns: str, keys: Iterable[str], *, now: float) -> dict[str, int]:
+        """The version of the newest deleted write per key (keys never deleted left out)."""
+        names = [self.deleted_name(k) for k in keys]
+        if not names:
+            return {}
+        found = self.backend.get_many(ns + TOMBSTONE_NS, names, now=now, touch=False)
+        out: dict[str, int] = {}
+        for key in keys:
+            last = self._deleted(found, key)
+            if last is not None:
+                out[key] = last[0]
+        return out
 
     def purge_expired(self, ns: str, *, now: float) -> int:
         """Remove expired tombstones (stores without native TTL)."""
@@ -143,6 +223,34 @@ class MoveOutcome:
     killed: set[str] = field(default_factory=set)
 
 
+def moved_copy(record: Record) -> Record:
+    """The copy a move writes: the same entry with its update time one float step later.
+
+    The step (about 2e-7 s on today's clock) makes the copy's token newer than its
+    source's, so a copy and its source are never mistaken for each other: whoever sees
+    both knows which one a move will delete. It is far below any clock's resolution.
+
+    Example:
+        >>> r = Record(b"v", 1.0, 5.0, 5.0)
+        >>> c = moved_copy(r)
+        >>> c.updated_at > r.updated_at and c.updated_at - r.updated_at < 1e-12
+        True
+    """
+    return replace(record, updated_at=math.nextafter(record.updated_at, math.inf), tier=None)
+
+
+def copy_of(record: Record, write: Record, *, moves: int = 64) -> bool:
+    """Tell whether ``record`` is ``write`` itself or a copy of it moved up to ``moves`` times.
+
+    Example:
+        >>> w = Record(b"v", 1.0, 5.0, 5.0)
+        >>> copy_of(moved_copy(moved_copy(w)), w), copy_of(Record(b"v", 1.0, 6.0, 6.0), w)
+        (True, False)
+    """
+    low = float(write.updated_at)
+    return low <= record.updated_at <= low + moves * math.ulp(low)
+
+
 def move(
     src: Backend,
     dst: Backend,
@@ -156,13 +264,14 @@ def move(
     out = MoveOutcome()
     if not records:
         return out
-    clean = {k: r if r.tier is None else replace(r, tier=None) for k, r in records.items()}
-    tokens = {k: token_of(r) for k, r in clean.items()}
+    tokens = {k: token_of(r) for k, r in records.items()}  # what the source holds
+    copies = {k: moved_copy(r) for k, r in records.items()}
+    ours = {k: token_of(c) for k, c in copies.items()}  # what our copy holds
 
     # 1. copy where absent; look at what occupies the others
-    placed: set[str] = set()  # the target holds our token (our copy or an identical one)
+    placed: set[str] = set()  # the target holds our copy (written by us or an equal mover)
     superseded: set[str] = set()  # the target holds a newer write
-    pending = dict(clean)
+    pending = dict(copies)
     for _ in range(_REPLACE_ROUNDS):
         written = dst.put_absent_many(ns, pending, now=now) if pending else set()
         out.written |= written
@@ -177,16 +286,17 @@ def move(
             if found is None:  # gone again meanwhile: try once more
                 continue
             theirs = token_of(found)
-            if theirs == tokens[key]:
+            if theirs == ours[key]:
                 placed.add(key)
-            elif newer(theirs, tokens[key]):
+            elif newer(theirs, ours[key]):
                 superseded.add(key)
-            else:
-                leftovers[key] = theirs
-        # replace older leftovers (deleted only if still the same), then copy again
-        if leftovers:
+            elif newer(tokens[key], theirs):
+                leftovers[key] = theirs  # an older write: ours replaces it
+            # else: the very token we read, left by a move of an older release: skipped
+        if leftovers:  # deleted only if still the same, then copied again
             dst.delete_if_unchanged(ns, leftovers, now=now)
-        pending = {k: clean[k] for k in occupied if k not in placed and k not in superseded}
+        pending = {k: copies[k] for k in leftovers}
+        pending.update({k: copies[k] for k in occupied if k not in current})
         if not pending:
             break
 
@@ -207,23 +317,22 @@ def move(
             if found is None:
                 continue  # another mover committed it (or the user deleted it: step 4)
             theirs = token_of(found)
-            if newer(theirs, tokens[key]):
-                stale[key] = tokens[key]
-            elif theirs != tokens[key]:
+            if newer(theirs, ours[key]):
+                stale[key] = ours[key]
+            elif newer(ours[key], theirs):
                 older_in_src[key] = theirs
         if stale:
             out.reverted = dst.delete_if_unchanged(ns, stale, now=now)
-        if older_in_src:  # an older leftover moved into the source: ours is the entry
+        if older_in_src:  # the source holds an older write than our copy: it goes
             src.delete_if_unchanged(ns, older_in_src, now=now)
 
     # 4. a copy of a write the user deleted meanwhile goes again
     if tombstones is not None:
-        live = {k: tokens[k] for k in placed if k not in out.reverted}
-        dead = tombstones.dead(ns, live, now=now)
+        live = [k for k in placed if k not in out.reverted]
+        dead = tombstones.dead(ns, {k: (tokens[k], ours[k]) for k in live}, now=now)
         if dead:
-            gone = {k: tokens[k] for k in dead}
-            out.killed = dst.delete_if_unchanged(ns, gone, now=now)
-            src.delete_if_unchanged(ns, gone, now=now)
+            out.killed = dst.delete_if_unchanged(ns, {k: ours[k] for k in dead}, now=now)
+            src.delete_if_unchanged(ns, {k: tokens[k] for k in dead}, now=now)
             out.moved -= dead
-    out.skipped = set(clean) - out.moved
+    out.skipped = set(records) - out.moved
     return out

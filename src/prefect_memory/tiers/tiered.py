@@ -20,14 +20,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
 from ..keys import glob_match
 from ..plugins.base import Backend, Capabilities, Record
-from .moves import TOMBSTONE_TTL, MoveOutcome, Token, Tombstones, move, token_of
+from .moves import TOMBSTONE_TTL, MoveOutcome, Token, Tombstones, copy_of, move, token_of
 from .rules import Rule, parse_rule
 
 Promote = Literal["home", "first", "never"]
@@ -200,25 +200,39 @@ class TieredBackend(Backend):
         )
 
     # -- protocol -----------------------------------------------------------------------------
+    def _search(self, keys: Sequence[str], fetch: Callable[[int, list[str]], Mapping[str, Any]]):
+        """Yield ``(tier index, found)``: hot -> cold, then for keys still missing cold -> hot
+        and hot -> cold again (never the same tier twice in a row).
+
+        A concurrent move can carry an entry from a tier not read yet into one already read;
+        to slip past all three sweeps it must move three times, up, down and up, during the
+        read. Without them a read could miss a key that existed all along (issue 14).
+        Costs two more sweeps only for keys that are really missing.
+        """
+        remaining = list(keys)
+        sweeps = self._sweeps(3)
+        for i in sweeps:
+            if not remaining:
+                return
+            found = fetch(i, remaining)
+            if found:
+                yield i, found
+                remaining = [k for k in remaining if k not in found]
+
     def get_many(
         self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
     ) -> dict[str, Record]:
         out: dict[str, Record] = {}
-        remaining = list(keys)
         moves: dict[tuple[int, int], dict[str, Record]] = {}
-        for i, tier in enumerate(self.tiers):
-            if not remaining:
-                break
-            found = tier.backend.get_many(ns, remaining, now=now, touch=touch)
+        fetch = lambda i, ks: self.tiers[i].backend.get_many(ns, ks, now=now, touch=touch)  # noqa: E731
+        for i, found in self._search(keys, fetch):
             for key, record in found.items():
-                record.tier = tier.name
+                record.tier = self.tiers[i].name
                 out[key] = record
                 if touch and self.promote != "never" and i > 0:
                     target = 0 if self.promote == "first" else self.home(key)
                     if target < i:
                         moves.setdefault((i, target), {})[key] = record
-            if found:
-                remaining = [k for k in remaining if k not in found]
         for (source, target), records in moves.items():
             outcome = self.move_outcome(ns, records, source, target, now=now)
             for key in outcome.moved | (outcome.written - outcome.reverted - outcome.killed):
@@ -233,75 +247,113 @@ class TieredBackend(Backend):
             keys = list(group)
             others = [j for j in range(len(self.tiers)) if j != index]
             # what the key holds in other tiers: its history is kept, its old writes retired
-            seen = self._retire(ns, keys, others, now, rounds=1)
+            seen = self._retire(ns, keys, others, now, sweeps=1, settle=False)
             olds: dict[str, Record] = {}
             for j in others:
                 olds.update(seen.records.get(j, {}))
             if olds:
                 group.update({k: group[k].merged_over(o, now) for k, o in olds.items()})
+            # a key deleted earlier continues its versions: its new write is never "dead"
+            floors = self.tombstones.versions(ns, [k for k in keys if k not in olds], now=now)
+            for key, floor in floors.items():
+                if group[key].version <= floor:
+                    group[key] = replace(group[key], version=floor + 1)
             self.tiers[index].backend.put_many(ns, group, now=now)
+            # a move may have carried an old write out of the home tier meanwhile
+            self._retire(ns, keys, others[::-1], now, sweeps=1, seen=seen, spare=group)
             for j in others:  # only the writes seen: never a copy of the new one
                 seen.delete_in(self.tiers[j].backend, j, ns, now)
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         everywhere = list(range(len(self.tiers)))
-        seen = self._retire(ns, keys, everywhere, now, rounds=2)
+        seen = self._retire(ns, keys, everywhere, now, sweeps=2, deleted=True)
         for tier in self.tiers:
             tier.backend.delete_many(ns, keys, now=now)
         return len(seen.keys())
 
     def _retire(
-        self, ns: str, keys: Sequence[str], tiers: Sequence[int], now: float, *, rounds: int
+        self,
+        ns: str,
+        keys: Sequence[str],
+        tiers: Sequence[int],
+        now: float,
+        *,
+        sweeps: int,
+        seen: Retired | None = None,
+        settle: bool = True,
+        spare: Mapping[str, Record] | None = None,
+        deleted: bool = False,
     ) -> Retired:
         """Find the writes of ``keys`` in ``tiers`` and tombstone them before they go.
 
-        Reads the tiers (alternating direction) until a read finds no write it had not seen
-        (at least ``rounds`` reads when the first found something, two for deletes), and
-        tombstones each new write BEFORE the next read: a mover that places a copy after
-        the tombstone removes it itself; one that placed it before shows in the next read.
+        Reads the tiers ``sweeps`` times (alternating direction) and, with ``settle``, goes
+        on while a sweep finds a write it had not seen. Each new write is tombstoned BEFORE
+        the next sweep: a mover that places a copy of it after the tombstone removes the
+        copy itself; one that placed it before shows in the next sweep. Moved copies of
+        the writes in ``spare`` (a write just made) are left alone.
         """
-        seen = Retired()
-        if not tiers:
-            return seen
-        for attempt in range(_RETIRE_READS):
+        seen = Retired() if seen is None else seen
+        for attempt in range(_RETIRE_READS if settle else sweeps):
             order = tiers if attempt % 2 == 0 else list(reversed(tiers))
             new: dict[str, list[Token]] = {}
             for i in order:
                 found = self.tiers[i].backend.get_many(ns, keys, now=now, touch=False)
                 for key, record in found.items():
+                    if spare and key in spare and copy_of(record, spare[key]):
+                        continue
                     if seen.add(i, key, record):
                         new.setdefault(key, []).append(token_of(record))
             if new:
-                self.tombstones.add(ns, new, now=now)
-            elif attempt + 1 >= rounds or not seen.tokens:
+                if deleted:  # the delete record holds the newest token seen so far
+                    new = {k: seen.tokens[k] for k in new}
+                self.tombstones.add(ns, new, now=now, deleted=deleted)
+            elif attempt + 1 >= sweeps:
                 break
         return seen
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
-        found: set[str] = set()
-        remaining = list(keys)
-        for tier in self.tiers:
-            if not remaining:
-                break
-            present = tier.backend.exists_many(ns, remaining, now=now)
-            found |= present
-            remaining = [k for k in remaining if k not in present]
-        return found
+        fetch = lambda i, ks: self.tiers[i].backend.exists_many(ns, ks, now=now)  # noqa: E731
+        return {k for _, found in self._search(keys, fetch) for k in found}
+
+    def _sweeps(self, count: int) -> list[int]:
+        """Tier indexes for ``count`` sweeps, alternating hot -> cold and cold -> hot."""
+        down = list(range(len(self.tiers)))
+        order = list(down)
+        for n in range(1, count):
+            order += down[::-1][1:] if n % 2 else down[1:]
+        return order
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
+        # two sweeps: an entry moved up while the first ran shows in the second
         seen: set[str] = set()
-        for tier in self.tiers:
-            for key in tier.backend.scan(ns, pattern, now=now):
+        for i in self._sweeps(2):
+            for key in self.tiers[i].backend.scan(ns, pattern, now=now):
                 if key not in seen:
                     seen.add(key)
                     yield key
 
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        # three sweeps (as reads): an entry escapes only by moving up, down and up meanwhile
         tags = list(tags)
         found: set[str] = set()
-        for tier in self.tiers:
-            found |= tier.backend.tagged(ns, tags, now=now)
+        for i in self._sweeps(3):
+            found |= self.tiers[i].backend.tagged(ns, tags, now=now)
         return found
+
+    def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
+        # until a sweep finds nothing: entries moved by others while it ran are cleared too
+        removed = 0
+        for _ in range(_RETIRE_READS):
+            found = 0
+            for i in range(len(self.tiers)):
+                keys = list(self.tiers[i].backend.scan(ns, None, now=now))
+                for start in range(0, len(keys), batch_size):
+                    batch = keys[start : start + batch_size]
+                    found += len(batch)
+                    removed += self.delete_many(ns, batch, now=now)
+            if not found:
+                break
+        return removed
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
         present = self.exists_many(ns, list(records), now=now)
