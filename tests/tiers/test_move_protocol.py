@@ -138,15 +138,15 @@ class Gated(Backend):
 class World:
     """Two or three in-process tiers behind gates, and the memories the actors build."""
 
-    def __init__(self, sched: Scheduler, tiers: int = 2) -> None:
-        self.sched = sched
+    def __init__(self, sched: Scheduler, tiers: int = 2, home: int = 0) -> None:
+        self.sched, self.home = sched, home
         self.stores = [InProcessBackend() for _ in range(tiers)]
         self.clock = itertools.count(1_000)  # every call sees a later time
 
     def memory(self, *, promote: bool = True) -> TieredMemory:
         names = ["hot", "warm", "cold"][: len(self.stores)]
         tiers = [
-            Tier(name, Gated(store, self.sched), patterns=("session:*",) if i == 0 else ())
+            Tier(name, Gated(store, self.sched), patterns=("session:*",) if i == self.home else ())
             for i, (name, store) in enumerate(zip(names, self.stores, strict=True))
         ]
         rules = [
@@ -364,3 +364,15 @@ def test_every_interleaving_of_two_single_key_moves() -> None:
             for alt in range(1, fanout[i]):
                 pending.append((*choices[:i], alt))
     assert runs == len(seen) and runs > 50  # every branch of the schedule tree was run
+
+
+@pytest.mark.parametrize("start", [0, 1, 2], ids=["hot", "warm", "cold"])
+@SETTINGS
+@given(schedule=Schedules)
+def test_home_in_the_middle_tier(start: int, schedule: list[int]) -> None:
+    """Keys whose home is warm: writes land there, reads promote there, rules move on."""
+    world = World(Scheduler(_chooser(schedule)), tiers=3, home=1)
+    seed_tagged(world, start)
+    steps = [("set", "session:a", "v5"), ("delete", "session:b", None)]
+    world.sched.run({"m": _migrate(world), "r": _read(world), "w": _writer(world, steps)})
+    check(world, _expected(steps))
