@@ -95,9 +95,9 @@ class Tombstones:
 
     Two kinds of entry live in the namespace ``ns + TOMBSTONE_NS``:
 
-    - ``key|version|millisecond``: the write of that version made in that millisecond
-      (and so every moved copy of it: a move adds a float step, far below a millisecond)
-      was removed; adding one never overwrites another;
+    - ``key|version``: the write of that version (its update time is the value) was
+      removed, and so is every moved copy of it (a move adds a float step to the update
+      time; copies within ``_COPY_SPAN`` of it count);
     - ``key|deleted``: the user deleted the key; its value is the newest token the delete
       removed. Every write up to that token is dead (a move that read an older value before
       it was overwritten and then deleted must not bring it back), and a later write of the
@@ -123,9 +123,9 @@ class Tombstones:
         self.ttl = float(ttl)
 
     @staticmethod
-    def name(key: str, token: Token, shift: int = 0) -> str:
-        """The tombstone's key for a write: key, version and millisecond (``shift`` earlier)."""
-        return f"{key}|{int(token[0])}|{math.floor(float(token[1]) * 1000) - shift}"
+    def name(key: str, version: int) -> str:
+        """The tombstone's key for a write: the key and the write's version."""
+        return f"{key}|{int(version)}"
 
     @staticmethod
     def deleted_name(key: str) -> str:
@@ -138,12 +138,14 @@ class Tombstones:
         """Record that the writes ``tokens[key]`` were removed (``deleted``: by a delete)."""
         batch: dict[str, Record] = {}
         for key, ts in tokens.items():
-            ts = list(ts)
-            for token in ts:
-                batch[self.name(key, token)] = self._stone(b"", now)
-            if deleted and ts:
-                version, updated = max(ts)
-                value = f"{int(version)}|{float(updated)!r}".encode()
+            newest: dict[int, float] = {}
+            for version, updated in ts:
+                newest[int(version)] = max(float(updated), newest.get(int(version), -math.inf))
+            for version, updated in newest.items():
+                batch[self.name(key, version)] = self._stone(repr(updated).encode(), now)
+            if deleted and newest:
+                version = max(newest)
+                value = f"{version}|{newest[version]!r}".encode()
                 batch[self.deleted_name(key)] = self._stone(value, now)
         if batch:
             self.backend.put_many(ns + TOMBSTONE_NS, batch, now=now)
@@ -151,36 +153,45 @@ class Tombstones:
     def _stone(self, value: bytes, now: float) -> Record:
         return Record(value, now, now, now, 0, now + self.ttl, self.ttl)
 
-    def _deleted(self, found: Mapping[str, Record], key: str) -> Token | None:
-        record = found.get(self.deleted_name(key))
+    @staticmethod
+    def _parse(record: Record | None) -> Token | None:
+        """A tombstone's token (``version|updated`` or ``updated``; version 0 if absent)."""
         if record is None:
             return None
         try:  # written by us; anything else in our namespace is not a tombstone
-            version, updated = record.value.decode("ascii").split("|")
-            return (int(version), float(updated))
+            text = record.value.decode("ascii")
+            version, _, updated = text.rpartition("|")
+            return (int(version or 0), float(updated))
         except (UnicodeDecodeError, ValueError):
             return None
+
+    def _deleted(self, found: Mapping[str, Record], key: str) -> Token | None:
+        return self._parse(found.get(self.deleted_name(key)))
 
     def dead(self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float) -> set[str]:
         """The keys whose given tokens include a removed write (one batched read).
 
-        A token is dead when its write (or the write it is a moved copy of: the same
-        version, a millisecond earlier at most) has a tombstone, or when the key was deleted
-        at a token at least as new (it was overwritten, then deleted).
+        A token is dead when its write (or the write it is a moved copy of) has a
+        tombstone, or when the key was deleted at a token at least as new (it was
+        overwritten, then deleted).
         """
         if not tokens:
             return set()
         wanted = {k: list(ts) for k, ts in tokens.items()}
-        names = {
-            self.name(k, t, shift): k for k, ts in wanted.items() for t in ts for shift in (0, 1)
-        }
-        names.update({self.deleted_name(k): k for k in wanted})
-        found = self.backend.get_many(ns + TOMBSTONE_NS, list(names), now=now, touch=False)
-        dead = {names[n] for n in found if not n.endswith("|deleted")}
+        names = [self.name(k, t[0]) for k, ts in wanted.items() for t in ts]
+        names += [self.deleted_name(k) for k in wanted]
+        found = self.backend.get_many(
+            ns + TOMBSTONE_NS, list(dict.fromkeys(names)), now=now, touch=False
+        )
+        dead: set[str] = set()
         for key, ts in wanted.items():
             last = self._deleted(found, key)
-            if last is not None and any(_dead_after(t, last) for t in ts):
-                dead.add(key)
+            for token in ts:
+                stone = self._parse(found.get(self.name(key, token[0])))
+                if stone is not None and token[1] < stone[1] + _COPY_SPAN:
+                    dead.add(key)  # that write, an older one of its version, or a copy
+                if last is not None and _dead_after(token, last):
+                    dead.add(key)
         return dead
 
     def versions(self, ns: str, keys: Iterable[str], *, now: float) -> dict[str, int]:
