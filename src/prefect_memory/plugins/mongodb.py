@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
@@ -55,7 +56,7 @@ try:
     from bson import Binary
     from bson.codec_options import CodecOptions
     from bson.errors import BSONError
-    from pymongo import ReplaceOne, UpdateMany
+    from pymongo import ReplaceOne, UpdateMany, UpdateOne
     from pymongo.errors import (
         BulkWriteError,
         ConfigurationError,
@@ -75,6 +76,7 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra in
 
 DEFAULT_DATABASE = "prefect_memory"
 _DUPLICATE_KEY = 11000
+_CLAIM_STALE = 60.0  # seconds after which a conditional delete's claim may be taken over
 DEFAULT_COLLECTION = "prefect_memory"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_PORT = 27017
@@ -552,33 +554,52 @@ class MongoBackend(Backend):
     def delete_if_unchanged(
         self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
     ) -> set[str]:
-        """Delete the keys whose live entry is still the write ``(version, updated_at)``.
+        """Delete the keys whose live entry is still the write ``(version, updated_at)``,
+        and return exactly the keys THIS call deleted (another process deleting the same
+        keys at once gets the others).
 
-        One find of the matching documents, one ``delete_many`` with the same conditions
-        (atomic per document: a document rewritten in between no longer matches), and only
-        when fewer were deleted than found, one more find of those still there.
+        Three commands: claim the matching documents for this call (one unordered bulk of
+        per-document updates; each is atomic, so a document claimed by another call, or
+        rewritten, no longer matches), read back the ids claimed, delete those. A claim
+        left by a call that died is taken over after ``_CLAIM_STALE`` seconds; until then
+        the entry stays where it is, readable (a rewrite replaces the whole document,
+        claim included).
         """
         if not expected:
             return set()
         coll = self._coll()
         token = ns_token(ns)
         when = _to_datetime(now)
-        wanted = {
-            f"{token}:{key}": {"_id": f"{token}:{key}", "r": int(t[0]), "u": float(t[1])}
+        claim = uuid.uuid4().hex
+        free = {"$or": [{"w": {"$exists": False}}, {"wt": {"$lt": now - _CLAIM_STALE}}]}
+        ops = [
+            UpdateOne(
+                {
+                    "$and": [
+                        {"_id": f"{token}:{key}", "r": int(t[0]), "u": float(t[1])},
+                        _live(when),
+                        free,
+                    ]
+                },
+                {"$set": {"w": claim, "wt": now}},
+            )
             for key, t in expected.items()
-        }
+        ]
+        ids = [f"{token}:{key}" for key in expected]
         with self._errors("delete if unchanged"):
-            query = {"$and": [{"$or": list(wanted.values())}, _live(when)]}
-            found = [doc["_id"] for doc in coll.find(query, {"_id": 1})]
-            if not found:
+            if not coll.bulk_write(ops, ordered=False).modified_count:
                 return set()
-            same = {"$and": [{"$or": [wanted[i] for i in found]}, _live(when)]}
-            deleted = coll.delete_many(same).deleted_count
-            if deleted < len(found):  # some were rewritten (or deleted) meanwhile
-                there = {d["_id"] for d in coll.find({"_id": {"$in": found}}, {"_id": 1})}
-                found = [i for i in found if i not in there]
+            mine = [d["_id"] for d in coll.find({"_id": {"$in": ids}, "w": claim}, {"_id": 1})]
+            if not mine:
+                return set()
+            deleted = coll.delete_many({"_id": {"$in": mine}, "w": claim}).deleted_count
+            if deleted < len(mine):  # taken over after a stall longer than _CLAIM_STALE
+                other = coll.find({"_id": {"$in": mine}, "w": {"$ne": claim}}, {"_id": 1})
+                mine = [i for i in mine if i not in {d["_id"] for d in other}]
+                if len(mine) != deleted:
+                    mine = []  # which ones were ours is unknown: claim none (safe for moves)
         prefix = len(token) + 1
-        return {i[prefix:] for i in found}
+        return {i[prefix:] for i in mine}
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         """Delete ``keys``: the live ones (counted), then expired leftovers (2 commands)."""
