@@ -2,11 +2,20 @@
 
 Layout under the root, per namespace token (:func:`prefect_memory.keys.ns_token`)::
 
-    <root>/<ns>/date=YYYY-MM-DD/part-<seq>-<uuid>.parquet   one file per write, never rewritten
-    <root>/<ns>/_stats/stats-<seq>-<uuid>.msgpack         access statistics, one per read batch
+    <root>/<ns>/date=YYYY-MM-DD/part-<seq>-<uuid>-w.parquet  one file per write, never rewritten
+    <root>/<ns>/date=YYYY-MM-DD/part-<seq>-<uuid>-c.parquet  a compaction's output
+    <root>/<ns>/_log/<slot>                                 the commit log (which files count)
+    <root>/<ns>/_stats/stats-<seq>-<uuid>.msgpack           access statistics, one per read batch
 
 - **Writes append.** ``put_many`` writes ONE new file per batch into the partition of
   its archive date; a delete writes a file of tombstones. Nothing is patched in place.
+- **Several processes, one archive.** A file counts once a claim in the commit log
+  (:mod:`.archive_log`) names it: claims are created with a conditional write (S3
+  ``If-None-Match``, ``link()`` locally), one per slot, so every process agrees on the
+  order of writes, and a conditional write (``put_absent_many``, ``delete_if_unchanged``)
+  records in its claim which of its rows no longer qualify at its place in that order.
+  What they return is what applied, for every reader; no lock is taken.
+  Files from before the log (``part-<seq>-<uuid>.parquet``) count as they did.
 - **Lookups by key** go through an in-memory key index (:mod:`.archive_index`) kept in
   step with one LIST per operation; a lookup then reads one byte range (the value chunk
   of one row group) per row group it needs, all row groups of a batch in one concurrent
@@ -39,7 +48,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -94,8 +103,20 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
     """
 
     scheme: ClassVar[str] = "parquet"
-    capabilities: ClassVar[Capabilities] = Capabilities(pushdown=True)
     _transient = ("_indexes",)
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        """``atomic_moves`` where the commit log's create-if-absent is atomic: local
+        folders (``link()``) and S3 (``If-None-Match``); other fsspec stores check then
+        write.
+
+        Example:
+            >>> ParquetArchiveBackend("parquet::memory://a").capabilities.atomic_moves
+            False
+        """
+        atomic = self.location.startswith(("file://", "s3://"))
+        return Capabilities(pushdown=True, atomic_moves=atomic)
 
     def __init__(
         self,
@@ -190,19 +211,22 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         self, ns: str, records: Mapping[str, Record], now: float, *, absent_only: bool
     ) -> list[str]:
         """Encode the batch's file while the namespace is listed (one LIST, in parallel);
-        when the listing shows changes by another writer, encode it again from the new state."""
+        when the listing shows changes by another writer, encode it again from the new state.
+        Return the keys whose rows apply."""
         index = self._index(ns)
         listed = in_background(self._list, ns)
         try:
             encoded = self._encode(ns, index, records, now, absent_only)
         finally:
             listing = listed()
-        if self.apply_listing(ns, listing):
+        if self.apply_or_refresh(ns, listing):
             encoded = self._encode(ns, index, records, now, absent_only)
         if encoded is None:
             return []
-        self.store_encoded(ns, index, encoded)
-        return encoded.keys
+        if absent_only:  # rows of keys written by others meanwhile do not apply
+            encoded.decide = lambda keys: {k for k in keys if index.live(k, now)}
+        void = self.commit_write(ns, index, encoded)
+        return [k for k in encoded.keys if k not in void] if void else encoded.keys
 
     def _encode(
         self, ns: str, index: NsIndex, records: Mapping[str, Record], now: float, absent: bool
@@ -220,20 +244,25 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
             }
         keys = sorted(records)  # the file is sorted by key
         rows = list(records.values()) if keys == list(records) else [records[k] for k in keys]
-        encoded = self.encode_records(ns, keys, rows, self._next_seq(index), now=now)
+        encoded = self.encode_records(ns, keys, rows, index.log.top + 1, now=now)
         encoded.new_keys = new_keys
         return encoded
 
-    def _tombstones(self, ns: str, index: NsIndex, keys: list[str], now: float) -> None:
+    def _tombstones(
+        self, ns: str, index: NsIndex, keys: list[str], now: float,
+        decide: Callable[[set[str]], set[str]],
+    ) -> int:  # fmt: skip
+        """Write tombstones for ``keys``; ``decide`` names those that no longer qualify when
+        the write takes its place in the log. Return how many applied."""
         if not keys:
-            return
+            return 0
         stone = Record(b"", now, now, now, 0, None, None, False, (), 0)
-        seq = self._next_seq(index)
         keys = sorted(keys)  # live keys only: all in the index already
-        stones = [stone] * len(keys)
-        self.store_encoded(
-            ns, index, self.encode_records(ns, keys, stones, seq, now=now, deleted=True)
+        encoded = self.encode_records(
+            ns, keys, [stone] * len(keys), index.log.top + 1, now=now, deleted=True
         )
+        encoded.decide = decide
+        return len(keys) - len(self.commit_write(ns, index, encoded))
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         if not keys:
@@ -241,21 +270,42 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         with self._errors("delete"), self._lock:
             index = self.refresh(ns)
             live = [k for k in dict.fromkeys(keys) if index.live(k, now)]
-            self._tombstones(ns, index, live, now)
-            return len(live)
+            return self._tombstones(ns, index, live, now, self._not_live(index, now))
+
+    @staticmethod
+    def _not_live(index: NsIndex, now: float) -> Callable[[set[str]], set[str]]:
+        return lambda keys: {k for k in keys if not index.live(k, now)}
 
     def delete_if_unchanged(
         self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
     ) -> set[str]:
         with self._errors("delete"), self._lock:
             index = self.refresh(ns)
-            same = []
-            for key, token in expected.items():
-                meta = index.meta(key, now)
-                if meta is not None and meta.token == tuple(token):
-                    same.append(key)
-            self._tombstones(ns, index, same, now)
-            return set(same)
+
+            def changed(keys: Iterable[str]) -> set[str]:
+                out = set()
+                for key in keys:
+                    meta = index.meta(key, now)
+                    if meta is None or meta.token != tuple(expected[key]):
+                        out.add(key)
+                return out
+
+            same = sorted(set(expected) - changed(expected))
+            if not same:
+                return set()
+            stone = Record(b"", now, now, now, 0, None, None, False, (), 0)
+            encoded = self.encode_records(
+                ns, same, [stone] * len(same), index.log.top + 1, now=now, deleted=True
+            )
+            encoded.decide = changed
+            void = self.commit_write(ns, index, encoded)
+            return set(same) - void
+
+    def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
+        with self._errors("delete"), self._lock:
+            index = self.refresh(ns)
+            live = [k for k in index.latest if index.live(k, now)]
+            return self._tombstones(ns, index, live, now, self._not_live(index, now))
 
     def _live_keys(self, ns: str, pattern: str | None, now: float) -> list[str]:
         with self._errors("list"), self._lock:
@@ -284,13 +334,6 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
                     if index.latest.get(key) is file and index.row_live(key, file, row, now):
                         found.add(key)
         return found
-
-    def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
-        with self._errors("delete"), self._lock:
-            index = self.refresh(ns)
-            live = [k for k in index.latest if index.live(k, now)]
-            self._tombstones(ns, index, live, now)
-            return len(live)
 
     def purge_expired(self, ns: str, *, now: float) -> int:
         from .archive_compact import purge_expired

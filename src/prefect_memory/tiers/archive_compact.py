@@ -9,10 +9,21 @@ or one with dead rows, their rows are merged into ONE new file of the same parti
 - a tombstone, or an expired latest row, is dropped when no other file still holds a row
   of that key; otherwise it is kept as a tombstone (it still hides the older row).
 
-Crash safety: the new file is written before the old files are deleted. A crash in
-between leaves rows twice, with the same ``seq``: reads see one version (the same one),
-and the next compaction drops the copies. Rows keep their ``seq`` and ``archived_at``,
-so a compaction never reorders writes or moves a row to another partition.
+Rows that never applied (``void`` in the commit log) are dropped; the rows of a write
+are written with the ``seq`` of its log slot.
+
+The new files count once a *checkpoint* in the commit log (:mod:`.archive_log`) names
+them in place of the old ones; the old files and the claims below the checkpoint are
+deleted after. A crash before the checkpoint leaves unreferenced new files (ignored), a
+crash after it old files that no longer count (the next compaction deletes them). Rows
+keep their ``seq`` and ``archived_at``, so a compaction never reorders writes or moves a
+row to another partition.
+
+Racing writers: a write claimed while the compaction runs is above every row it merges,
+and its checkpoint, claimed like any write, names that write's file too; what a
+conditional write decided is in its claim, so merging, dropping superseded rows or
+turning expired rows into tombstones changes no outcome. Racing compactions: the first
+checkpoint wins; the other finds its inputs gone and deletes its own new files.
 
 Example:
     >>> import tempfile
@@ -110,6 +121,8 @@ def _plan(index: NsIndex, file: PartFile, outside: Counter[str], now: float) -> 
 
 def _rows(plan: _Plan, file: PartFile, table: pa.Table) -> pa.Table:
     names = table.schema.names
+    if file.slot:  # a write's rows take the slot of its claim as their seq
+        table = table.set_column(names.index("seq"), "seq", pa.array(file.seq))
     table = table.set_column(names.index("access_count"), "access_count", pa.array(plan.count))
     table = table.set_column(names.index("last_access"), "last_access", pa.array(plan.last))
     expires = pa.array(plan.expires, pa.float64(), from_pandas=True)
@@ -158,21 +171,56 @@ def compact(
         for file in sorted(index.files.values(), key=lambda f: f.path):
             days.setdefault(file.day, []).append(file)
         removed: list[str] = []
-        written: list[str] = []
+        written: list[PartFile] = []
         try:
+            if backend.finish_drops(ns, index):  # left by a compaction stopped half-way
+                backend.prune_log(ns, index)
             options = (small_bytes, dead_fraction, expired_only)
-            for day in sorted(days):
-                args = (index, day, days[day], rows_of, now, report, options, removed, written)
-                if _compact_day(backend, ns, *args):
-                    report.partitions.append(day)
+            try:
+                for day in sorted(days):
+                    args = (index, day, days[day], rows_of, now, report, options, removed, written)
+                    if _compact_day(backend, ns, *args):
+                        report.partitions.append(day)
+            except FileNotFoundError:  # another compaction replaced some files meanwhile
+                backend.remove_files([f.path for f in written])
+                return _abandoned(report, backend.refresh(ns), started)
+            if removed and not _commit(backend, ns, index, written, removed):
+                return _abandoned(report, index, started)
         except BaseException:
             backend.forget(ns)  # the store is consistent; the in-memory view is not
             raise
-        if removed:
-            index.remove(removed)
         if index.stat_paths and report.partitions:
-            backend.fold_stats(ns, index, folded=written)
+            backend.fold_stats(ns, index, folded=[f.path for f in written])
         report.files_after = len(index.files)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _commit(
+    backend: ParquetArchiveBackend,
+    ns: str,
+    index: NsIndex,
+    written: list[PartFile],
+    removed: list[str],
+) -> bool:
+    """Make the new files count in place of the old ones (a checkpoint in the log), then
+    delete the old files and the claims below the checkpoint. False (new files deleted)
+    when another compaction replaced some of the same files first."""
+    if backend.commit_checkpoint(ns, index, written, removed) is None:
+        backend.remove_files([f.path for f in written])
+        return False
+    backend.remove_files(removed)
+    index.listed.difference_update(backend.rel_path(ns, p) for p in removed)
+    backend.prune_log(ns, index)
+    return True
+
+
+def _abandoned(report: CompactionReport, index: NsIndex, started: float) -> CompactionReport:
+    """The report of a compaction that another one overtook: it changed nothing."""
+    report.partitions = []
+    report.rows_read = report.rows_written = 0
+    report.tombstones_kept = report.expired_removed = 0
+    report.files_after = len(index.files)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -188,9 +236,10 @@ def _compact_day(
     report: CompactionReport,
     options: tuple[int, float, bool],
     removed: list[str],
-    written: list[str],
+    written: list[PartFile],
 ) -> bool:
-    """Compact one partition; return whether anything was rewritten."""
+    """Compact one partition (the new file is written, it counts once :func:`_commit`
+    has run); return whether anything was rewritten."""
     small_bytes, dead_fraction, expired_only = options
     in_day = Counter(k for f in files for k in f.keys)
     outside = Counter({k: rows_of[k] - in_day[k] for k in in_day})
@@ -222,11 +271,10 @@ def _compact_day(
         report.tombstones_kept += int((plans[f.path].keep & f.deleted).sum())
         rows_of.subtract(f.keys)
     if merged.num_rows:
-        new = backend.write_part(ns, index, day, merged, backend._next_seq(index))
+        new = backend.write_part(ns, day, merged, backend._next_seq(index))
         rows_of.update(new.keys)
-        written.append(new.path)
+        written.append(new)
         report.rows_written += merged.num_rows
-    backend.remove_files([f.path for f in group])
     removed.extend(f.path for f in group)
     return True
 

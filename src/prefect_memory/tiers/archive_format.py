@@ -9,10 +9,12 @@ back compares equal)::
     key, namespace, created_at, updated_at, last_access, access_count, expires_at, ttl,
     sliding, tags (list<string>), version, archived_at, seq, deleted, value (binary)
 
-``seq`` orders writes (the latest row of a key wins, compaction keeps it); ``deleted``
-marks a tombstone. ``value`` is the last column, so every other column of a row group
-is one contiguous byte range: the key index reads that range, a lookup reads the value
-chunk of one row group, and neither reads anything else (:func:`fetch_tables`).
+``seq`` orders writes (the latest row of a key wins, compaction keeps it; the rows of a
+write take the slot of its claim in the commit log, see :mod:`.archive_log`, whatever
+they hold); ``deleted`` marks a tombstone. ``value`` is the last column, so every other
+column of a row group is one contiguous byte range: the key index reads that range, a
+lookup reads the value chunk of one row group, and neither reads anything else
+(:func:`fetch_tables`).
 
 Example:
     >>> from prefect_memory.plugins.base import Record
@@ -29,7 +31,7 @@ import datetime as _dt
 import io
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
@@ -317,6 +319,7 @@ class PartFile:
         path, size, day: Where it is, how big, its ``date=`` partition.
         metadata: The Parquet footer (row groups, chunk offsets, statistics).
         keys: The keys, in file order; ``seq``, ``deleted``, ... : numpy columns.
+        slot, void, void_rows: The file's claim in the commit log (:meth:`commit`).
     """
 
     def __init__(
@@ -326,12 +329,18 @@ class PartFile:
         metadata: pq.FileMetaData,
         meta: pa.Table,
         keys: list[str] | None = None,
+        *,
+        slot: int = 0,
+        void: Collection[str] = (),
     ) -> None:
         self.path, self.size, self.metadata = path, size, metadata
         self.day = path.rsplit("/date=", 1)[-1].split("/", 1)[0]
         # the writer passes its (sorted) keys: the same str objects as the caller's
         self.keys: list[str] = meta.column("key").to_pylist() if keys is None else keys
         self.seq = np.asarray(meta.column("seq").to_numpy(), dtype=np.int64)
+        self.slot = 0
+        self.void: tuple[str, ...] = ()
+        self.void_rows: np.ndarray | None = None  # rows that never applied (None: none)
         self.deleted = np.asarray(meta.column("deleted").to_numpy(), dtype=np.bool_)
         self.created = _floats(meta, "created_at")
         self.updated = _floats(meta, "updated_at")
@@ -349,6 +358,35 @@ class PartFile:
             self._rows = {k: i for i, k in enumerate(self.keys)}  # not written by us: map it
         sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         self.rg_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if slot or void:
+            self.commit(slot, void)
+
+    def commit(self, slot: int, void: Collection[str] = ()) -> None:
+        """Apply the file's claim in the log: every row takes ``slot`` as its ``seq`` (a
+        write; ``0``: the rows keep theirs), and the rows of ``void`` keys never apply."""
+        if slot:
+            self.slot = slot
+            self.seq = np.full(len(self.keys), slot, dtype=np.int64)
+            self.seqs = self.seq.tolist()
+        self.void = tuple(sorted(void))
+        self.void_rows = None
+        if self.void:
+            mask = np.zeros(len(self.keys), dtype=np.bool_)
+            for key in self.void:
+                try:
+                    row = self.row_of(key)
+                except KeyError:
+                    continue
+                if row < len(self.keys) and self.keys[row] == key:
+                    mask[row] = True
+            self.void_rows = mask
+
+    @property
+    def applied_keys(self) -> list[str]:
+        """The keys whose row applies (every key but the ``void`` ones)."""
+        if self.void_rows is None:
+            return self.keys
+        return [k for k, v in zip(self.keys, self.void_rows.tolist(), strict=True) if not v]
 
     def __len__(self) -> int:
         return len(self.keys)

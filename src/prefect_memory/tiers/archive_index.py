@@ -6,6 +6,9 @@ immutable, so a file is read once per process (its footer and every column but t
 value, see :class:`~prefect_memory.tiers.archive_format.PartFile`) and a file that
 vanished (compacted) is dropped. The latest row of a key is the one with the highest
 ``(seq, path)``; a tombstone or an expired row as the latest row means "no entry".
+Which files count, the ``seq`` of a write's rows (its log slot) and the rows that never
+applied (``void``: a conditional write whose condition failed) come from the commit log
+(:mod:`.archive_log`, kept in :attr:`NsIndex.log`): a void row is never a latest row.
 
 Access statistics (counts, last access, sliding expiry) never touch the data files: a
 read that counts accesses writes one small ``_stats`` object per batch, and the index
@@ -37,6 +40,7 @@ from dataclasses import dataclass, replace
 
 from ..plugins.base import Record
 from .archive_format import PartFile
+from .archive_log import LogView
 
 
 @dataclass(frozen=True)
@@ -74,31 +78,53 @@ class NsIndex:
         self.stats: dict[str, Stat] = {}
         self.stat_paths: set[str] = set()
         self.max_seq = 0
+        self.log = LogView()
+        #: Relative paths of every data file in the last listing (counted or not).
+        self.listed: set[str] = set()
+        #: Keys whose rows changed since :meth:`watch` (``None``: not watching).
+        self.changed: set[str] | None = None
+
+    def watch(self) -> set[str]:
+        """Start collecting the keys whose rows change (files added or removed)."""
+        self.changed = set()
+        return self.changed
 
     def add(self, file: PartFile, *, new_keys: bool = False) -> None:
         """Take the rows of a new data file into the index (``new_keys``: the caller knows
-        that none of its keys is in the index yet)."""
+        that none of its keys is in the index yet). Rows of ``void`` keys never apply."""
         self.files[file.path] = file
         if file.seqs:
             self.max_seq = max(self.max_seq, max(file.seqs))
+        keys = file.applied_keys
+        if self.changed is not None:
+            self.changed.update(keys)
         latest = self.latest
-        if new_keys or latest.keys().isdisjoint(file.keys):  # only new keys
-            latest.update(zip(file.keys, itertools.repeat(file)))
+        if new_keys or latest.keys().isdisjoint(keys):  # only new keys
+            latest.update(zip(keys, itertools.repeat(file)))
             return
         seqs, path = file.seqs, file.path
+        void = file.void_rows
         for row, key in enumerate(file.keys):
+            if void is not None and void[row]:
+                continue
             other = latest.get(key)
             if other is None or (seqs[row], path) >= (other.seqs[other.row_of(key)], other.path):
                 latest[key] = file
 
     def remove(self, paths: Iterable[str]) -> None:
         """Forget data files (deleted from the store) and rebuild the pointers."""
+        changed, self.changed = self.changed, None
         for path in paths:
-            self.files.pop(path, None)
+            gone = self.files.pop(path, None)
+            if gone is not None and changed is not None:
+                changed.update(gone.keys)
         files = sorted(self.files.values(), key=lambda f: f.path)
         self.files, self.latest = {}, {}
-        for file in files:
-            self.add(file)
+        try:
+            for file in files:
+                self.add(file)
+        finally:
+            self.changed = changed
 
     def find(self, key: str) -> tuple[PartFile, int] | None:
         """``(file, row)`` of the latest row of ``key`` (a tombstone included)."""
@@ -117,6 +143,8 @@ class NsIndex:
             current = stats.get(key)
             if current is None or stat.stat_seq >= current.stat_seq:
                 stats[key] = stat
+                if self.changed is not None:  # a sliding expiry may have moved
+                    self.changed.add(key)
 
     def stat_for(self, key: str, file: PartFile, row: int) -> Stat | None:
         """The statistic of this exact row version, if any."""

@@ -127,6 +127,8 @@ def query(
         picks: list[tuple[PartFile, np.ndarray]] = []
         for file in files:
             mask = ~file.deleted
+            if file.void_rows is not None:  # rows whose condition failed never applied
+                mask &= ~file.void_rows
             if lo:
                 mask &= file.archived >= lo[0]
             if hi:
@@ -206,20 +208,60 @@ def _frame(
 
 
 def dataset(backend: ParquetArchiveBackend, ns: str) -> ds.Dataset:
-    """Every data file of ``ns`` as a pyarrow dataset (hive ``date`` partition), through fsspec.
+    """Every data file of ``ns`` that counts as a pyarrow dataset (hive ``date`` partition),
+    through fsspec.
 
     Raw rows: superseded versions and tombstones included (filter on ``deleted`` and keep
-    the highest ``seq`` per key for the current state, or use :func:`query`).
+    the highest ``seq`` per key for the current state, or use :func:`query`). Files not
+    (or no longer) named by the archive's log are left out, and so are rows that never
+    applied (a conditional write whose condition failed); a write whose log slot differs
+    from the ``seq`` it was encoded with is read into memory with its rows' ``seq`` set to
+    the slot.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as pds
+    import pyarrow.parquet as pq
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    with backend._errors("list"):
-        paths = sorted(p for p in backend._list(ns) if p.endswith(".parquet") and "/date=" in p)
-        return pds.dataset(
-            paths,
+    with backend._errors("list"), backend._lock:
+        index = backend.refresh(ns)
+        files = sorted(index.files.values(), key=lambda f: f.path)
+        plain = [f.path for f in files if not _rewritten(f)]
+        fixed = [f for f in files if _rewritten(f)]
+        whole = pds.dataset(
+            plain,
             format="parquet",
             filesystem=PyFileSystem(FSSpecHandler(backend.fs)),
             partitioning=pds.partitioning(flavor="hive"),
             partition_base_dir=backend.ns_root(ns),
         )
+        if not fixed:
+            return whole
+        tables = []
+        for file in fixed:
+            with backend.fs.open(file.path, "rb") as fh:
+                table = pq.read_table(fh)
+            names = table.schema.names
+            table = table.set_column(names.index("seq"), "seq", pa.array(file.seq))
+            if file.void_rows is not None:
+                table = table.filter(pc.invert(pa.array(file.void_rows)))
+            tables.append(table.append_column("date", pa.repeat(pa.scalar(file.day), len(table))))
+        extra = pa.concat_tables(tables)
+        if not plain:
+            return pds.dataset(extra)
+        return pds.dataset([whole, pds.dataset(extra.cast(whole.schema))])
+
+
+def _rewritten(file: PartFile) -> bool:
+    """Whether a file's raw rows differ from what counts (void rows, ``seq`` != slot)."""
+    if file.void_rows is not None:
+        return True
+    return bool(file.slot) and bool(len(file.keys)) and name_seq_of(file) != file.slot
+
+
+def name_seq_of(file: PartFile) -> int:
+    """The ``seq`` a write file was encoded with (its name carries it)."""
+    from .archive_log import name_seq
+
+    return name_seq(file.path)
