@@ -15,6 +15,27 @@ S3 are concurrent ``DeleteObjects`` calls whose per-object errors are checked),
 so S3 sees parallel requests instead of one round trip after another. Local writes go
 to a temporary file first and are renamed into place.
 
+``put_absent_many`` and ``delete_if_unchanged`` are atomic per key against other processes
+(``capabilities.atomic_moves``) on S3 and in local folders (see
+:mod:`prefect_memory.plugins._fs_atomic`):
+
+- S3: conditional requests, sent concurrently per batch. An absent key is created with
+  ``PutObject If-None-Match: *``; an expired entry is replaced with ``If-Match`` on the
+  ETag of the object read; an entry is deleted with ``DeleteObject If-Match`` on the ETag
+  of the object whose ``(version, updated_at)`` matched. AWS S3 and SeaweedFS enforce
+  these conditions; MinIO's community edition ignores ``If-Match`` on ``DeleteObject``. So
+  before relying on them the backend checks once (per process, endpoint and bucket) that
+  the server refuses what it must (:func:`~prefect_memory.plugins._fs_atomic.probe`);
+  where it does not, these two methods check then act and ``atomic_moves`` is ``False``
+  (a warning says so). ``conditional_writes=False`` skips the check and the conditions.
+- Local folders: every write and delete of entries takes an exclusive ``flock`` on the
+  namespace folder (readers do not lock and never see a key missing); new entries are
+  linked into place (``os.link`` fails if the name exists). Every writer must be this
+  code on a filesystem whose ``flock`` works across its clients (not every network mount).
+
+Access statistics name the write they count (its version and update time), so statistics
+left behind by a touch racing a delete never apply to a later entry of the same key.
+
 Example:
     >>> import tempfile
     >>> from prefect_memory.plugins.fs import FsspecBackend
@@ -25,21 +46,30 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgpack
 
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
+from . import _fs_atomic as atomic
 from .base import Backend, Capabilities, Record, record_fields, record_from_fields
 
 MAGIC = b"PMR1"
 _HEAD = struct.Struct(">4sI")
 _HEAD_READ = 8192
+#: Rounds of conditional puts a put_absent_many tries for a key it finds expired or gone.
+_MOVE_ATTEMPTS = 4
+#: Whether an S3 server enforces conditional requests, per (endpoint, bucket), once probed.
+_ENFORCED: dict[tuple[str, str], bool] = {}
+
+log = logging.getLogger(__name__)
 
 
 def pack_object(key: str, record: Record) -> bytes:
@@ -98,9 +128,33 @@ def unpack_header(data: bytes) -> tuple[dict[str, Any], int] | None:
     return msgpack.unpackb(data[_HEAD.size : end], raw=False), end
 
 
+def stats_of(record: Record, *, expires_at: float | None) -> bytes:
+    """The access statistics object of ``record`` (tied to this write by its token).
+
+    Example:
+        >>> r = Record(b"", 1.0, 2.0, 3.0, access_count=4, version=5)
+        >>> msgpack.unpackb(stats_of(r, expires_at=None))
+        {'n': 4, 'a': 3.0, 'x': None, 'r': 5, 'u': 2.0}
+    """
+    return msgpack.packb(
+        {
+            "n": record.access_count,
+            "a": record.last_access,
+            "x": expires_at,
+            "r": record.version,
+            "u": record.updated_at,
+        }
+    )
+
+
+def _stats_match(header: dict[str, Any], stats: dict[str, Any]) -> bool:
+    """Statistics apply to the entry whose write they name (older ones name none)."""
+    return stats.get("r", header["r"]) == header["r"] and stats.get("u", header["u"]) == header["u"]
+
+
 def _record(header: dict[str, Any], value: bytes, stats: dict[str, Any] | None) -> Record:
     record = record_from_fields(header, value)
-    if stats:
+    if stats and _stats_match(header, stats):
         record.access_count = stats["n"]
         record.last_access = max(record.last_access, stats["a"])
         if stats.get("x") is not None:
@@ -131,10 +185,13 @@ class FsspecBackend(Backend):
             backoff). A retried read timeout costs another ``timeout``, so ``1`` makes a
             stalled server fail within about ``timeout`` (retry above it instead, with
             :class:`~prefect_memory.Retry`). The filesystem is then this backend's own.
+        conditional_writes: S3 only: make ``put_absent_many`` and ``delete_if_unchanged``
+            atomic with conditional requests (``If-None-Match`` / ``If-Match``) if the
+            server enforces them (checked once). ``False``: never use them (check then
+            act, ``capabilities.atomic_moves`` is ``False``).
     """
 
     scheme: ClassVar[str] = "file"
-    capabilities: ClassVar[Capabilities] = Capabilities()
     _transient = ("_fs",)
 
     def __init__(
@@ -144,6 +201,7 @@ class FsspecBackend(Backend):
         storage_options: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
         retries: int | None = None,
+        conditional_writes: bool = True,
     ) -> None:
         super().__init__()
         if "://" not in url:
@@ -155,19 +213,80 @@ class FsspecBackend(Backend):
         self.storage_options = dict(storage_options or {})
         self.timeout = float(timeout)
         self.retries = None if retries is None else int(retries)
+        self.conditional_writes = bool(conditional_writes)
         self._fs: Any = None
         self._root: str | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FsspecBackend:
         """Build from ``file:///dir`` or ``s3://bucket/prefix`` (options: see the class)."""
-        unknown = set(options) - {"storage_options", "timeout", "retries"}
+        unknown = set(options) - {"storage_options", "timeout", "retries", "conditional_writes"}
         if unknown:
             raise ConfigError(f"unknown options for {url!r}: {', '.join(sorted(unknown))}")
         return cls(url, **options)
 
     def __repr__(self) -> str:
         return f"FsspecBackend({self.url!r})"
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        """What this URL's store can do: ``atomic_moves`` in local folders, and on S3 when
+        the server enforces conditional requests (checked once, on first use).
+
+        Example:
+            >>> import tempfile
+            >>> FsspecBackend("file://" + tempfile.mkdtemp()).capabilities.atomic_moves
+            True
+            >>> FsspecBackend("memory://x").capabilities.atomic_moves
+            False
+        """
+        try:
+            atomic_moves = self._atomic is not None
+        except Exception:  # the S3 check could not run: nothing is promised
+            atomic_moves = False
+        return Capabilities(atomic_moves=atomic_moves)
+
+    @property
+    def _atomic(self) -> str | None:
+        """How moves are made atomic: ``"s3"``, ``"local"`` or ``None`` (check then act)."""
+        if self.protocol in ("s3", "s3a"):
+            if not getattr(self, "conditional_writes", True):
+                return None
+            return "s3" if self._s3_enforces_conditions() else None
+        return "local" if self._local_locks else None
+
+    @property
+    def _local_locks(self) -> bool:
+        """Whether writers of this store take the namespace folder lock (local folders)."""
+        return self.protocol in ("file", "local") and atomic.local_locks_available()
+
+    def _s3_enforces_conditions(self) -> bool:
+        """Whether the S3 server refuses failed conditions (probed once per process)."""
+        client = self.storage_options.get("client_kwargs") or {}
+        endpoint = str(client.get("endpoint_url") or self.storage_options.get("endpoint_url") or "")
+        bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+        known = _ENFORCED.get((endpoint, bucket))
+        if known is not None:
+            return known
+        from fsspec.asyn import sync
+
+        with self._errors("conditional request check"):
+            path = f"{self.root}/.pm-probe-{os.urandom(8).hex()}"
+            enforced = bool(sync(self.fs.loop, atomic.probe, self.fs, path))
+        if not enforced:
+            log.warning(
+                "%s: the S3 server does not enforce conditional requests (If-None-Match, "
+                "If-Match); put_absent_many and delete_if_unchanged check then act",
+                self.url,
+            )
+        _ENFORCED[(endpoint, bucket)] = enforced
+        return enforced
+
+    def _ns_lock(self, ns: str) -> contextlib.AbstractContextManager[None]:
+        """The writers' lock of a namespace folder (local folders; nothing elsewhere)."""
+        if not self._local_locks:
+            return contextlib.nullcontext()
+        return atomic.folder_lock(f"{self.root}/{ns_token(ns)}")
 
     # -- filesystem ---------------------------------------------------------------------------
     @property
@@ -426,9 +545,7 @@ class FsspecBackend(Backend):
                 touched = {k: r.touched(now) for k, r in out.items()}
                 self._write(
                     {
-                        self._stats(ns, k): msgpack.packb(
-                            {"n": r.access_count, "a": now, "x": r.expires_at}
-                        )
+                        self._stats(ns, k): stats_of(r, expires_at=r.expires_at)
                         for k, r in touched.items()
                     }
                 )
@@ -443,7 +560,7 @@ class FsspecBackend(Backend):
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
         if not records:
             return
-        with self._errors("write"):
+        with self._errors("write"), self._ns_lock(ns):
             old = self._load(ns, list(records), values=False)
             blobs: dict[str, bytes] = {}
             stale: list[str] = []
@@ -451,9 +568,7 @@ class FsspecBackend(Backend):
                 previous, stat = old.get(key, (None, None))
                 merged = record.merged_over(previous, now)
                 blobs[self._entry(ns, key)] = pack_object(key, merged)
-                marker_body = key.encode() if file_name(key).startswith("~") else b""
-                for tag in merged.tags:
-                    blobs[self._marker(ns, tag, key)] = marker_body
+                blobs.update(self._markers(ns, key, merged.tags))
                 if previous is not None:
                     stale.extend(
                         self._marker(ns, tag, key)
@@ -464,24 +579,275 @@ class FsspecBackend(Backend):
                         if previous.expired(now):
                             stale.append(self._stats(ns, key))
                         else:  # keep the count, forget a sliding expiry of the old value
-                            blobs[self._stats(ns, key)] = msgpack.packb(
-                                {"n": merged.access_count, "a": merged.last_access, "x": None}
-                            )
+                            blobs[self._stats(ns, key)] = stats_of(merged, expires_at=None)
             self._write(blobs)
             self._rm(stale)
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         if not keys:
             return 0
-        with self._errors("delete"):
+        with self._errors("delete"), self._ns_lock(ns):
             old = self._load(ns, keys, values=False)
-            paths: list[str] = []
-            for key, (record, _) in old.items():
-                paths.append(self._entry(ns, key))
-                paths.append(self._stats(ns, key))
-                paths.extend(self._marker(ns, tag, key) for tag in record.tags)
-            self._rm(paths)
+            self._rm(self._objects_of(ns, {k: r for k, (r, _) in old.items()}))
         return sum(1 for record, _ in old.values() if not record.expired(now))
+
+    def _markers(self, ns: str, key: str, tags: Iterable[str]) -> dict[str, bytes]:
+        """The tag marker objects of ``key`` (they hold the key when its name is hashed)."""
+        body = key.encode() if file_name(key).startswith("~") else b""
+        return {self._marker(ns, tag, key): body for tag in tags}
+
+    def _objects_of(self, ns: str, records: Mapping[str, Record]) -> list[str]:
+        """Every object of these entries: the entry, its statistics, its tag markers."""
+        paths: list[str] = []
+        for key, record in records.items():
+            paths.append(self._entry(ns, key))
+            paths.append(self._stats(ns, key))
+            paths.extend(self._marker(ns, tag, key) for tag in record.tags)
+        return paths
+
+    # -- atomic moves ---------------------------------------------------------------------------
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Write only the records whose key has no live entry; return the keys written.
+
+        Atomic per key against other processes on S3 and in local folders (see the module
+        docstring); other filesystems check then write (the base class's way).
+        """
+        if not records:
+            return set()
+        if self._atomic is None:
+            return super().put_absent_many(ns, records, now=now)
+        with self._errors("write"):
+            if self._atomic == "local":
+                with self._ns_lock(ns):
+                    return self._local_put_absent(ns, records, now)
+            return self._s3_put_absent(ns, records, now)
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        """Delete keys whose live entry still has the given ``(version, updated_at)``.
+
+        Atomic per key against other processes on S3 and in local folders: an entry
+        rewritten at any moment before the delete is never deleted.
+        """
+        if not expected:
+            return set()
+        if self._atomic is None:
+            return super().delete_if_unchanged(ns, expected, now=now)
+        tokens = {key: tuple(token) for key, token in expected.items()}
+        return self._delete_checked(
+            ns, list(tokens), lambda key, r: not r.expired(now) and r.token == tokens[key]
+        )
+
+    def _delete_checked(
+        self, ns: str, keys: Sequence[str], check: Callable[[str, Record], bool]
+    ) -> set[str]:
+        """Delete the entries of ``keys`` that pass ``check``, each exactly as checked."""
+        with self._errors("delete"):
+            if self._atomic == "local":
+                with self._ns_lock(ns):
+                    old = self._load(ns, keys, values=False)
+                    doomed = {k: r for k, (r, _) in old.items() if check(k, r)}
+                    self._rm(self._objects_of(ns, doomed))
+                return set(doomed)
+            return self._s3_delete_checked(ns, keys, check)
+
+    def _local_put_absent(self, ns: str, records: Mapping[str, Record], now: float) -> set[str]:
+        """``put_absent_many`` in a local folder; the caller holds the namespace lock."""
+        old = self._load(ns, list(records), values=False)
+        written: dict[str, Record] = {}
+        for key, record in records.items():
+            previous = old.get(key, (None, None))[0]
+            if previous is not None and not previous.expired(now):
+                continue
+            path, data = self._entry(ns, key), pack_object(key, record)
+            if previous is not None:  # expired: replaced (no locking writer can interfere)
+                self._write({path: data})
+            elif not atomic.link_new(path, data):
+                # An object that is not this key's entry (a foreign one, or one written by
+                # a writer that does not lock): look again, and replace it unless it is live.
+                again = self._load(ns, [key], values=False).get(key)
+                if again is not None and not again[0].expired(now):
+                    continue
+                self._write({path: data})
+            written[key] = record
+        blobs: dict[str, bytes] = {}
+        stale: list[str] = []
+        for key, record in written.items():
+            blobs.update(self._markers(ns, key, record.tags))
+            if key in old:  # the expired entry it replaced: its statistics and other tags
+                previous, stat = old[key]
+                stale.extend(
+                    self._marker(ns, t, key) for t in previous.tags if t not in record.tags
+                )
+                if stat is not None:
+                    stale.append(self._stats(ns, key))
+        self._write(blobs)
+        self._rm(stale)
+        return set(written)
+
+    def _s3_read(
+        self, ns: str, keys: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, Record], dict[str, str]]:
+        """Entries of ``keys`` with the ETags of the objects read, in one concurrent round.
+
+        Returns the ETag of every entry object found, the records of those that are this
+        key's entry (statistics applied), and the ETag of every statistics object found.
+        """
+        fs = self.fs
+
+        async def entry(path: str) -> tuple[str, bytes, int] | None:
+            got = await atomic.get_object(fs, path, _HEAD_READ)
+            if got is not None and unpack_header(got[1]) is None and got[2] > len(got[1]):
+                got = await atomic.get_object(fs, path)  # a header longer than the first read
+            return got
+
+        reads = [functools.partial(entry, self._entry(ns, k)) for k in keys]
+        reads += [functools.partial(atomic.get_object, fs, self._stats(ns, k)) for k in keys]
+        results = atomic.run_all(fs, reads)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        found: dict[str, str] = {}
+        loaded: dict[str, Record] = {}
+        stats_etags: dict[str, str] = {}
+        entries, stats = results[: len(keys)], results[len(keys) :]
+        for key, got, stat_got in zip(keys, entries, stats, strict=True):
+            if stat_got is not None:
+                stats_etags[key] = stat_got[0]
+            if got is None:
+                continue
+            found[key] = got[0]
+            parsed = unpack_header(got[1])
+            if parsed is None or parsed[0].get("k") != key:  # truncated, or another key's
+                continue
+            stat = msgpack.unpackb(stat_got[1]) if stat_got is not None else None
+            loaded[key] = _record(parsed[0], b"", stat)
+        return found, loaded, stats_etags
+
+    def _s3_put_absent(self, ns: str, records: Mapping[str, Record], now: float) -> set[str]:
+        """``put_absent_many`` on S3 with conditional ``PutObject`` requests.
+
+        Every key is first created with ``If-None-Match: *``. A refused key is read: a live
+        entry wins over this write; an expired (or foreign) object is replaced with
+        ``If-Match`` on the ETag read, so that only that very object is replaced; a key
+        gone meanwhile is created again. A key still contended after a few rounds counts
+        as not written.
+        """
+        fs = self.fs
+        self._watch_retries(fs)
+        blobs = {key: pack_object(key, record) for key, record in records.items()}
+        etags: dict[str, str | None] = dict.fromkeys(records)  # None: create only
+        replaced: dict[str, Record] = {}  # the expired entry a key's last attempt replaces
+        stats_etags: dict[str, str] = {}
+        written: list[str] = []
+        error: BaseException | None = None
+        pending = list(records)
+        for attempt in range(_MOVE_ATTEMPTS):
+            outcomes = atomic.run_all(fs, [
+                functools.partial(atomic.put_if, fs, self._entry(ns, k), blobs[k], etags[k])
+                for k in pending
+            ])  # fmt: skip
+            refused = []
+            for key, outcome in zip(pending, outcomes, strict=True):
+                if outcome == atomic.DONE:
+                    written.append(key)
+                elif outcome == atomic.REFUSED:
+                    refused.append(key)
+                elif isinstance(outcome, BaseException) and error is None:
+                    error = outcome
+            if not refused or error is not None or attempt == _MOVE_ATTEMPTS - 1:
+                break
+            try:
+                found, loaded, stats_found = self._s3_read(ns, refused)
+            except Exception as err:  # the keys written so far still get their markers
+                error = err
+                break
+            pending = []
+            for key in refused:
+                current = loaded.get(key)
+                replaced.pop(key, None)
+                stats_etags.pop(key, None)
+                if current is not None and not current.expired(now):
+                    continue  # a live entry: not absent
+                etags[key] = found.get(key)
+                if current is not None:
+                    replaced[key] = current
+                    if key in stats_found:
+                        stats_etags[key] = stats_found[key]
+                pending.append(key)
+        markers: dict[str, bytes] = {}
+        stale: list[str] = []
+        stale_stats: list[tuple[str, str]] = []
+        for key in written:
+            markers.update(self._markers(ns, key, records[key].tags))
+            previous = replaced.get(key)
+            if previous is not None:  # the expired entry replaced: its other tags, its stats
+                stale.extend(
+                    self._marker(ns, t, key) for t in previous.tags if t not in records[key].tags
+                )
+                if key in stats_etags:
+                    stale_stats.append((self._stats(ns, key), stats_etags[key]))
+        self._write(markers)
+        self._rm(stale)
+        self._s3_delete_exact(stale_stats)
+        if error is not None:
+            raise error
+        return set(written)
+
+    def _s3_delete_exact(self, objects: Sequence[tuple[str, str]]) -> list[Any]:
+        """Delete objects each with ``If-Match`` on its ETag (concurrently); the outcomes."""
+        fs = self.fs
+        return atomic.run_all(
+            fs, [functools.partial(atomic.delete_if, fs, path, etag) for path, etag in objects]
+        )
+
+    def _s3_delete_checked(
+        self, ns: str, keys: Sequence[str], check: Callable[[str, Record], bool]
+    ) -> set[str]:
+        """Delete entries that pass ``check`` with ``DeleteObject If-Match`` on the ETag read.
+
+        An entry rewritten after the read is refused by S3 and stays. The statistics
+        object read is deleted the same way; tag markers (one per key and tag, whoever
+        wrote them) are deleted after the entry, then restored for a new entry of the key
+        written in between.
+        """
+        fs = self.fs
+        self._watch_retries(fs)
+        found, loaded, stats_etags = self._s3_read(ns, keys)
+        doomed = {key: record for key, record in loaded.items() if check(key, record)}
+        outcomes = self._s3_delete_exact([(self._entry(ns, k), found[k]) for k in doomed])
+        gone: dict[str, Record] = {}
+        error: BaseException | None = None
+        for (key, record), outcome in zip(doomed.items(), outcomes, strict=True):
+            if outcome == atomic.DONE:
+                gone[key] = record
+            elif isinstance(outcome, BaseException) and error is None:
+                error = outcome
+        self._rm([self._marker(ns, t, k) for k, r in gone.items() for t in r.tags])
+        self._s3_delete_exact(
+            [(self._stats(ns, k), stats_etags[k]) for k in gone if k in stats_etags]
+        )
+        self._restore_markers(ns, {k: r.tags for k, r in gone.items() if r.tags})
+        if error is not None:
+            raise error
+        return set(gone)
+
+    def _restore_markers(self, ns: str, removed: Mapping[str, Iterable[str]]) -> None:
+        """Write back the markers just removed that a key's current entry carries.
+
+        Between the delete of an entry and the delete of its markers another writer may
+        have created the key again with some of the same tags.
+        """
+        if not removed:
+            return
+        heads = self._heads([self._entry(ns, key) for key in removed])
+        blobs: dict[str, bytes] = {}
+        for key, tags in removed.items():
+            head = heads.get(self._entry(ns, key))
+            if head is not None and head[0].get("k") == key:
+                blobs.update(self._markers(ns, key, set(head[0]["g"]) & set(tags)))
+        self._write(blobs)
 
     def _names(self, folder: str) -> list[str]:
         try:
@@ -535,6 +901,9 @@ class FsspecBackend(Backend):
         removed = 0
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
+            if self._atomic is not None:  # only entries still expired when deleted
+                removed += len(self._delete_checked(ns, batch, lambda _k, r: r.expired(now)))
+                continue
             with self._errors("read"):
                 loaded = self._load(ns, batch, values=False)
             dead = [k for k, (r, _) in loaded.items() if r.expired(now)]
