@@ -15,9 +15,9 @@ PROFILE     ?= embedded
 DEMO_ARGS   ?=
 
 # Settings for anything that runs Prefect (tests, demo, benchmarks).
-test demo bench: export DO_NOT_TRACK := 1
-test demo bench: export PREFECT_SERVER_ANALYTICS_ENABLED := false
-test demo bench: export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+test test-slow demo bench: export DO_NOT_TRACK := 1
+test test-slow demo bench: export PREFECT_SERVER_ANALYTICS_ENABLED := false
+test test-slow demo bench: export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
 # A Python >= 3.10 to build .venv with; the first candidate that really runs wins
 # (a pyenv shim for a version that is not selected refuses to run, so try them all).
@@ -32,12 +32,13 @@ done; \
 echo "no Python >= 3.10 found (set PYTHON=...)" >&2; exit 1
 endef
 
-.PHONY: help venv servers test demo lint bench clean
+.PHONY: help venv servers test test-slow demo lint bench clean
 
 help:
 	@echo "make venv     - create $(VENV) and pip install -e '.[dev]' (again when pyproject.toml changes)"
 	@echo "make servers  - install the test servers (redis-server, .venv-mongo with mongoeco)"
 	@echo "make test     - venv + servers, then pytest (extra args: PYTEST_ARGS=...)"
+	@echo "make test-slow - the large scale variants (marked slow, skipped by make test)"
 	@echo "make demo     - the ML pipeline demo, no servers (PROFILE=services: Redis, MongoDB, S3;"
 	@echo "                extra args: DEMO_ARGS='--users 2000 --requests 500')"
 	@echo "make lint     - ruff check"
@@ -60,6 +61,9 @@ servers:
 
 test: venv servers
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: venv servers
+	PREFECT_MEMORY_SLOW=1 $(VENV_PY) -m pytest -m slow $(PYTEST_ARGS)
 
 demo: venv
 	@if [ "$(PROFILE)" = services ]; then bash scripts/install-servers.sh redis mongo; fi
