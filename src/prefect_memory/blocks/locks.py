@@ -9,8 +9,9 @@ give a lock an expiry (``hold_timeout``, 300 s by default), after which it is fr
   and compare-and-delete scripts, atomic across every process and machine.
 - :class:`MemoryLockManager` (every other block): the lock is an entry with a TTL in the
   namespace ``<namespace>/prefect-locks``, taken with a set-if-absent and released (or
-  extended) with a compare-and-delete. On stores whose moves are atomic (SQLite, MongoDB,
-  in-process: ``capabilities.atomic_moves``) that holds across processes; on files and S3
+  extended) with a compare-and-delete. On stores whose moves are atomic
+  (``capabilities.atomic_moves``: SQLite, MongoDB, JSON files, local folders, S3 servers
+  that enforce conditional requests, in-process) that holds across processes; elsewhere
   only between the threads of one process.
 
 Example:

@@ -70,7 +70,7 @@ class JsonFileBackend(Backend):
     """
 
     scheme: ClassVar[str] = "json"
-    capabilities: ClassVar[Capabilities] = Capabilities(batch=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(batch=True, atomic_moves=True)
 
     def __init__(self, path: str, *, indent: int | None = 1, flush_interval: float = 5.0) -> None:
         super().__init__()
@@ -219,6 +219,42 @@ class JsonFileBackend(Backend):
                 merged = record.merged_over(None if old is None else _decode(old), now)
                 entries[key] = _encode(merged)
             self._save(doc)
+
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Write the records whose key has no live entry, under the file lock (atomic)."""
+        with self._locked(exclusive=True) as doc:
+            entries = doc.setdefault(ns, {})
+            written = {k for k in records if k not in entries or not _live(entries[k], now)}
+            for key in written:
+                entries[key] = _encode(records[key])
+                self._pending.pop((ns, key), None)
+            if written:
+                self._save(doc)
+            elif not entries:
+                doc.pop(ns, None)
+        return written
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        """Delete the keys still holding the write ``(version, updated_at)``, under the lock."""
+        with self._locked(exclusive=True) as doc:
+            entries = doc.get(ns, {})
+            same = {
+                k
+                for k, (version, updated) in expected.items()
+                if k in entries
+                and _live(entries[k], now)
+                and (entries[k]["r"], entries[k]["u"]) == (version, updated)
+            }
+            for key in same:
+                del entries[key]
+                self._pending.pop((ns, key), None)
+            if same:
+                if not entries:
+                    doc.pop(ns, None)
+                self._save(doc)
+        return same
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         removed = 0

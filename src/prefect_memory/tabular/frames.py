@@ -15,10 +15,10 @@ live here so that pandas, pyarrow and pandera load only when a frame is used.
 - **Concurrent appends** take a lease lock: an entry in the namespace
   ``<namespace>/frame-locks`` written with ``put_absent_many``, released with
   ``delete_if_unchanged``, expiring by itself after ``lock_lease`` seconds if its holder
-  dies. It is atomic across processes where the backend's ``put_absent_many`` is (the
-  in-process store and SQLite); other backends use the protocol's check-then-write
-  default, which leaves a small race between processes (threads of one process are always
-  serialized by a local lock).
+  dies. It is atomic across processes where the backend's ``put_absent_many`` is
+  (``capabilities.atomic_moves``: every built-in store but S3 servers that ignore
+  conditional requests); elsewhere a small race between processes remains (threads of one
+  process are always serialized by a local lock).
 
 Example:
     >>> import pandas as pd
