@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import prefect_memory as pm
-from prefect_memory.plugins import _fs_atomic as atomic
+from prefect_memory.plugins import fs_atomic as atomic
 from prefect_memory.plugins.base import Record
 from prefect_memory.plugins.fs import FsspecBackend
 

@@ -49,13 +49,13 @@ from _concurrent_actor import initial_value
 pytestmark = pytest.mark.timeout(300)
 
 
-
 def slow(test: Any) -> Any:
     """A large variant: marked ``slow``, run by ``make test-slow`` (PREFECT_MEMORY_SLOW=1)."""
     skip = pytest.mark.skipif(
         not os.environ.get("PREFECT_MEMORY_SLOW"), reason="large variant: make test-slow"
     )
     return pytest.mark.slow(skip(test))
+
 
 MISSING = object()
 HOT_PATTERN = "k:*"  # every key of these tests: its home is the hot tier

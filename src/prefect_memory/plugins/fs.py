@@ -17,7 +17,7 @@ to a temporary file first and are renamed into place.
 
 ``put_absent_many`` and ``delete_if_unchanged`` are atomic per key against other processes
 (``capabilities.atomic_moves``) on S3 and in local folders (see
-:mod:`prefect_memory.plugins._fs_atomic`):
+:mod:`prefect_memory.plugins.fs_atomic`):
 
 - S3: conditional requests, sent concurrently per batch. An absent key is created with
   ``PutObject If-None-Match: *``; an expired entry is replaced with ``If-Match`` on the
@@ -25,7 +25,7 @@ to a temporary file first and are renamed into place.
   of the object whose ``(version, updated_at)`` matched. AWS S3 and SeaweedFS enforce
   these conditions; MinIO's community edition ignores ``If-Match`` on ``DeleteObject``. So
   before relying on them the backend checks once (per process, endpoint and bucket) that
-  the server refuses what it must (:func:`~prefect_memory.plugins._fs_atomic.probe`);
+  the server refuses what it must (:func:`~prefect_memory.plugins.fs_atomic.probe`);
   where it does not, these two methods check then act and ``atomic_moves`` is ``False``
   (a warning says so). ``conditional_writes=False`` skips the check and the conditions.
 - Local folders: every write and delete of entries takes an exclusive ``flock`` on the
@@ -58,7 +58,7 @@ import msgpack
 
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
-from . import _fs_atomic as atomic
+from . import fs_atomic as atomic
 from .base import Backend, Capabilities, Record, record_fields, record_from_fields
 
 MAGIC = b"PMR1"

@@ -26,8 +26,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -44,6 +42,7 @@ from ..errors import BackendError, BackendUnavailable
 from ..keys import ns_token
 from ..plugins.base import Record
 from ..plugins.fs import FsspecBackend, no_such_object
+from ..plugins.fs_atomic import link_new
 from .archive_format import (
     META_COLUMNS,
     PartFile,
@@ -359,21 +358,10 @@ class ArchiveStore:
         """
         fs = self.fs
         if self.conn._is_local(fs):
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                try:
-                    os.link(tmp, path)
-                    return True
-                except FileExistsError:
-                    with open(path, "rb") as fh:
-                        return fh.read() == data
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            if link_new(path, data):
+                return True
+            with open(path, "rb") as fh:
+                return fh.read() == data
         if self.conn.protocol == "s3":
             self.conn._watch_retries(fs)
         failure: BaseException | None = None

@@ -15,7 +15,7 @@ Two stores, two mechanisms:
   name exists), readers never lock and never see a half-written or missing entry.
 
 Example:
-    >>> from prefect_memory.plugins._fs_atomic import DONE, REFUSED
+    >>> from prefect_memory.plugins.fs_atomic import DONE, REFUSED
     >>> DONE, REFUSED
     ('done', 'refused')
 """
