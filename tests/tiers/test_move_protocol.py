@@ -363,6 +363,7 @@ def test_every_interleaving_of_two_single_key_moves() -> None:
         for i in range(len(prefix), len(choices)):
             for alt in range(1, fanout[i]):
                 pending.append((*choices[:i], alt))
+    print(f"{runs} schedules of two migrations of one key")
     assert runs == len(seen) and runs > 50  # every branch of the schedule tree was run
 
 
