@@ -351,3 +351,26 @@ def test_two_compactions_and_writers_race(store: dict[str, Any]) -> None:
                                        + shared, now=time.time())  # fmt: skip
     assert {k: r.value for k, r in got.items()} == expected
     assert applied_rows(open_archive(store)).keys() >= expected.keys()
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"not msgpack \xc1", b"\x93\x01\x02\x03", b"\x81\xa1w\x91\x01", b"\x91" * 5000 + b"\x01"],
+    ids=["garbage", "a-list", "bad-entry", "deep"],
+)
+def test_a_foreign_object_in_the_log_is_a_named_error(store: dict[str, Any], blob: bytes) -> None:
+    """Another client writes junk into the next log slot: readers raise SerializationError
+    naming the slot (no crash, no hang), and the entries written before stay on disk."""
+    from prefect_memory.errors import SerializationError
+
+    archive = open_archive(store)
+    archive.put_many("ns", {"k": rec(b"v")}, now=time.time())
+    log = archive.fs.find(f"{archive.ns_root('ns')}/_log")
+    assert log, "the write claimed a log slot"
+    top = max(int(p.rsplit("/", 1)[-1]) for p in log)
+    archive.fs.pipe_file(f"{archive.ns_root('ns')}/_log/{top + 1:019d}", blob)
+    reader = open_archive(store)
+    with pytest.raises(SerializationError, match=f"log slot {top + 1}"):
+        reader.get_many("ns", ["k"], now=time.time())
+    archive.fs.rm_file(f"{archive.ns_root('ns')}/_log/{top + 1:019d}")
+    assert open_archive(store).get_many("ns", ["k"], now=time.time())["k"].value == b"v"

@@ -56,7 +56,13 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+from ..errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    PrefectMemoryError,
+)
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
 from . import fs_atomic as atomic
 from .base import Backend, Capabilities, Record, record_fields, record_from_fields
@@ -338,7 +344,7 @@ class FsspecBackend(Backend):
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except (BackendError, ConfigError):
+        except PrefectMemoryError:  # ours already (e.g. a foreign object refused by name)
             raise
         except TimeoutError as err:
             raise BackendTimeout(f"{self.url}: {what} timed out: {err}") from err

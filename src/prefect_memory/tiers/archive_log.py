@@ -42,7 +42,22 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from ..errors import SerializationError
+
 LOG_DIR = "_log"
+#: Largest claim read (a checkpoint lists every file of a namespace: ~100 bytes a file).
+MAX_CLAIM_BYTES = 64 << 20
+
+
+def check_claim_size(slot: int, size: int) -> None:
+    """Refuse a log object too large to be a claim before it is read into memory."""
+    if size > MAX_CLAIM_BYTES:
+        raise SerializationError(
+            f"archive log slot {slot}: {size} bytes, more than a claim can hold "
+            f"({MAX_CLAIM_BYTES}); not written by prefect-memory"
+        )
+
+
 #: Name suffixes of data files that count only through the log.
 WRITE_SUFFIX, COMPACT_SUFFIX = "-w.parquet", "-c.parquet"
 _SLOT = re.compile(r"^\d{1,19}$")
@@ -129,14 +144,30 @@ class Claim:
 
     @classmethod
     def unpack(cls, slot: int, blob: bytes) -> Claim:
-        body = msgpack.unpackb(blob, raw=False)
-        nonce = str(body.get("n", ""))
-        if "k" in body:
-            files = tuple(Entry.unpack(e) for e in body["k"])
-            prev_slot, prev_nonce = body.get("p", (0, ""))
-            return cls(slot, nonce, files=files, drop=tuple(map(str, body.get("d", ()))),
-                       prev=(int(prev_slot), str(prev_nonce)))  # fmt: skip
-        return cls(slot, nonce, entry=Entry.unpack(body["w"]))
+        """Read a claim; anything else in a log slot (another client may write there) is a
+        :class:`~prefect_memory.errors.SerializationError` naming the slot, never a crash.
+
+        Example:
+            >>> Claim.unpack(3, b"not a claim")
+            Traceback (most recent call last):
+            ...
+            prefect_memory.errors.SerializationError: archive log slot 3: not a claim ...
+        """
+        check_claim_size(slot, len(blob))
+        try:
+            body = msgpack.unpackb(blob, raw=False)
+            nonce = str(body.get("n", ""))
+            if "k" in body:
+                files = tuple(Entry.unpack(e) for e in body["k"])
+                prev_slot, prev_nonce = body.get("p", (0, ""))
+                return cls(slot, nonce, files=files, drop=tuple(map(str, body.get("d", ()))),
+                           prev=(int(prev_slot), str(prev_nonce)))  # fmt: skip
+            return cls(slot, nonce, entry=Entry.unpack(body["w"]))
+        except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as err:
+            raise SerializationError(
+                f"archive log slot {slot}: not a claim written by prefect-memory "
+                f"({type(err).__name__})"
+            ) from None
 
 
 def overtaken(claim: Claim, later: Mapping[int, Claim]) -> bool | None:

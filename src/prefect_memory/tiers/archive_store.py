@@ -60,6 +60,7 @@ from .archive_log import (
     WRITE_SUFFIX,
     Claim,
     Entry,
+    check_claim_size,
     is_logged,
     name_seq,
     parse_slot,
@@ -243,6 +244,7 @@ class ArchiveStore:
                 if rel.startswith(LOG_DIR + "/"):
                     slot = parse_slot(rel[len(LOG_DIR) + 1 :])
                     if slot is not None:
+                        check_claim_size(slot, size or 0)
                         slots[slot] = path
                 elif "/_stats/" in path:
                     if path.endswith(".msgpack"):
