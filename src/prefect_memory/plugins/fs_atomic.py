@@ -135,30 +135,41 @@ def run_all(fs: Any, coros: Sequence[Callable[[], Awaitable[T]]]) -> list[T | Ba
     return sync(fs.loop, gather)
 
 
-async def put_if(fs: Any, path: str, data: bytes, etag: str | None, attempts: int = 3) -> str:
-    """``PutObject`` with ``If-None-Match: *`` (``etag`` None) or ``If-Match: etag``.
-
-    Returns :data:`DONE` or :data:`REFUSED` (the object exists, or is no longer ``etag``);
-    other errors are raised. A ``409 ConditionalRequestConflict`` is retried.
-    """
+async def _conditional(
+    fs: Any, path: str, method: str, missing: str | None, attempts: int, **params: Any
+) -> str:
+    """One conditional S3 call: :data:`DONE`, :data:`REFUSED` (412), ``missing`` (404; ``None``:
+    raised, like any other error); a ``409 ConditionalRequestConflict`` is retried."""
     bucket, key, _version = fs.split_path(path)
-    condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
     for attempt in range(attempts):
         try:
-            await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+            await fs._call_s3(method, Bucket=bucket, Key=key, **params)
             return DONE
         except Exception as err:
             code = s3_code(err)
             if code in _REFUSED:
                 return REFUSED
-            if code in _MISSING and etag is not None:  # If-Match on a key that is gone
-                return REFUSED
+            if code in _MISSING and missing is not None:
+                return missing
             if code not in _CONFLICT or attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.05 * (attempt + 1))
         finally:
             fs.invalidate_cache(path)
     return REFUSED  # pragma: no cover - the loop returns or raises
+
+
+async def put_if(fs: Any, path: str, data: bytes, etag: str | None, attempts: int = 3) -> str:
+    """``PutObject`` with ``If-None-Match: *`` (``etag`` None) or ``If-Match: etag``.
+
+    Returns :data:`DONE` or :data:`REFUSED` (the object exists, or is no longer ``etag``:
+    an ``If-Match`` on a key that is gone is refused too); other errors are raised.
+    """
+    if etag is None:
+        return await _conditional(
+            fs, path, "put_object", None, attempts, Body=data, IfNoneMatch="*"
+        )
+    return await _conditional(fs, path, "put_object", REFUSED, attempts, Body=data, IfMatch=etag)
 
 
 async def delete_if(fs: Any, path: str, etag: str, attempts: int = 3) -> str:
@@ -167,23 +178,7 @@ async def delete_if(fs: Any, path: str, etag: str, attempts: int = 3) -> str:
     A refusal means the object is no longer the one read; a 412 for a key that is gone
     (SeaweedFS answers so) counts as refused too: either way it was not this call's delete.
     """
-    bucket, key, _version = fs.split_path(path)
-    for attempt in range(attempts):
-        try:
-            await fs._call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
-            return DONE
-        except Exception as err:
-            code = s3_code(err)
-            if code in _REFUSED:
-                return REFUSED
-            if code in _MISSING:
-                return MISSING
-            if code not in _CONFLICT or attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-        finally:
-            fs.invalidate_cache(path)
-    return REFUSED  # pragma: no cover - the loop returns or raises
+    return await _conditional(fs, path, "delete_object", MISSING, attempts, IfMatch=etag)
 
 
 async def get_object(fs: Any, path: str, end: int | None = None) -> tuple[str, bytes, int] | None:
