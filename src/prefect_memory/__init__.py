@@ -20,6 +20,8 @@ from .codecs import Codec
 from .config import Namespaces, from_config
 from .errors import (
     BackendError,
+    BackendNotFound,
+    BackendPermissionError,
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
@@ -30,6 +32,7 @@ from .errors import (
     InvalidKeyError,
     KeyTypeError,
     MissingDependencyError,
+    PermanentBackendError,
     PrefectMemoryError,
     SerializationError,
     UnknownBackendError,
@@ -128,6 +131,8 @@ __all__ = [
     "DEFAULT_URL",
     "Backend",
     "BackendError",
+    "BackendNotFound",
+    "BackendPermissionError",
     "BackendTimeout",
     "BackendUnavailable",
     "Capabilities",
@@ -148,6 +153,7 @@ __all__ = [
     "KeyTypeError",
     "Memory",
     "MissingDependencyError",
+    "PermanentBackendError",
     "Namespaces",
     "PrefectMemoryError",
     "Record",

@@ -173,6 +173,30 @@ class BackendTimeout(BackendUnavailable, TimeoutError):
     """The backend did not answer within the configured timeout."""
 
 
+class PermanentBackendError(BackendError):
+    """The store refused in a way that retrying cannot fix; the message says what to change.
+
+    Retries, circuit breakers and the hybrid journal never retry it: unlike
+    :class:`BackendUnavailable`, waiting does not help. Its subclasses say why.
+
+    Example:
+        >>> err = BackendNotFound("S3 bucket 'cold' does not exist: create it or fix the URL")
+        >>> isinstance(err, PermanentBackendError), isinstance(err, FileNotFoundError)
+        (True, True)
+        >>> isinstance(err, BackendUnavailable)
+        False
+    """
+
+
+class BackendNotFound(PermanentBackendError, FileNotFoundError):
+    """What the URL points at does not exist (an S3 bucket, a database, a folder's parent)."""
+
+
+class BackendPermissionError(PermanentBackendError, PermissionError):
+    """The store refused the credentials or the operation (wrong password, a missing ACL
+    permission, an access key without rights on the bucket)."""
+
+
 class ConsensusError(PrefectMemoryError):
     """Fewer replicas than the quorum confirmed a write, or a stale writer was fenced off.
 
@@ -221,6 +245,8 @@ class FencingError(ConsensusError):
 
 __all__ = [
     "BackendError",
+    "BackendNotFound",
+    "BackendPermissionError",
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
@@ -231,6 +257,7 @@ __all__ = [
     "InvalidKeyError",
     "KeyTypeError",
     "MissingDependencyError",
+    "PermanentBackendError",
     "PrefectMemoryError",
     "SerializationError",
     "UnknownBackendError",
