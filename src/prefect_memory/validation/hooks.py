@@ -50,7 +50,8 @@ from .secrets import PrefectSecretKey, generate_key, key_bytes, key_id
 __all__ = ["EncryptionHook", "MigrationHook", "SchemaHook", "generate_key"]  # + FrameSchemaHook
 
 _MAGIC = b"PMENC"
-_VERSION = 1
+_VERSION_KEY = 1  # the memory key (with bind_key) is authenticated with the value
+_VERSION_NAMESPACE = 2  # the namespace too: a value copied to another namespace fails
 _BOUND = 0x01  # flag: the memory key is authenticated with the value
 _HEADER = len(_MAGIC) + 2 + 4  # magic, version, flags, key id
 _NONCE = 12
@@ -105,6 +106,10 @@ class EncryptionHook(Hook):
     Stored value: ``b"PMENC"``, version, flags, 4-byte key id, 12-byte random nonce,
     ciphertext and tag. With ``bind_key`` the memory key is authenticated too, so a value
     copied under another key fails to decrypt instead of being served as that key's.
+    Version 2 (written whenever the memory hands the hook its namespace) authenticates the
+    namespace as well, so a value copied from namespace ``alice`` to ``bob`` fails too;
+    version 1 values (older releases) still decrypt. Not detected: an older ciphertext of
+    the same key in the same namespace put back (rollback), see ``docs/validation.md``.
 
     Args:
         key: The key (bytes, urlsafe base64 or hex text, ``SecretStr``/``SecretBytes``, or a
@@ -155,14 +160,15 @@ class EncryptionHook(Hook):
         blocks = [s.block_name for s in self._sources if isinstance(s, PrefectSecretKey)]
         return f"EncryptionHook(keys={len(self._sources)}, secret_blocks={blocks}, not loaded)"
 
-    def encode_bytes(self, key: str, data: bytes) -> bytes:
-        """Encrypt ``data`` with the first key."""
+    def encode_bytes(self, key: str, data: bytes, *, namespace: str | None = None) -> bytes:
+        """Encrypt ``data`` with the first key, bound to ``namespace`` when it is given."""
         kid, cipher = self._load()[0]
-        header = _MAGIC + bytes((_VERSION, _BOUND if self.bind_key else 0)) + kid
+        version = _VERSION_KEY if namespace is None else _VERSION_NAMESPACE
+        header = _MAGIC + bytes((version, _BOUND if self.bind_key else 0)) + kid
         nonce = os.urandom(_NONCE)
-        return header + nonce + cipher.encrypt(nonce, data, self._aad(header, key))
+        return header + nonce + cipher.encrypt(nonce, data, self._aad(header, key, namespace))
 
-    def decode_bytes(self, key: str, data: bytes) -> bytes:
+    def decode_bytes(self, key: str, data: bytes, *, namespace: str | None = None) -> bytes:
         """Decrypt ``data`` with the key it names, or raise :class:`DecryptionError`."""
         data = bytes(data)
         if not data.startswith(_MAGIC):
@@ -177,8 +183,14 @@ class EncryptionHook(Hook):
             data[_HEADER : _HEADER + _NONCE],
             data[_HEADER + _NONCE :],
         )
-        if len(data) < _HEADER + _NONCE + 16 or header[len(_MAGIC)] != _VERSION:
+        version = header[len(_MAGIC)] if len(header) == _HEADER else None
+        if len(data) < _HEADER + _NONCE + 16 or version not in (_VERSION_KEY, _VERSION_NAMESPACE):
             raise DecryptionError(f"entry {key!r} has a corrupt or unknown encryption header")
+        if version == _VERSION_NAMESPACE and namespace is None:
+            raise DecryptionError(
+                f"entry {key!r} is bound to its namespace, but this memory does not tell "
+                "hooks its namespace (prefect-memory too old to read it?)"
+            )
         kid = header[-4:]
         ciphers = self._load()
         cipher = next((c for known, c in ciphers if known == kid), None)
@@ -188,17 +200,31 @@ class EncryptionHook(Hook):
                 f"memory's key ids: {', '.join(k.hex() for k, _ in ciphers)}: wrong key?"
             )
         try:
-            return cipher.decrypt(nonce, body, self._aad(header, key))
+            return cipher.decrypt(nonce, body, self._aad(header, key, namespace))
         except InvalidTag:
             raise DecryptionError(
                 f"entry {key!r} failed authentication: its bytes were altered, or it was "
-                "copied from another key"
+                "copied from another key or namespace"
             ) from None
 
+    # The namespace-aware entry points a Memory calls when it passes its namespace.
+    def encode_bytes_in(self, namespace: str, key: str, data: bytes) -> bytes:
+        """:meth:`encode_bytes` bound to ``namespace`` (a version 2 header)."""
+        return self.encode_bytes(key, data, namespace=namespace)
+
+    def decode_bytes_in(self, namespace: str, key: str, data: bytes) -> bytes:
+        """:meth:`decode_bytes` of a value stored in ``namespace``."""
+        return self.decode_bytes(key, data, namespace=namespace)
+
     @staticmethod
-    def _aad(header: bytes, key: str) -> bytes:
+    def _aad(header: bytes, key: str, namespace: str | None = None) -> bytes:
+        """Associated data: the header, then (v2) the namespace, then (bound) the key."""
         bound = header[len(_MAGIC) + 1] & _BOUND
-        return header + (key.encode("utf-8", "surrogatepass") if bound else b"")
+        aad = header
+        if header[len(_MAGIC)] == _VERSION_NAMESPACE:
+            space = (namespace or "").encode("utf-8", "surrogatepass")
+            aad += len(space).to_bytes(4, "big") + space  # length first: no ambiguity with key
+        return aad + (key.encode("utf-8", "surrogatepass") if bound else b"")
 
 
 Upgrade = Callable[[dict[str, Any]], Mapping[str, Any]]
