@@ -23,7 +23,7 @@ from .local import InProcessMemory, JsonMemory, SqliteMemory
 from .locks import MemoryLockManager, RedisLockManager
 from .parts import MemoryTier, TierRule
 from .remote import MongoMemory, RedisMemory, S3Memory
-from .results import ResultNotFound, StoredResult
+from .results import ResultNotFound, ResultSignatureError, StoredResult
 
 #: Every memory block: the single-store ones (the Parquet archive last), then the composed
 #: ones (whose parts are single-store blocks).
@@ -53,6 +53,7 @@ __all__ = [
     "RedisLockManager",
     "RedisMemory",
     "ResultNotFound",
+    "ResultSignatureError",
     "S3Memory",
     "SqliteMemory",
     "StoredResult",

@@ -5,8 +5,13 @@ catalog) and a ``WritableFileSystem`` (usable as ``result_storage``). It holds c
 only: the :class:`~prefect_memory.Memory` it delegates to is built on first use, cached on the
 instance, never serialized, and rebuilt after pickling or copying.
 
+Every block type is catalogued with the same logo (:data:`LOGO_URL`) and a documentation
+URL: the anchor of its block type slug on the blocks page (:data:`BLOCKS_DOCS_URL`).
+
 Example:
     >>> from prefect_memory.blocks import InProcessMemory
+    >>> InProcessMemory._documentation_url
+    'https://prefect-memory.readthedocs.io/en/latest/blocks/#in-process-memory'
     >>> block = InProcessMemory(name="docs-base", namespace="sessions", ttl=60)
     >>> block.set("session:42", {"user": 7})
     >>> block.get("session:42")
@@ -17,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import threading
 from abc import ABC, abstractmethod
@@ -24,15 +30,43 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
+from prefect.blocks.system import Secret
 from prefect.filesystems import WritableFileSystem
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from .._twins import async_twin
 from ..errors import PrefectMemoryError
 from ..keys import validate_namespace
 from ..memory import _UNSET, TTL, EntryInfo, Memory
-from .payloads import _RecentReads
+from .payloads import MIN_SIGNING_KEY_LENGTH, _RecentReads
 from .results import ResultStorageMixin
+
+#: Base URL of the documentation site (the ``site_url`` of ``mkdocs.yml`` when it has one).
+DOCS_BASE_URL = "https://prefect-memory.readthedocs.io/en/latest/"
+#: The blocks page (``docs/blocks.md``); each block type has a heading whose anchor is its slug.
+BLOCKS_DOCS_URL = DOCS_BASE_URL + "blocks/"
+#: The logo's path on the documentation site (``docs/img/prefect-memory-logo.png``).
+LOGO_PATH = "img/prefect-memory-logo.png"
+#: The logo of every block type. Not a ``data:`` URL: Prefect's client models type
+#: ``logo_url`` as ``HttpUrl`` (http or https only), so a ``data:`` logo could not be registered
+#: and would break every client read of the block type (see docs/blocks.md).
+LOGO_URL = DOCS_BASE_URL + LOGO_PATH
+_LOGO_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAGAAAABgCAMAAADVRocKAAAAYFBMVEVGot8ZHzYbHjQAAFwaHjYaHjbspSOnSWFn"
+    "Nk00bZqXbCsAAP8AVVUrU3g/jMNtUi87gbS3gCgZHjXoXHT1piJIqOYbIDcAAAAnJTfyYHjaWHBOLkVRQTHmnCQd"
+    "KEElQWIz2dlNAAAAIHRSTlP/qSkCVcr//////wED///////+/////gD//////////70pCv4AAAIeSURBVHja7ZrZ"
+    "joMwDEWdsJbuLCHQ7f//cgzDTAVIhMRxX8qV+lbuiXGwSx2oBwX4kaGIcqIiEcrBrhe8/UOhUFRA5yHCNwH+/Dv7"
+    "3JN6RDCOwKP9gBhFIIVX+x4h5D9gLyPv/kiI5P4XENSCwb+LocsD1Acm/55wqCGoJZM/EmQdICDiA0QIYAygDwHY"
+    "MjBkAWTOKgmh4vRXIQhegICIFxBBzqwNYA8gNh5lAuAXNEHGCFR+S1qCknQZoPK0aQqKmmQJgOun2XeEdJyHCSAh"
+    "A4pWL9wi3ZL9i+Y2CmEDGLM8TTIdUOilbZrSt2mysE1R1H3aTHbpvNilbdG4q0j0pN7Ny7W+uSvVs3oKxnrruVwP"
+    "L0Gu+pKeTL0pvnuysgNY92TTkmY9+X59WCk+Lwcx7cnn0lZxth6A6y9Lz4QJ4OoAKB96gQAjf/1wAZT3DeALgIqd"
+    "AGuT3D0GMes2xS9m1oQ41jaAPLNNQ6YtSkVXuPTdStpQT+k92VDfgdySv/E9mdqF6T1ZUQB48dMgux8Gs578uoBB"
+    "p6NNENMn+VhBZRLsXAG4frO9JWECuKwCVKBWE8YN57nOv6peG4AHgDqtBDzdAPgY8G5TvGy3ggAn5Q5YQ9gp51LR"
+    "lTH1MuhpVU9derJVS3Dpydt/154B7AMK9hEL+5CIfczFPqhjHzWyD0vZx73sA2v+kTv/oQH+Yw8fOLjxgaMn3Idn"
+    "+I7//AD6DKMMDIstRgAAAABJRU5ErkJggg=="
+)
+#: The logo's PNG (96 x 96 pixels, 751 bytes): what :data:`LOGO_URL` serves.
+LOGO_PNG: bytes = base64.b64decode(_LOGO_PNG_BASE64)
 
 
 class _Lazy:
@@ -103,7 +137,11 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
     :meth:`_memory_options`; everything else (the memory API, result storage, locks) is here.
     """
 
-    model_config = ConfigDict(validate_assignment=True)
+    # Inputs stay out of validation errors: they would show secrets (a password, the signing key).
+    model_config = ConfigDict(validate_assignment=True, hide_input_in_errors=True)
+
+    _logo_url: ClassVar[Any] = LOGO_URL
+    _documentation_url: ClassVar[Any] = BLOCKS_DOCS_URL
 
     namespace: str = Field(
         default="default",
@@ -117,8 +155,22 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
             "(empty: no expiry)."
         ),
     )
+    result_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            f"Secret of at least {MIN_SIGNING_KEY_LENGTH} characters that signs the task "
+            "results this block stores; a stored result without a valid signature is then "
+            "refused before Prefect deserializes it (empty: stored results are trusted)."
+        ),
+    )
 
     _lazy: _Lazy = PrivateAttr(default_factory=_Lazy)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "_documentation_url" not in cls.__dict__:  # the anchor of the block type's heading
+            cls._documentation_url = BLOCKS_DOCS_URL + "#" + cls.get_block_type_slug()
 
     # -- validation --------------------------------------------------------------------------
     @model_validator(mode="before")
@@ -156,6 +208,22 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
         if isinstance(value, bool):
             raise ValueError("ttl must be a number of seconds, not a bool")
         return value
+
+    @field_validator("result_signing_key", mode="before")
+    @classmethod
+    def _check_signing_key(cls, value: Any) -> Any:
+        # Messages never echo the value (and hide_input_in_errors keeps pydantic from it).
+        if isinstance(value, Secret):  # a Prefect Secret block: its value is the key
+            value = value.get()
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string, a SecretStr or a Secret block holding a string")
+        if len(value) < MIN_SIGNING_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_SIGNING_KEY_LENGTH} characters long")
+        return SecretStr(value)
 
     @classmethod
     def from_connection_string(cls, url: str, **fields: Any) -> MemoryBlock:
@@ -206,6 +274,14 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
     def __copy__(self) -> MemoryBlock:
         copied = super().__copy__()
         copied._lazy = _Lazy()
+        return copied
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy with ``update`` applied through validation (pydantic's skips it: a key
+        passed as a plain ``str`` would stay one, and show in ``repr``)."""
+        copied = super().model_copy(deep=deep)
+        for name, value in (update or {}).items():
+            setattr(copied, name, value)
         return copied
 
     def close(self) -> None:

@@ -6,8 +6,9 @@ references) and load as blocks with it. Building the :class:`~prefect_memory.Mem
 only thing these blocks do differently: the memory API, result storage, ``ttl`` expiry of
 results and locks are those of every :class:`~prefect_memory.blocks.MemoryBlock`.
 
-The composed block's ``namespace`` and ``ttl`` apply to every entry; the parts give the
-stores (their connection fields), their own ``namespace`` and ``ttl`` are not used.
+The composed block's ``namespace``, ``ttl`` and ``result_signing_key`` apply to every entry
+and stored result; the parts give the stores (their connection fields), their own
+``namespace``, ``ttl`` and ``result_signing_key`` are not used.
 
 Example:
     >>> import tempfile

@@ -133,7 +133,8 @@ class MemoryTier(BaseModel):
         (3600.0, 104857600)
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Inputs stay out of validation errors: a tier's block may hold a password or a key.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     name: str = Field(description="Name of the tier, used by the rules (e.g. hot, warm, cold).")
     block: StoreBlock = Field(description="The memory block holding this tier's entries.")

@@ -8,10 +8,14 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import hmac
 import logging
 import re
 import threading
 from collections import OrderedDict
+
+from ..errors import DecryptionError
 
 #: Tag carried by every stored result or record.
 RESULT_TAG = "prefect:result"
@@ -21,6 +25,13 @@ RUN_TAG = "prefect:tag="
 #: How long bytes read by ``read_path`` in a task run stay available to that run's next read
 #: of the same path if the store lost them in between (see :class:`_RecentReads`).
 READ_GRACE_SECONDS = 60.0
+
+#: First bytes of a result stored by a block with a ``result_signing_key``; the 32 bytes of
+#: the HMAC-SHA256 follow, then Prefect's payload.
+SIGNED_HEADER = b"prefect-memory signed result v1\n"
+#: Fewest characters of a ``result_signing_key``.
+MIN_SIGNING_KEY_LENGTH = 16
+_TAG_BYTES = 32
 
 _METADATA_HEAD = b'{"storage_key":'
 _RECORD_HEAD = b'{"metadata":'
@@ -146,3 +157,82 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return logger
+
+
+class ResultSignatureError(DecryptionError):
+    """A stored result is refused: it lacks a valid signature of the block's signing key.
+
+    Missing, made with another key, for another path or namespace, or tampered with: either
+    way the bytes were not written through a block holding the key, so they never reach
+    Prefect's deserializer. A :class:`~prefect_memory.errors.DecryptionError` (the class of
+    a failed AES-GCM tag check: the same question, "did a key holder write these bytes?"),
+    so ``except DecryptionError`` catches both.
+    """
+
+
+def _signature(key: bytes, namespace: str, path: str, content: bytes) -> bytes:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in (namespace.encode("utf-8", "surrogatepass"), path.encode("utf-8", "surrogatepass")):
+        mac.update(len(part).to_bytes(8, "big"))
+        mac.update(part)
+    mac.update(content)
+    return mac.digest()
+
+
+def sign_result(key: bytes, namespace: str, path: str, content: bytes) -> bytes:
+    """The stored form of ``content``: :data:`SIGNED_HEADER`, its HMAC-SHA256, ``content``.
+
+    The signature covers the namespace and the path, so a signed payload copied to another
+    path or namespace is refused like a forged one.
+
+    Example:
+        >>> stored = sign_result(b"k" * 16, "results", "r1", b"payload")
+        >>> len(stored) - len(b"payload") == len(SIGNED_HEADER) + 32
+        True
+        >>> verify_result(b"k" * 16, "results", "r1", stored)
+        b'payload'
+        >>> verify_result(b"k" * 16, "results", "r2", stored)
+        Traceback (most recent call last):
+        ...
+        prefect_memory.blocks.payloads.ResultSignatureError: ... 'r2' ... wrong signature...
+    """
+    return SIGNED_HEADER + _signature(key, namespace, path, content) + content
+
+
+def verify_result(key: bytes | None, namespace: str, path: str, stored: bytes) -> bytes:
+    """Return the payload of ``stored`` if it is signed with ``key`` for this place.
+
+    Args:
+        key: The signing key; ``None``: the block does not sign, ``stored`` is returned
+            as is unless it is signed (then it is refused: the key is needed to trust it).
+        namespace: The namespace ``stored`` was read from.
+        path: The path (key) ``stored`` was read from.
+        stored: The bytes as stored.
+
+    Raises:
+        ResultSignatureError: The signature is missing or does not match. The message names
+            the path and the namespace, never the key or the bytes.
+    """
+    signed = stored.startswith(SIGNED_HEADER)
+    if key is None:
+        if signed:
+            raise ResultSignatureError(
+                f"the stored result {path!r} (namespace {namespace!r}) is signed, and this "
+                "block has no result_signing_key: set the key it was written with to read it"
+            )
+        return stored
+    head = len(SIGNED_HEADER) + _TAG_BYTES
+    if not signed or len(stored) < head:
+        raise ResultSignatureError(
+            f"the stored result {path!r} (namespace {namespace!r}) is not signed: it was not "
+            "written through a block with this result_signing_key, so it is refused unread "
+            "(purge it, or let the task run again to replace it)"
+        )
+    content = stored[head:]
+    expected = _signature(key, namespace, path, content)
+    if not hmac.compare_digest(stored[len(SIGNED_HEADER) : head], expected):
+        raise ResultSignatureError(
+            f"the stored result {path!r} (namespace {namespace!r}) has a wrong signature: "
+            "written with another key, for another path, or altered since; refused unread"
+        )
+    return content

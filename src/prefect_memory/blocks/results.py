@@ -16,6 +16,28 @@ removes expired results, and tags naming the flow, the task and the run's tags, 
 
 A path whose entry is gone raises :class:`ResultNotFound`; Prefect's cache lookup
 (``ResultStore.exists``) treats any error of ``read_path`` as "not cached" and runs the task.
+
+Prefect deserializes what ``read_path`` returns with the serializer named *inside* the stored
+payload (pickle by default, whatever the reader's ``result_serializer``), so whoever can write
+the store can run code in every reader. With a ``result_signing_key``, each payload is stored
+as :data:`SIGNED_HEADER`, an HMAC-SHA256 of (namespace, path, payload), then the payload;
+``read_path`` returns only payloads whose signature matches and raises
+:class:`ResultSignatureError` for any other, before Prefect sees a byte of it.
+
+Example:
+    >>> from prefect_memory.blocks import InProcessMemory
+    >>> block = InProcessMemory(name="docs-signed", result_signing_key="k" * 32)
+    >>> block.write_path("result-1", b'{"metadata":{},"result":"42"}', _sync=True)
+    'result-1'
+    >>> block.read_path("result-1", _sync=True)
+    b'{"metadata":{},"result":"42"}'
+    >>> block.memory.get("result-1").startswith(SIGNED_HEADER)  # as stored
+    True
+    >>> block.memory.set("result-1", b"\\x80\\x04...")  # another client overwrites it
+    >>> block.read_path("result-1", _sync=True)
+    Traceback (most recent call last):
+    ...
+    prefect_memory.blocks.payloads.ResultSignatureError: the stored result 'result-1' ...
 """
 
 from __future__ import annotations
@@ -34,18 +56,36 @@ from ..errors import EntryNotFound, SerializationError
 from ..memory import Memory
 from .payloads import (
     FLOW_TAG,
+    MIN_SIGNING_KEY_LENGTH,
     READ_GRACE_SECONDS,
     RESULT_TAG,
     RUN_TAG,
+    SIGNED_HEADER,
     TASK_TAG,
+    ResultSignatureError,
     payload_expiration,
     payload_kind,
     run_logger,
     run_tags,
+    sign_result,
     task_run_id,
+    verify_result,
 )
 
+__all__ = [
+    "KEYS_SUFFIX",
+    "MIN_SIGNING_KEY_LENGTH",
+    "SIGNED_HEADER",
+    "ResultNotFound",
+    "ResultSignatureError",
+    "ResultStorageMixin",
+    "StoredResult",
+    "payload_kind",
+]
+
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from .locks import MemoryLockManager
 
 #: Suffix of the namespace that holds cache-key (metadata) records.
@@ -87,6 +127,7 @@ class ResultStorageMixin:
         memory: Memory
         namespace: str
         ttl: float | None
+        result_signing_key: SecretStr | None
         _lazy: Any
 
     # -- the two namespaces ----------------------------------------------------------------------
@@ -100,6 +141,13 @@ class ResultStorageMixin:
         if lazy.keys_memory is None:
             lazy.keys_memory = self.memory.with_namespace(self.namespace + KEYS_SUFFIX)
         return lazy.keys_memory
+
+    def _signing_key(self) -> bytes | None:
+        key: Any = self.result_signing_key
+        if key is None:
+            return None
+        text = key.get_secret_value() if hasattr(key, "get_secret_value") else str(key)
+        return text.encode("utf-8", "surrogatepass")
 
     def _result_ttl(self, expires_at: float | None, now: float) -> float | None:
         if expires_at is None:
@@ -128,16 +176,22 @@ class ResultStorageMixin:
                     self.namespace,
                     self.namespace + KEYS_SUFFIX,
                 )
-            self._keys_memory().set(path, content, ttl=ttl, tags=tags)
+            memory, tags = self._keys_memory(), tags
         else:
-            self.memory.set(path, content, ttl=ttl, tags=(RESULT_TAG, *tags))
+            memory, tags = self.memory, (RESULT_TAG, *tags)
+        key = self._signing_key()
+        if key is not None:
+            content = sign_result(key, memory.namespace, path, content)
+        memory.set(path, content, ttl=ttl, tags=tags)
         return path
 
     def _read_result(self, path: str) -> bytes:
         _check_path(path)
-        value = self.memory.get(path, _MISSING)
+        memory = self.memory
+        value = memory.get(path, _MISSING)
         if value is _MISSING:
-            value = self._keys_memory().get(path, _MISSING)
+            memory = self._keys_memory()
+            value = memory.get(path, _MISSING)
         now = time.monotonic()
         run_id = task_run_id()
         if value is _MISSING:
@@ -149,6 +203,12 @@ class ResultStorageMixin:
             raise SerializationError(
                 f"the entry {path!r} holds a {type(value).__name__}, not a stored result"
             )
+        try:
+            value = verify_result(self._signing_key(), memory.namespace, path, value)
+        except ResultSignatureError as err:
+            # Prefect's cache lookup swallows read errors (the task just runs again): say it.
+            run_logger().warning("Refused a stored task result: %s", err)
+            raise
         self._lazy.recent.put(path, run_id, value, now)
         return value
 
@@ -157,6 +217,8 @@ class ResultStorageMixin:
 
         Raises:
             ResultNotFound: Nothing is stored there (never written, expired, purged).
+            ResultSignatureError: The block has a ``result_signing_key`` and what is stored
+                there is not signed with it (nothing of it is returned).
         """
         return await asyncio.to_thread(self._read_result, path)
 
@@ -166,16 +228,20 @@ class ResultStorageMixin:
 
         Raises:
             ResultNotFound: Nothing is stored there (never written, expired, purged).
+            ResultSignatureError: The block has a ``result_signing_key`` and what is stored
+                there is not signed with it (nothing of it is returned).
         """
         return self._read_result(path)
 
     async def awrite_path(self, path: str, content: bytes) -> str:
-        """Store ``content`` at ``path`` with the block's ``ttl``; return ``path``."""
+        """Store ``content`` at ``path`` with the block's ``ttl`` (signed with its
+        ``result_signing_key`` if it has one); return ``path``."""
         return await asyncio.to_thread(self._write_result, path, content)
 
     @async_dispatch(awrite_path)
     def write_path(self, path: str, content: bytes) -> str:
-        """Store ``content`` at ``path`` with the block's ``ttl``; return ``path``."""
+        """Store ``content`` at ``path`` with the block's ``ttl`` (signed with its
+        ``result_signing_key`` if it has one); return ``path``."""
         return self._write_result(path, content)
 
     def _resolve_path(self, path: str) -> None:
