@@ -4,12 +4,12 @@ What it shows, with the tutorial's config (``ECOMMERCE_CONFIG``) built by ``pm.f
 
 - **sessions** in Redis with a sliding 30-minute TTL (``refresh: true``): every read
   pushes the expiry, and logging out invalidates them by the user's tag;
-- **carts** kept 24 hours and persisted: ``persist: true`` becomes a write-behind hybrid,
+- **carts** kept 24 hours and persisted: the tutorial's ``persist: true`` is a write-behind hybrid,
   Redis first and MongoDB as the durable store (``persist(cart)`` flushes the journal), so
   a cart survives Redis losing it;
 - **products**: a hybrid cache (Redis, MongoDB) of the catalog with a 5-minute TTL and
   tags; a price change invalidates the product's tag and the next view reloads it;
-- **orders** in MongoDB. The tutorial's ``indexes: [userId, status, createdAt]`` map to
+- **orders** in MongoDB. The tutorial's ``indexes: [userId, status, createdAt]`` become
   tags (``userId:7``, ``status:paid``: the backend's ``(ns, tags)`` index answers them) and
   to the entry's own ``created_at`` (values are stored as opaque msgpack, so MongoDB cannot
   index fields inside them).
@@ -36,9 +36,11 @@ from typing import Any
 
 import prefect_memory as pm
 
-#: The tutorial's ``ecommerceMemory`` as JSON. ``carts`` says what ``persist: true`` means
-#: here (a hybrid with a durable MongoDB copy); ``persist``, ``cache`` and ``indexes`` are
-#: kept by ``from_config`` as settings of their namespace.
+#: The tutorial's ``ecommerceMemory`` as JSON, with its three keys no store applies said
+#: the way ``pm.from_config`` takes them (it refuses ``persist``, ``cache`` and ``indexes``
+#: with what to write instead): ``carts`` is a hybrid with a durable MongoDB copy (what
+#: ``persist: true`` means), ``products`` keeps the 5-minute ``cache.ttl`` as its ``ttl``,
+#: and ``orders`` is found by tags instead of ``indexes``.
 ECOMMERCE_CONFIG: dict[str, Any] = {
     "memory": {
         "backend": "hybrid",
@@ -46,14 +48,14 @@ ECOMMERCE_CONFIG: dict[str, Any] = {
             "sessions": {"backend": "redis", "ttl": 1800, "refresh": True},
             "carts": {
                 "backend": "hybrid", "primary": "redis", "secondary": "mongodb",
-                "ttl": 86400, "persist": True,
+                "ttl": 86400,
                 "sync": {"enabled": True, "interval": 1000, "strategy": "write-behind"},
             },
             "products": {
                 "backend": "hybrid", "primary": "redis", "secondary": "mongodb",
-                "cache": {"ttl": 300, "tags": True},
+                "ttl": 300,
             },
-            "orders": {"backend": "mongodb", "indexes": ["userId", "status", "createdAt"]},
+            "orders": {"backend": "mongodb"},
         },
     }
 }  # fmt: skip
@@ -85,7 +87,7 @@ class Shop:
         self.carts = spaces["carts"]
         self.products = spaces["products"]
         self.orders = spaces["orders"]
-        self.product_ttl = spaces.settings["products"]["cache"]["ttl"]
+        self.product_ttl = spaces["products"].ttl
         self.catalog = catalog
         self.catalog_loads = 0
         self.cache_hits = 0

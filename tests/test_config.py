@@ -151,14 +151,38 @@ def test_a_parquet_tier_is_the_archive_wherever_its_location_is(
     assert mem.info("f:1").tier == "frozen" and list((tmp_path / "frozen").rglob("*.parquet"))
 
 
+def test_tutorial_keys_that_cannot_be_applied_are_refused_by_name() -> None:
+    """``persist``, ``cache`` and ``indexes`` were kept and never applied: now refused."""
+    with pytest.raises(pm.ConfigError) as info:
+        pm.from_config(ECOMMERCE)
+    message = str(info.value)
+    for fragment in [
+        "memory.namespaces.carts.persist: whether Redis keeps data",
+        "memory.namespaces.products.cache: a hybrid memory keeps the same entries",
+        "memory.namespaces.orders.indexes: entries are stored encoded",
+    ]:
+        assert fragment in message, fragment
+
+
+def without(config: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A copy of ``config`` without ``keys`` anywhere."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in keys}
+        return node
+
+    return strip(config)  # type: ignore[no-any-return]
+
+
 def test_namespaces_shape(servers: dict[str, Any]) -> None:
-    spaces = pm.from_config(ECOMMERCE, connections=servers["connections"])
+    config = without(ECOMMERCE, "persist", "cache", "indexes")
+    spaces = pm.from_config(config, connections=servers["connections"])
     assert isinstance(spaces, pm.Namespaces)
     assert sorted(spaces) == ["carts", "orders", "products", "sessions"]
     assert spaces["sessions"].ttl == 1800 and spaces["sessions"].refresh
     assert isinstance(spaces["products"], HybridMemory)
     assert spaces["orders"].backend.scheme == "mongodb"
-    assert spaces.settings["orders"] == {"indexes": ["userId", "status", "createdAt"]}
     spaces["carts"].set("cart:7", {"items": []})
     assert spaces["carts"].get("cart:7") == {"items": []}
     assert spaces["sessions"].get("cart:7") is None  # namespaces are separate
@@ -272,7 +296,9 @@ def test_ml_pipeline_shape(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     connections = {**servers["connections"], "s3": servers["s3"]["connection"]}
-    config = json.loads(json.dumps(ML))
+    with pytest.raises(pm.ConfigError, match=r"models\.versioning: old versions are not kept"):
+        pm.from_config(ML, connections=connections)
+    config = without(ML, "versioning")
     for name in ("training",):
         config["memory"]["datasets"][name]["storage_options"] = servers["s3"]["storage_options"]
     config["memory"]["datasets"]["models"]["secondary"] = {
@@ -287,6 +313,11 @@ def test_ml_pipeline_shape(
     assert spaces["predictions"].ttl == 3600 and spaces["preprocessed"].ttl == 604800
     assert spaces["predictions"].backend.scheme == "sqlite"
     assert spaces.settings["training"] == {"format": "parquet", "partitioning": "date"}
+    training = spaces["training"].backend  # the Parquet archive, not objects per key
+    assert (training.scheme, training.location) == ("parquet", "s3://pm-config/cold")
+    spaces["training"].set("rows:1", {"x": 1})
+    assert spaces["training"].get("rows:1") == {"x": 1}
+    assert training.fs.glob(training.ns_root("training") + "/date=*/*.parquet")
     spaces["models"].set("model:v1", {"weights": [0.1, 0.2]})
     assert spaces["models"].get("model:v1") == {"weights": [0.1, 0.2]}
     spaces["predictions"].set("prediction:abc", 0.93)

@@ -30,7 +30,7 @@ def test_ecommerce_scenario(
     assert sessions["logged_out"] == 1
 
     products = summary["products"]
-    assert products["ttl_seconds"] == 300  # the config's products.cache.ttl
+    assert products["ttl_seconds"] == 300  # the config's products.ttl (the tutorial's cache.ttl)
     assert products["invalidated"] == 1
     assert products["price_after"] == products["price_before"] + 10  # reloaded, not stale
     assert products["catalog_loads"] <= 21  # 20 products + p3 once more after the change

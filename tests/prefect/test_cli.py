@@ -28,7 +28,7 @@ from prefect_memory.blocks import (
 )
 from prefect_memory.cli import app
 from prefect_memory.flows import migrate_tiers
-from test_config import BASIC_HYBRID, ECOMMERCE, ML, TIERS
+from test_config import BASIC_HYBRID, ECOMMERCE, ML, TIERS, without
 
 WIDE = {"COLUMNS": "250"}  # rich tables on one line per row
 
@@ -135,11 +135,16 @@ def test_create_tiers_with_a_parquet_archive_then_migrate_by_name(
 def test_create_namespaces_one_block_per_namespace(
     tmp_path: Path, connections: list[str], unique: str
 ) -> None:
-    result = run("blocks", "create", str(write(tmp_path, "shop", ECOMMERCE)), "-p", f"s-{unique}",
+    refused = run("blocks", "create", str(write(tmp_path, "shop0", ECOMMERCE)), "-p",
+                  f"s0-{unique}", *connections)  # fmt: skip
+    assert refused.exit_code == 2, refused.output  # the tutorial's keys no store applies
+    for key in ("carts.persist", "products.cache", "orders.indexes"):
+        assert f"memory.namespaces.{key}" in refused.stderr
+    shop = without(ECOMMERCE, "persist", "cache", "indexes")
+    result = run("blocks", "create", str(write(tmp_path, "shop", shop)), "-p", f"s-{unique}",
                  *connections)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "memory.namespaces.sessions.refresh: a block has no such setting" in result.stderr
-    assert "memory.namespaces.orders.indexes" in result.stderr
     sessions = RedisMemory.load(f"s-{unique}-sessions")
     assert (sessions.namespace, sessions.ttl) == ("sessions", 1800)
     products = HybridMemory.load(f"s-{unique}-products")
@@ -151,7 +156,8 @@ def test_create_namespaces_one_block_per_namespace(
 
 
 def test_ml_shape_dry_run_saves_nothing(tmp_path: Path, unique: str) -> None:
-    result = run("blocks", "create", str(write(tmp_path, "ml", ML)), "-p", f"ml-{unique}",
+    result = run("blocks", "create", str(write(tmp_path, "ml", without(ML, "versioning"))),
+                 "-p", f"ml-{unique}",
                  "-c", "s3=s3://bucket/ml", "--dry-run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "dry run" in result.stdout and f"sqlite-memory/ml-{unique}-predictions" in result.stdout

@@ -37,11 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, PrefectMemoryError
+from ..units import parse_duration
 from ._redis import RedisLink
 from .counters import Counter
 from .downsample import DownsampleReport
 from .streams import EventStream
 from .timeseries import TimeSeries
+from .tsconfig import SeriesConfig
 from .windows import windows_from_config
 
 logger = logging.getLogger("prefect_memory.analytics")
@@ -80,6 +82,86 @@ class AnalyticsReport:
         return "\n".join(lines)
 
 
+def check_sections(streams: Any, processing: Any) -> list[str]:
+    """Every problem of the ``streams`` and ``processing`` sections, with its path.
+
+    Checked without a Redis (``pm.from_config`` calls it, so a bad analytics config fails
+    when it is loaded, not when the first stream is opened).
+
+    Example:
+        >>> check_sections({"events": {"type": "redis-stream", "maxLength": True}}, None)
+        ['memory.streams.events.maxLength: must be a positive integer, got True']
+    """
+    problems: list[str] = []
+    if streams is not None and not isinstance(streams, Mapping):
+        problems.append(f"memory.streams: must be an object, got {type(streams).__name__}")
+        streams = {}
+    for name, spec in (streams or {}).items():
+        where = f"memory.streams.{name}"
+        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        allowed = {"redis-stream": _STREAM_KEYS, "time-series": _SERIES_KEYS}.get(
+            kind if isinstance(kind, str) else ""
+        )
+        if allowed is None:
+            problems.append(f"{where}.type: 'redis-stream' or 'time-series', got {kind!r:.60}")
+            continue
+        problems += [f"{where}.{key}: unknown key (allowed: {', '.join(sorted(allowed))})"
+                     for key in spec if key not in allowed]  # fmt: skip
+        if kind == "redis-stream":
+            problems += [f"{where}.{p}" for p in _stream_problems(spec)]
+            continue
+        try:
+            SeriesConfig.build(
+                retention=spec.get("retention", 86400), late_window=spec.get("lateWindow"),
+                downsampling=_levels(spec.get("downsampling")), chunk=spec.get("chunk"),
+            )  # fmt: skip
+        except ConfigError as err:
+            lines = str(err).splitlines()[1:] or [str(err)]
+            problems += [f"{where}.{line.strip()}" for line in lines]
+    if processing is not None and not isinstance(processing, Mapping):
+        problems.append(f"memory.processing: must be an object, got {type(processing).__name__}")
+        processing = {}
+    for key in processing or {}:
+        if key != "windows":
+            problems.append(f"memory.processing.{key}: unknown key (allowed: windows)")
+    try:
+        windows_from_config((processing or {}).get("windows"))
+    except ConfigError as err:
+        lines = str(err).splitlines()[1:] or [str(err)]
+        problems += [f"memory.{line.strip()}" for line in lines]
+    return problems
+
+
+def _levels(raw: Any) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"downsampling: must be a list, got {type(raw).__name__}")
+    return raw
+
+
+def _stream_problems(spec: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    length = spec.get("maxLength", 100_000)
+    if length is not None and (
+        not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 2**63
+    ):
+        out.append(f"maxLength: must be a positive integer, got {length!r:.60}")
+    trim = spec.get("trimStrategy", "MAXLEN")
+    if not isinstance(trim, str) or trim.upper() not in ("MAXLEN", "MINID"):
+        out.append(f"trimStrategy: must be 'MAXLEN' or 'MINID', got {trim!r:.60}")
+    if not isinstance(spec.get("approximate", True), bool):
+        out.append(f"approximate: must be true or false, got {spec['approximate']!r:.60}")
+    try:
+        max_age = parse_duration(spec.get("maxAge"), name="maxAge")
+    except ConfigError as err:
+        out.append(f"maxAge: {err}")
+    else:
+        if isinstance(trim, str) and trim.upper() == "MINID" and max_age is None:
+            out.append("maxAge: trimStrategy 'MINID' needs maxAge (seconds or '1h')")
+    return out
+
+
 class Analytics:
     """Streams, time series and counters of one analytics config on one Redis.
 
@@ -103,17 +185,7 @@ class Analytics:
         self.link = RedisLink.open(source, namespace=namespace, **options)
         self.streams = dict(streams or {})
         self.processing = dict(processing or {})
-        problems = []
-        for name, spec in self.streams.items():
-            kind = spec.get("type") if isinstance(spec, Mapping) else None
-            allowed = {"redis-stream": _STREAM_KEYS, "time-series": _SERIES_KEYS}.get(kind or "")
-            if allowed is None:
-                problems.append(f"streams.{name}.type: 'redis-stream' or 'time-series', "
-                                f"got {kind!r}")  # fmt: skip
-                continue
-            unknown = sorted(set(spec) - allowed)
-            if unknown:
-                problems.append(f"streams.{name}: unknown keys {', '.join(unknown)}")
+        problems = check_sections(self.streams, self.processing)
         if problems:
             raise ConfigError("invalid analytics config:\n  " + "\n  ".join(problems))
         self.windows = windows_from_config(self.processing.get("windows"))

@@ -50,6 +50,7 @@ from .windows import duration_label, to_ns
 
 _MAGIC = b"PMS1"
 _LEVEL_KEYS = {"interval", "aggregation", "aggregations", "retention"}
+_MAX_CHUNK_NS = int(100 * 365.25 * 86400) * 10**9
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ class SeriesConfig:
             problems.append(str(err))
             retention_ns = 1
         by_interval: dict[int, tuple[list[str], int | None]] = {}
+        if downsampling is not None and (
+            isinstance(downsampling, str | bytes | Mapping)
+            or not isinstance(downsampling, Iterable)
+        ):
+            problems.append(f"downsampling: a list of levels, got {type(downsampling).__name__}")
+            downsampling = ()
         for i, raw in enumerate(downsampling or ()):
             where = f"downsampling[{i}]"
             if not isinstance(raw, Mapping):
@@ -135,10 +142,15 @@ class SeriesConfig:
                 problems.append(str(err))
                 continue
             aggs = raw.get("aggregations", raw.get("aggregation", "avg"))
-            aggs = [aggs] if isinstance(aggs, str) else list(aggs or [])
+            aggs = [aggs] if isinstance(aggs, str) else aggs
+            if not isinstance(aggs, list | tuple):
+                problems.append(f"{where}.aggregation: a name or a list of names, got {aggs!r:.40}")
+                aggs = []
             names: list[str] = []
             for agg in aggs:
                 try:
+                    if not isinstance(agg, str):
+                        raise ValueError(f"an aggregation is a name, got {agg!r:.40}")
                     names.append(normalize_aggregation(agg))
                 except ValueError as err:
                     problems.append(f"{where}.aggregation: {err}")
@@ -161,6 +173,11 @@ class SeriesConfig:
             # least: fewer, larger chunks (each read is two GETs) for short intervals.
             lcm = math.lcm(*(lv.interval_ns for lv in levels)) if levels else 1
             chunk_ns = lcm * -(-3600 * 10**9 // lcm)
+            if chunk_ns > _MAX_CHUNK_NS:
+                problems.append(
+                    "the intervals have no common multiple of at most 100 years: give 'chunk'"
+                )
+                chunk_ns = 3600 * 10**9
         else:
             try:
                 chunk_ns = _seconds_ns(chunk, "chunk")

@@ -43,10 +43,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import (
+    _HYBRID_KEYS,
     _MEMORY_KEYS,
     _PART_KEYS,
     _TIER_KEYS,
-    RESERVED_SECTIONS,
+    _TIERED_KEYS,
     _Builder,
     _named_parts,
     load_config,
@@ -66,7 +67,8 @@ _BLOCK_OF_SCHEME: dict[str, type[MemoryBlock]] = {
     "mongodb+srv": MongoMemory, "s3": S3Memory, "json": JsonMemory, "sqlite": SqliteMemory,
     "memory": InProcessMemory, "parquet": ParquetArchiveMemory,
 }  # fmt: skip
-_UNSUPPORTED = ("refresh", "compression", "serialization", "pickle", "tags")
+#: Memory settings a block has no field for: noted when they ask for more than the default.
+_UNSUPPORTED = ("refresh", "compression", "pickle")
 
 
 @dataclass
@@ -137,8 +139,16 @@ class _Planner:
 
     def note(self, path: str, spec: Mapping[str, Any], keys: tuple[str, ...]) -> None:
         for key in keys:
-            if key in spec:
+            if key in spec and self.builder.flag(f"{path}.{key}", spec[key]):
                 self.out.notes.append(f"{path}.{key}: a block has no such setting, not kept")
+        if "schemas" in spec:
+            self.problem(
+                f"{path}.schemas",
+                "a block has no record schemas: remove 'schemas' to save blocks, or build "
+                "with pm.from_config (which checks them on set)",
+            )
+        if spec.get("serialization") not in (None, "msgpack"):
+            self.problem(f"{path}.serialization", "only 'msgpack' is supported")
 
     def ttl(self, path: str, spec: Mapping[str, Any]) -> float | None:
         try:
@@ -148,8 +158,9 @@ class _Planner:
             return None
 
     def store(
-        self, path: str, spec: Any, extra: frozenset[str] = frozenset(), **fields: Any
-    ) -> Any:
+        self, path: str, spec: Any, extra: frozenset[str] = frozenset(),
+        owner: str | None = None, **fields: Any,
+    ) -> Any:  # fmt: skip
         """The single-store block of a part (``fields``: more block fields)."""
         if isinstance(spec, str):
             spec = {"backend": spec}
@@ -162,8 +173,14 @@ class _Planner:
         if kind == "hybrid":
             self.problem(path, "a hybrid part inside a hybrid memory has no block form")
             return None
-        self.builder.check_keys(path, spec, _PART_KEYS | _MEMORY_KEYS | {"name"} | extra)
-        url = self.builder.url(path, kind, spec)
+        self.builder.check_keys(path, spec, _PART_KEYS | extra, owner)
+        store = self.builder.store_kind(path, kind, spec)
+        url = None if store is None else self.builder.url(path, store, spec, kind)
+        options = self.builder.mapping(f"{path}.options", spec.get("options"))
+        storage = dict(self.builder.mapping(f"{path}.storage_options", spec.get("storage_options")))
+        if "consistency" in spec:
+            self.problem(f"{path}.consistency", "a block has no 'consistency' setting: put "
+                         "?consistency=strong in the Redis URL instead")  # fmt: skip
         if url is None:
             return None
         scheme = url.partition("://")[0].lower()
@@ -172,12 +189,12 @@ class _Planner:
             known = ", ".join(sorted(_BLOCK_OF_SCHEME))
             self.problem(path, f"no memory block for {scheme}:// stores (blocks exist for {known})")
             return None
-        fields = {**(spec.get("options") or {}), **fields}
+        fields = {**options, **fields}
         if cls is ParquetArchiveMemory and "row_group_bytes" in fields:
             fields["row_group_size"] = fields.pop("row_group_bytes")
-        storage = dict(spec.get("storage_options") or {})
         if cls is S3Memory or cls is ParquetArchiveMemory:
-            endpoint = (storage.pop("client_kwargs", None) or {}).get("endpoint_url")
+            kwargs = storage.pop("client_kwargs", None)
+            endpoint = kwargs.get("endpoint_url") if isinstance(kwargs, Mapping) else None
             for key, target in (("key", "aws_access_key_id"), ("secret", "aws_secret_access_key"),
                                 ("endpoint_url", "endpoint_url")):  # fmt: skip
                 value = storage.pop(key, endpoint if key == "endpoint_url" else None)
@@ -196,34 +213,27 @@ class _Planner:
     def single(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
         self.note(path, spec, _UNSUPPORTED)
         ttl = self.ttl(path, spec)
-        block = self.store(path, spec, namespace=spec.get("namespace", namespace), ttl=ttl)
+        block = self.store(
+            path, spec, _MEMORY_KEYS | {"schemas"}, namespace=spec.get("namespace", namespace),
+            ttl=ttl,
+        )  # fmt: skip
         if block is not None:
             self.out.blocks.append((name, block))
 
     def hybrid(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        allowed = {"backend", "type", "primary", "secondary", "sync", "journal"} | _MEMORY_KEYS
-        self.builder.check_keys(path, spec, allowed)
+        self.builder.check_keys(path, spec, _HYBRID_KEYS | _MEMORY_KEYS | {"schemas"})
         self.note(path, spec, _UNSUPPORTED)
         parts: dict[str, Any] = {}
         for role in ("primary", "secondary"):
             if role not in spec:
                 self.problem(path, f"a hybrid memory needs '{role}' (or 'tiers')")
             else:
-                parts[role] = self.store(f"{path}.{role}", spec[role])
-        sync = spec.get("sync") or {}
-        self.builder.check_keys(f"{path}.sync", sync, {"enabled", "interval", "strategy"})
-        interval = sync.get("interval", 30000)
-        fields: dict[str, Any] = {"strategy": sync.get("strategy", "write-through")}
-        if fields["strategy"] not in ("write-through", "write-behind"):
-            self.problem(
-                f"{path}.sync.strategy",
-                f"must be 'write-through' or 'write-behind', got {fields['strategy']!r}",
-            )
-        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
-            fields["flush_interval"] = min(interval / 1000.0, 5.0)
-            fields["sync_interval"] = interval / 1000.0 if sync.get("enabled", True) else None
-        else:
-            self.problem(f"{path}.sync.interval", f"must be positive milliseconds: {interval!r}")
+                parts[role] = self.store(f"{path}.{role}", spec[role], owner=f"the memory ({path})")
+        strategy, interval, enabled = self.builder.sync(path, spec)
+        fields: dict[str, Any] = {
+            "strategy": strategy, "flush_interval": min(interval / 1000.0, 5.0),
+            "sync_interval": interval / 1000.0 if enabled else None,
+        }  # fmt: skip
         ttl = self.ttl(path, spec)
         if None in parts.values() or len(parts) < 2:
             return
@@ -239,8 +249,7 @@ class _Planner:
         self.out.blocks.append((name, block))
 
     def tiered(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        allowed = {"backend", "type", "tiers", "migration", "promote"} | _MEMORY_KEYS
-        self.builder.check_keys(path, spec, allowed)
+        self.builder.check_keys(path, spec, _TIERED_KEYS | _MEMORY_KEYS | {"schemas"})
         self.note(path, spec, _UNSUPPORTED)
         raw_tiers = spec.get("tiers")
         if not isinstance(raw_tiers, list) or not raw_tiers:
@@ -252,7 +261,11 @@ class _Planner:
             if not isinstance(raw, Mapping):
                 self.problem(tier_path, "a tier must be an object")
                 continue
-            block = self.store(tier_path, raw, _TIER_KEYS)
+            entries = raw.get("maxEntries")
+            if isinstance(entries, bool) or (isinstance(entries, int) and entries > 2**63):
+                self.problem(f"{tier_path}.maxEntries", f"must be a positive integer: {entries}")
+                continue
+            block = self.store(tier_path, raw, _TIER_KEYS, owner=f"the memory ({path})")
             if block is None:
                 continue
             values = {
@@ -264,9 +277,12 @@ class _Planner:
                 tiers.append(MemoryTier(**values))
             except ValidationError as err:
                 self.invalid(tier_path, err, {"max_size": "maxSize", "max_entries": "maxEntries"})
-        rules = (spec.get("migration") or {}).get("rules", [])
+        names = [t.get("name") for t in raw_tiers if isinstance(t, Mapping)]
+        self.builder.rules(path, spec, [n for n in names if isinstance(n, str)])  # problems
+        migration = spec.get("migration")
+        rules = migration.get("rules", []) if isinstance(migration, Mapping) else []
         ttl = self.ttl(path, spec)
-        if len(tiers) < len(raw_tiers):
+        if len(tiers) < len(raw_tiers) or self.builder.problems:
             return
         try:
             block = TieredMemory(
@@ -287,7 +303,6 @@ class _Planner:
             method(path, spec, namespace, name)
         elif kind is not None:
             self.single(path, spec, namespace, name)
-        self.note(path, spec, tuple(k for k in RESERVED_SECTIONS if k in spec))
 
 
 def blocks_from_config(
@@ -321,7 +336,6 @@ def blocks_from_config(
     if groups is None:
         planner.plan(path, spec, spec.get("namespace", "default"), name_prefix)
     else:
-        planner.builder.check_keys(path, spec, {"backend", "type", "namespaces"} | _MEMORY_KEYS)
         for name, part_path, part_spec in groups:
             planner.plan(part_path, part_spec, name, f"{name_prefix}-{slugify(name)}")
         for section in ("streams", "processing"):

@@ -25,6 +25,11 @@ Fields (all about one entry, times in seconds):
 
 Units: ``ms s m h d w`` for durations, ``B KB MB GB TB`` (powers of 1024) for sizes.
 
+Limits, so that any text parses in bounded time and memory: at most
+:data:`MAX_RULE_LENGTH` characters, nesting (parentheses and ``NOT``) at most
+:data:`MAX_RULE_DEPTH` deep, numbers (after their unit) at most :data:`MAX_RULE_NUMBER`,
+tags non-empty UTF-8 without NUL. Past them, :class:`RuleSyntaxError` gives the position.
+
 Example:
     >>> from prefect_memory.plugins.base import Record
     >>> rule = parse_rule("accessCount < 5 AND age > 3600")
@@ -46,9 +51,9 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 from ..errors import ConfigError
 from ..plugins.base import Record
@@ -56,16 +61,48 @@ from ..units import DURATION_UNITS, SIZE_UNITS
 
 
 class RuleSyntaxError(ConfigError):
-    """A rule condition does not parse; the message gives the position of the problem."""
+    """A rule condition does not parse; the message gives the position of each problem.
 
-    def __init__(self, message: str, text: str, position: int) -> None:
-        super().__init__(f"{message} at position {position} in {text!r}")
+    Attributes:
+        text: The condition as written.
+        position: Where the first problem is (0-based character offset).
+        problems: Every ``(position, message)`` found (a syntax error ends the search).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        text: str,
+        position: int,
+        *,
+        problems: Sequence[tuple[int, str]] = (),
+    ) -> None:
+        found = list(problems) or [(position, message)]
+        lines = [f"{msg} at position {pos}" for pos, msg in found]
+        super().__init__("; ".join(lines) + f" in {_excerpt(text, found[0][0])}")
         self.text = text
-        self.position = position
+        self.position = found[0][0]
+        self.problems = found
+
+
+def _excerpt(text: str, position: int) -> str:
+    """``repr`` of ``text``, or of a window around ``position`` when it is long."""
+    if len(text) <= 120:
+        return repr(text)
+    start = max(0, position - 40)
+    stop = min(len(text), start + 80)
+    return f"{text[start:stop]!r} (characters {start}-{stop} of {len(text)})"
 
 
 FIELDS = ("accessCount", "age", "lastAccess", "idle", "size", "ttlLeft", "tag")
 _FIELD_LOOKUP = {name.lower(): name for name in FIELDS}
+#: Longest condition accepted, in characters.
+MAX_RULE_LENGTH = 4096
+#: Deepest nesting of parentheses and ``NOT`` accepted.
+MAX_RULE_DEPTH = 32
+#: Largest number accepted (after its unit): every integer up to it is exact as a float,
+#: so comparisons pushed down to Redis, SQL or MongoDB mean the same as in Python.
+MAX_RULE_NUMBER = float(2**53)
 _DURATION = DURATION_UNITS
 _SIZE = SIZE_UNITS
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -79,7 +116,7 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<num>\d+(?:\.\d+)?)(?P<unit>[A-Za-z]+)?
+        (?P<num>[0-9]+(?:\.[0-9]+)?)(?P<unit>[A-Za-z]+)?
       | (?P<str>"[^"]*"|'[^']*')
       | (?P<op><=|>=|==|!=|<|>|=)
       | (?P<paren>[()])
@@ -174,33 +211,50 @@ class Rule:
         return seen
 
 
+class _Stop(Exception):
+    """A syntax error: parsing cannot go on (the problem is already recorded)."""
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.problems: list[tuple[int, str]] = []
         self.tokens: list[tuple[str, str, str | None, int]] = []
+        self.i = 0
+        self.depth = 0
+
+    def tokenize(self) -> None:
+        """Split the text into tokens (one pass: linear in its length)."""
+        text = self.text
+        end = len(text.rstrip())
         pos = 0
-        while pos < len(text):
-            if text[pos:].strip() == "":
-                break
+        while pos < end:
             m = _TOKEN.match(text, pos)
-            if m is None or m.end() == pos:
-                start = pos + (len(text[pos:]) - len(text[pos:].lstrip()))
-                raise RuleSyntaxError(f"unexpected {text[start]!r}", text, start)
+            if m is None or m.end() == pos or m.lastgroup is None:
+                start = pos + (len(text[pos:end]) - len(text[pos:end].lstrip()))
+                self.fail(start, f"unexpected {text[start]!r}")
             kind = m.lastgroup if m.lastgroup != "unit" else "num"
             start = m.start(kind)
             self.tokens.append((kind, m.group(kind), m.group("unit"), start))  # type: ignore[arg-type]
             pos = m.end()
-        self.i = 0
+
+    def note(self, position: int, message: str) -> None:
+        """Record a problem and go on parsing (the rule is refused at the end)."""
+        self.problems.append((position, message))
+
+    def fail(self, position: int, message: str) -> NoReturn:
+        """Record a syntax error and stop."""
+        self.note(position, message)
+        raise _Stop
 
     def peek(self) -> tuple[str, str, str | None, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
 
-    def error(self, expected: str) -> RuleSyntaxError:
+    def expected(self, expected: str) -> NoReturn:
         tok = self.peek()
         if tok is None:
-            message = f"unexpected end, expected {expected}"
-            return RuleSyntaxError(message, self.text, len(self.text))
-        return RuleSyntaxError(f"unexpected {tok[1]!r}, expected {expected}", self.text, tok[3])
+            self.fail(len(self.text), f"unexpected end, expected {expected}")
+        self.fail(tok[3], f"unexpected {tok[1]!r}, expected {expected}")
 
     def keyword(self, word: str) -> bool:
         tok = self.peek()
@@ -211,10 +265,10 @@ class _Parser:
 
     def parse(self) -> Node:
         if not self.tokens:
-            raise RuleSyntaxError("empty condition", self.text, 0)
+            self.fail(0, "empty condition")
         node = self.parse_or()
         if self.peek() is not None:
-            raise self.error("AND, OR or the end")
+            self.expected("AND, OR or the end")
         return node
 
     def parse_or(self) -> Node:
@@ -229,67 +283,112 @@ class _Parser:
             operands.append(self.parse_not())
         return operands[0] if len(operands) == 1 else BoolOp("AND", tuple(operands))
 
+    def nest(self) -> None:
+        """Enter a NOT or a parenthesis: the depth is bounded, so is the recursion."""
+        self.depth += 1
+        if self.depth > MAX_RULE_DEPTH:
+            self.fail(
+                self.tokens[self.i - 1][3],
+                f"nested deeper than {MAX_RULE_DEPTH} levels (parentheses and NOT)",
+            )
+
     def parse_not(self) -> Node:
         if self.keyword("NOT"):
-            return Not(self.parse_not())
+            self.nest()
+            node = Not(self.parse_not())
+            self.depth -= 1
+            return node
         return self.parse_atom()
 
     def parse_atom(self) -> Node:
         tok = self.peek()
         if tok is not None and tok[0] == "paren" and tok[1] == "(":
             self.i += 1
+            self.nest()
             node = self.parse_or()
             tok = self.peek()
             if tok is None or tok[1] != ")":
-                raise self.error("')'")
+                self.expected("')'")
             self.i += 1
+            self.depth -= 1
             return node
         if tok is None or tok[0] != "word" or tok[1].upper() in ("AND", "OR", "NOT"):
-            raise self.error(f"a field ({', '.join(FIELDS)}) or '('")
+            self.expected(f"a field ({', '.join(FIELDS)}) or '('")
         field = _FIELD_LOOKUP.get(tok[1].lower())
         if field is None:
-            raise RuleSyntaxError(
-                f"unknown field {tok[1]!r} (known: {', '.join(FIELDS)})", self.text, tok[3]
-            )
+            self.note(tok[3], f"unknown field {tok[1]!r} (known: {', '.join(FIELDS)})")
         self.i += 1
         op_tok = self.peek()
         if op_tok is None or op_tok[0] != "op":
-            raise self.error("a comparison (<, <=, >, >=, ==, !=)")
+            self.expected("a comparison (<, <=, >, >=, ==, !=)")
         self.i += 1
         value_tok = self.peek()
         if value_tok is None or value_tok[0] not in ("num", "str"):
-            raise self.error("a number or a quoted string")
+            self.expected("a number or a quoted string")
         self.i += 1
+        if field is None:
+            return Compare("age", op_tok[1], 0.0)  # refused at the end; keeps parsing
         return Compare(field, op_tok[1], self.value(field, op_tok[1], value_tok))
 
     def value(self, field: str, op: str, tok: tuple[str, str, str | None, int]) -> float | str:
         kind, raw, unit, pos = tok
         if field == "tag":
             if kind != "str" or op not in ("==", "=", "!="):
-                raise RuleSyntaxError("tag takes == or != and a quoted tag", self.text, pos)
-            return raw[1:-1]
+                self.note(pos, "tag takes == or != and a quoted tag")
+                return ""
+            tag = raw[1:-1]
+            if not tag or "\x00" in tag or not _encodes(tag):
+                self.note(pos, "a tag is a non-empty UTF-8 string without NUL")
+            return tag
         if kind != "num":
-            raise RuleSyntaxError(f"{field} compares with a number", self.text, pos)
+            self.note(pos, f"{field} compares with a number")
+            return 0.0
         number = float(raw)
-        if unit is None:
-            return number
-        table = _SIZE if field == "size" else _DURATION if field != "accessCount" else {}
-        factor = table.get(unit.lower())
-        if factor is None:
-            allowed = ", ".join(table) or "none"
-            raise RuleSyntaxError(
-                f"unit {unit!r} does not fit {field} (allowed: {allowed})", self.text, pos
-            )
-        return number * factor
+        if unit is not None:
+            table = _SIZE if field == "size" else _DURATION if field != "accessCount" else {}
+            factor = table.get(unit.lower())
+            if factor is None:
+                allowed = ", ".join(table) or "none"
+                self.note(pos, f"unit {unit!r} does not fit {field} (allowed: {allowed})")
+                return 0.0
+            number *= factor
+        if not number <= MAX_RULE_NUMBER:  # also inf from a long run of digits
+            self.note(pos, f"number too large (at most {MAX_RULE_NUMBER:.0f} after its unit)")
+        return number
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_rule(text: str) -> Rule:
     """Parse a condition such as ``"accessCount < 5 AND age > 3600"``.
 
     Raises:
-        RuleSyntaxError: The condition is malformed (a :class:`~prefect_memory.ConfigError`);
-            the message names the problem and its position.
+        RuleSyntaxError: The condition is malformed or past a limit (a
+            :class:`~prefect_memory.ConfigError`); the message names each problem and its
+            position (a syntax error ends the search).
     """
     if not isinstance(text, str):
         raise ConfigError(f"a rule condition must be a string, got {type(text).__name__}")
-    return Rule(text, _Parser(text).parse())
+    if len(text) > MAX_RULE_LENGTH:
+        raise RuleSyntaxError(
+            f"a condition is at most {MAX_RULE_LENGTH} characters, got {len(text)}",
+            text,
+            MAX_RULE_LENGTH,
+        )
+    parser = _Parser(text)
+    try:
+        parser.tokenize()
+        root = parser.parse()
+    except _Stop:
+        root = None
+    if parser.problems:
+        position, message = parser.problems[0]
+        raise RuleSyntaxError(message, text, position, problems=parser.problems)
+    assert root is not None
+    return Rule(text, root)
