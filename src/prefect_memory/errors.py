@@ -47,6 +47,23 @@ class UnknownBackendError(ConfigError):
     """No backend is registered for a URL scheme."""
 
 
+class InvalidTTLError(ConfigError):
+    """A time to live is not a positive, finite number of seconds of at most 100 years.
+
+    Raised before anything is written, so a refused write leaves nothing behind. A
+    :class:`ConfigError` (and so a ``ValueError``), as TTLs were before it existed.
+
+    Example:
+        >>> import prefect_memory as pm
+        >>> mem = pm.open_memory("memory://")
+        >>> try:
+        ...     mem.set("k", 1, ttl=float("inf"))
+        ... except pm.InvalidTTLError:
+        ...     print("refused;", mem.exists("k"))
+        refused; False
+    """
+
+
 class MissingDependencyError(PrefectMemoryError, ImportError):
     """A backend needs an optional package that is not installed."""
 
@@ -255,6 +272,7 @@ __all__ = [
     "EntryNotFound",
     "FencingError",
     "InvalidKeyError",
+    "InvalidTTLError",
     "KeyTypeError",
     "MissingDependencyError",
     "PermanentBackendError",

@@ -1,4 +1,4 @@
-"""Key validation and namespace-safe encoding.
+"""Key, tag, namespace and TTL validation, and namespace-safe encoding.
 
 A namespace and a key can never collide with another namespace: wherever a backend
 joins them into one string, the namespace is percent-encoded so that it contains
@@ -11,18 +11,27 @@ Example:
     'a%3Ab'
     >>> file_name("reports/2024 Q1")
     'reports%2F2024%20Q1'
+
+Every store encodes keys, tags and namespaces as UTF-8, so a lone surrogate (``"\\ud800"``,
+which has no UTF-8 form) is refused here, before any write, as
+:class:`~prefect_memory.errors.InvalidKeyError`. TTLs are bounded by :data:`MAX_TTL`, a
+span every store can hold (Redis ``PEXPIRE`` milliseconds, ``datetime``, BSON dates).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 from collections.abc import Iterable
 
-from .errors import InvalidKeyError, KeyTypeError
+from .errors import InvalidKeyError, InvalidTTLError, KeyTypeError
 
 #: Longest key accepted, in characters.
 MAX_KEY_LENGTH = 4096
+#: Longest time to live accepted, in seconds (100 years). Redis holds it in milliseconds
+#: (``PEXPIRE``), ``datetime`` and BSON dates hold ``now + MAX_TTL``; beyond it use ``None``.
+MAX_TTL = 100 * 365.25 * 86400.0
 
 _SAFE_NS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@+=,")
 _SAFE_FILE = _SAFE_NS | frozenset(":!$&'()")
@@ -58,7 +67,20 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(f"keys may have at most {MAX_KEY_LENGTH} characters, got {len(key)}")
     if "\x00" in key:
         raise InvalidKeyError(f"keys may not contain NUL characters: {key!r}")
+    if not key.isascii():
+        _check_utf8(key, "keys")
     return key
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Raise :class:`InvalidKeyError` if ``text`` has no UTF-8 form (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidKeyError(
+            f"{what} may not contain lone surrogates: {text[err.start]!r} at position "
+            f"{err.start} of {text!r} has no UTF-8 form"
+        ) from None
 
 
 def validate_keys(keys: Iterable[object]) -> list[str]:
@@ -76,7 +98,96 @@ def validate_namespace(namespace: object) -> str:
         raise InvalidKeyError(
             f"namespace must be a non-empty string without NUL, got {namespace!r}"
         )
+    if not namespace.isascii():
+        _check_utf8(namespace, "a namespace")
     return namespace
+
+
+def validate_tags(tags: object) -> tuple[str, ...]:
+    """Return ``tags`` as a tuple without duplicates; a lone ``str`` is one tag.
+
+    Raises:
+        KeyTypeError: ``tags`` is not a ``str`` or an iterable of ``str``.
+        InvalidKeyError: A tag is empty, holds NUL or a lone surrogate.
+
+    Example:
+        >>> validate_tags(["a", "b", "a"]), validate_tags("user:7")
+        (('a', 'b'), ('user:7',))
+        >>> validate_tags(5)
+        Traceback (most recent call last):
+        ...
+        prefect_memory.errors.KeyTypeError: tags must be a str or an iterable of str, got int: 5
+    """
+    if isinstance(tags, str):
+        tags = (tags,)
+    elif not isinstance(tags, (tuple, list)) and (
+        isinstance(tags, (bytes, bytearray)) or not isinstance(tags, Iterable)
+    ):
+        raise KeyTypeError(
+            f"tags must be a str or an iterable of str, got {type(tags).__name__}: {tags!r}"
+        )
+    out: dict[str, None] = {}
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise KeyTypeError(f"tags must be str, got {type(tag).__name__}: {tag!r}")
+        if not tag or "\x00" in tag:
+            raise InvalidKeyError(f"tags must be non-empty strings without NUL, got {tag!r}")
+        if not tag.isascii():
+            _check_utf8(tag, "tags")
+        out[tag] = None
+    return tuple(out)
+
+
+def validate_pattern(pattern: object) -> str:
+    """Return the glob ``pattern`` of a key listing if it is a ``str`` with a UTF-8 form."""
+    if not isinstance(pattern, str):
+        raise KeyTypeError(f"pattern must be a str glob, got {type(pattern).__name__}")
+    if not pattern.isascii():
+        _check_utf8(pattern, "a pattern")
+    return pattern
+
+
+def validate_ttl(seconds: object, *, name: str = "ttl") -> float:
+    """Return ``seconds`` as a ``float`` if it is a TTL every store can hold, else raise.
+
+    Args:
+        seconds: Seconds to live (``int`` or ``float``; not ``bool``).
+        name: What to call it in the message.
+
+    Raises:
+        InvalidTTLError: ``seconds`` is not a number, not positive, not finite, or above
+            :data:`MAX_TTL` (also a ``ValueError``).
+
+    Example:
+        >>> validate_ttl(60)
+        60.0
+        >>> try:
+        ...     validate_ttl(float("inf"))
+        ... except ValueError as err:
+        ...     print(type(err).__name__, "at most" in str(err))
+        InvalidTTLError True
+    """
+    kind = type(seconds)
+    if (
+        kind is not float
+        and kind is not int
+        and (kind is bool or not isinstance(seconds, (int, float)))
+    ):
+        raise InvalidTTLError(
+            f"{name} must be seconds or a timedelta, got {kind.__name__}: {seconds!r}"
+        )
+    try:
+        value = float(seconds)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond any float
+        value = math.inf
+    if 0 < value <= MAX_TTL:
+        return value
+    if not value > 0:
+        raise InvalidTTLError(f"{name} must be positive, got {seconds!r} (use None for no expiry)")
+    raise InvalidTTLError(
+        f"{name} must be at most {MAX_TTL:.0f} seconds (100 years), got {seconds!r} "
+        "(use None for no expiry)"
+    )
 
 
 def _quote(text: str, safe: frozenset[str]) -> str:

@@ -25,8 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._twins import async_twin
 from .codecs import Codec
-from .errors import ConfigError, EntryNotFound
-from .keys import glob_match, validate_key, validate_keys, validate_namespace
+from .errors import ConfigError, EntryNotFound, SerializationError
+from .keys import (
+    glob_match,
+    validate_key,
+    validate_keys,
+    validate_namespace,
+    validate_pattern,
+    validate_tags,
+    validate_ttl,
+)
 from .plugins.base import Backend, Record
 from .tabular.methods import FrameMethods
 
@@ -38,23 +46,42 @@ _UNSET: Any = object()
 TTL = float | int | _dt.timedelta | None
 
 
-def _to_datetime(ts: float | None) -> _dt.datetime | None:
-    return None if ts is None else _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+_UTC = _dt.timezone.utc
+_LATEST = _dt.datetime.max.replace(tzinfo=_UTC)
+_EARLIEST = _dt.datetime.min.replace(tzinfo=_UTC)
+
+
+def _to_datetime(ts: float | None, key: str = "", field: str = "timestamp") -> _dt.datetime | None:
+    """Epoch seconds as an aware UTC datetime; stored values beyond ``datetime`` are clamped.
+
+    Another writer of the store may leave any number in an entry's metadata: a finite or
+    infinite one outside ``datetime``'s range reads as its latest or earliest value, and
+    anything else (NaN, not a number) is a :class:`SerializationError` naming the key.
+    """
+    if ts is None:
+        return None
+    try:
+        return _dt.datetime.fromtimestamp(ts, tz=_UTC)
+    except (OverflowError, ValueError, OSError, TypeError):
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts:
+            return _LATEST if ts > 0 else _EARLIEST
+        raise SerializationError(
+            f"entry {key!r} has an unreadable {field} in its stored metadata: {ts!r}"
+        ) from None
 
 
 def normalize_ttl(ttl: Any, *, name: str = "ttl") -> float | None:
-    """Turn a TTL (seconds, ``timedelta`` or ``None``) into positive seconds or ``None``."""
+    """Turn a TTL (seconds, ``timedelta`` or ``None``) into positive seconds or ``None``.
+
+    Raises:
+        InvalidTTLError: Not a number or ``timedelta``, not positive, not finite, or above
+            :data:`~prefect_memory.keys.MAX_TTL` (100 years).
+    """
     if ttl is None:
         return None
     if isinstance(ttl, _dt.timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise ConfigError(f"{name} must be seconds or a timedelta, got {type(ttl).__name__}")
-    if not seconds > 0:
-        raise ConfigError(f"{name} must be positive, got {ttl!r} (use None for no expiry)")
-    return seconds
+        return validate_ttl(ttl.total_seconds(), name=name)
+    return validate_ttl(ttl, name=name)
 
 
 class Hook:
@@ -89,6 +116,14 @@ class Hook:
         """Return the bytes to decode (before decoding)."""
         return data
 
+    def encode_bytes_in(self, namespace: str, key: str, data: bytes) -> bytes:
+        """:meth:`encode_bytes`, told the memory's namespace (override to bind it)."""
+        return self.encode_bytes(key, data)
+
+    def decode_bytes_in(self, namespace: str, key: str, data: bytes) -> bytes:
+        """:meth:`decode_bytes`, told the memory's namespace (override to bind it)."""
+        return self.decode_bytes(key, data)
+
 
 @dataclass(frozen=True)
 class EntryInfo:
@@ -113,14 +148,22 @@ class EntryInfo:
         cls, key: str, namespace: str, record: Record, tier: str | None = None
     ) -> EntryInfo:
         """Build the public view of a backend record."""
+        created, updated, last = (
+            _to_datetime(ts, key, field)
+            for ts, field in (
+                (record.created_at, "created_at"),
+                (record.updated_at, "updated_at"),
+                (record.last_access, "last_access"),
+            )
+        )
         return cls(
             key=key,
             namespace=namespace,
-            created_at=_to_datetime(record.created_at),  # type: ignore[arg-type]
-            updated_at=_to_datetime(record.updated_at),  # type: ignore[arg-type]
-            last_access=_to_datetime(record.last_access),  # type: ignore[arg-type]
+            created_at=created,  # type: ignore[arg-type]
+            updated_at=updated,  # type: ignore[arg-type]
+            last_access=last,  # type: ignore[arg-type]
             access_count=record.access_count,
-            expires_at=_to_datetime(record.expires_at),
+            expires_at=_to_datetime(record.expires_at, key, "expires_at"),
             ttl=record.ttl,
             sliding=record.sliding,
             tags=tuple(record.tags),
@@ -188,12 +231,12 @@ class Memory(FrameMethods):
             value = hook.before_save(key, value)
         data = self.codec.encode(value)
         for hook in self.hooks:
-            data = hook.encode_bytes(key, data)
+            data = hook.encode_bytes_in(self.namespace, key, data)
         return data
 
     def _decode(self, key: str, data: bytes) -> Any:
         for hook in reversed(self.hooks):
-            data = hook.decode_bytes(key, data)
+            data = hook.decode_bytes_in(self.namespace, key, data)
         value = self.codec.decode(data)
         for hook in reversed(self.hooks):
             value = hook.after_load(key, value)
@@ -203,7 +246,7 @@ class Memory(FrameMethods):
         self, now: float, ttl: Any, tags: Iterable[str], refresh: bool | None
     ) -> Callable[[str, Any], Record]:
         """A maker of new records written at ``now`` with the given TTL policy and tags."""
-        tags = _clean_tags(tags)
+        tags = validate_tags(tags)
         seconds = self.ttl if ttl is _UNSET else normalize_ttl(ttl)
         sliding = (self.refresh if refresh is None else bool(refresh)) and seconds is not None
         expires_at = None if seconds is None else now + seconds
@@ -234,10 +277,17 @@ class Memory(FrameMethods):
             key: Non-empty ``str``.
             value: Anything msgpack carries, plus bytes, datetimes, tuples, sets, numpy arrays
                 (and any object when the memory was opened with ``pickle=True``).
-            ttl: Seconds (or ``timedelta``) to live; ``None`` for no expiry; default: the
+            ttl: Seconds (or ``timedelta``) to live, positive and at most 100 years
+                (:data:`~prefect_memory.keys.MAX_TTL`); ``None`` for no expiry; default: the
                 memory's ``ttl``.
-            tags: Tags for :meth:`invalidate_tags`.
+            tags: Tags for :meth:`invalidate_tags` (a lone ``str`` is one tag).
             refresh: Sliding expiry for this entry (default: the memory's ``refresh``).
+
+        Raises:
+            InvalidKeyError: The key or a tag is empty, holds NUL or a lone surrogate
+                (:class:`~prefect_memory.errors.KeyTypeError` when not a ``str``).
+            InvalidTTLError: ``ttl`` is out of bounds. Either is raised before anything is
+                written.
         """
         self.set_many({key: value}, ttl=ttl, tags=tags, refresh=refresh)
 
@@ -312,8 +362,7 @@ class Memory(FrameMethods):
 
     def keys(self, pattern: str = "*") -> Iterator[str]:
         """Yield the keys of this namespace matching the glob ``pattern``."""
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be a str glob, got {type(pattern).__name__}")
+        validate_pattern(pattern)
         for key in self.backend.scan(self.namespace, pattern, now=self.clock()):
             if glob_match(key, pattern):
                 yield key
@@ -341,8 +390,8 @@ class Memory(FrameMethods):
         """Return the keys carrying any of ``tags`` (sorted)."""
         flat: list[str] = []
         for tag in tags:
-            flat.extend([tag] if isinstance(tag, str) else tag)
-        flat = list(_clean_tags(flat))
+            flat.extend(validate_tags(tag))
+        flat = list(dict.fromkeys(flat))
         if not flat:
             return []
         return sorted(self.backend.tagged(self.namespace, flat, now=self.clock()))
@@ -425,15 +474,3 @@ class Memory(FrameMethods):
 
 def _list_keys(memory: Memory, pattern: str) -> list[str]:
     return list(memory.keys(pattern))
-
-
-def _clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(tags, str):
-        tags = [tags]
-    out: list[str] = []
-    for tag in tags:
-        if not isinstance(tag, str) or not tag or "\x00" in tag:
-            raise ConfigError(f"tags must be non-empty strings without NUL, got {tag!r}")
-        if tag not in out:
-            out.append(tag)
-    return tuple(out)

@@ -36,7 +36,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator,
 
 from .._twins import async_twin
 from ..errors import PrefectMemoryError
-from ..keys import validate_namespace
+from ..keys import MAX_TTL, validate_namespace
 from ..memory import _UNSET, TTL, EntryInfo, Memory
 from .payloads import MIN_SIGNING_KEY_LENGTH, _RecentReads
 from .results import ResultStorageMixin
@@ -150,9 +150,10 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
     ttl: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_TTL,
         description=(
             "Default time to live in seconds of entries and of stored task results "
-            "(empty: no expiry)."
+            "(empty: no expiry; at most 100 years)."
         ),
     )
     result_signing_key: SecretStr | None = Field(

@@ -50,7 +50,7 @@ class InProcessBackend(Backend):
 
     scheme: ClassVar[str] = "memory"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=False, shared=False, atomic_moves=True
+        persistent=False, shared=False, atomic_moves=True, metadata_reads=True
     )
 
     def __init__(
@@ -128,6 +128,17 @@ class InProcessBackend(Backend):
                     store.entries[(ns, key)] = record
                     store.entries.move_to_end((ns, key))
                 out[key] = record
+        return out
+
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """The live records of ``keys`` without values (the stored values are not copied)."""
+        store = self._store
+        out: dict[str, Record] = {}
+        with store.lock:
+            for key in keys:
+                record = store.entries.get((ns, key))
+                if record is not None and not record.expired(now):
+                    out[key] = record.without_value()
         return out
 
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:

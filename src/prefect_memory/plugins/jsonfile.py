@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..errors import BackendError, BackendUnavailable, ConfigError
+from ..errors import BackendError, BackendUnavailable, ConfigError, SerializationError
 from ..keys import glob_match
 from ._paths import local_path_from_url
 from .base import Backend, Capabilities, Record, record_fields, record_from_fields
@@ -70,7 +70,9 @@ class JsonFileBackend(Backend):
     """
 
     scheme: ClassVar[str] = "json"
-    capabilities: ClassVar[Capabilities] = Capabilities(batch=True, atomic_moves=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        batch=True, atomic_moves=True, metadata_reads=True
+    )
 
     def __init__(self, path: str, *, indent: int | None = 1, flush_interval: float = 5.0) -> None:
         super().__init__()
@@ -157,19 +159,35 @@ class JsonFileBackend(Backend):
                     raw["x"] = expires
 
     def _save(self, doc: Doc) -> None:
+        """Write ``doc`` (the cached document, changed in place by the caller) to the file.
+
+        On any failure the temporary file is removed and the cache dropped, so that the
+        next call reads the file as it was: a failed write never leaks into later ones.
+        """
         payload = {"format": FORMAT, "version": 1, "namespaces": doc}
         folder = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".backup-", suffix=".tmp", dir=folder)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=".backup-", suffix=".tmp", dir=folder)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(payload, fh, indent=self.indent, ensure_ascii=False)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise BackendUnavailable(f"cannot write the JSON memory {self.path!r}: {err}") from err
+        except BaseException as err:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            self._doc, self._stamp = None, None  # pending statistics stay, re-applied on load
+            if isinstance(err, OSError):
+                raise BackendUnavailable(
+                    f"cannot write the JSON memory {self.path!r}: {err}"
+                ) from err
+            if isinstance(err, (ValueError, TypeError)):
+                raise SerializationError(
+                    f"cannot write the JSON memory {self.path!r}: {type(err).__name__}: {err}"
+                ) from err
+            raise
         st = os.stat(self.path)
         self._doc, self._stamp = doc, (st.st_mtime_ns, st.st_size, st.st_ino)
         self._pending.clear()
@@ -209,6 +227,22 @@ class JsonFileBackend(Backend):
                 self._pending_since = now
         if self._pending_since is not None and now - self._pending_since >= self.flush_interval:
             self.flush()
+        return out
+
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """The live records of ``keys`` without values: the size is taken from the length
+        of the base64 text, which is never decoded."""
+        out: dict[str, Record] = {}
+        with self._locked(exclusive=False) as doc:
+            entries = doc.get(ns, {})
+            for key in keys:
+                raw = entries.get(key)
+                if raw is None or not _live(raw, now):
+                    continue
+                text = raw["v"]
+                record = record_from_fields(raw, b"")
+                record.stored_size = len(text) // 4 * 3 - text[-2:].count("=")
+                out[key] = record
         return out
 
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:

@@ -14,6 +14,30 @@ from __future__ import annotations
 
 import hashlib
 
+#: Longest expiry the scripts write, in milliseconds from ``now`` (about 317 years: above
+#: :data:`~prefect_memory.keys.MAX_TTL`, far below what ``PEXPIRE`` and a Lua number
+#: formatted as a Redis argument can hold). A put beyond it is refused before any write.
+MAX_EXPIRY_MS = 10**13
+
+# Shared by every script: the bound above, and the test of an expiry ``x`` (epoch seconds or
+# '') and a sliding ttl ``s`` (seconds or '') before anything is written.
+_LUA_LIMITS = f"""
+local MAXMS = {MAX_EXPIRY_MS}
+local function bad_expiry(x, s, now)
+  if x ~= '' then
+    local ex = tonumber(x)
+    if not ex then return true end
+    local ms = (ex - now) * 1000
+    if ms ~= ms or ms > MAXMS then return true end
+  end
+  if s ~= '' then
+    local sl = tonumber(s)
+    if not sl or sl ~= sl or sl <= 0 or sl * 1000 > MAXMS then return true end
+  end
+  return false
+end
+"""
+
 
 class LuaScript:
     """A Lua script and its SHA1 (EVALSHA first, SCRIPT LOAD on NOSCRIPT).
@@ -33,20 +57,24 @@ class LuaScript:
 
 
 # Shared by the scripts: purge a tag index of expired members and give it the TTL of its
-# longest-lived member (persistent when one has no expiry; an empty set is gone).
-_LUA_FIX_TAG = """
+# longest-lived member (persistent when one has no expiry, or one beyond the bound that
+# another writer left there; an empty set is gone).
+_LUA_FIX_TAG = (
+    _LUA_LIMITS
+    + """
 local function fix_tag(tk, now)
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)
   local top = redis.call('ZRANGE', tk, -1, -1, 'WITHSCORES')
   if #top == 0 then return end
-  local best = tonumber(top[2])
-  if best == math.huge then
+  local ms = math.ceil((tonumber(top[2]) - now) * 1000)
+  if ms > MAXMS then
     redis.call('PERSIST', tk)
   else
-    redis.call('PEXPIRE', tk, math.max(1, math.ceil((best - now) * 1000)))
+    redis.call('PEXPIRE', tk, math.max(1, ms))
   end
 end
 """
+)
 
 # Shared by the writing scripts: the opt-in change message (ARGV[3] = channel, ARGV[4] =
 # namespace, ARGV[5] = source). One PUBLISH per batch: msgpack [namespace, source, [keys],
@@ -73,6 +101,9 @@ end
 # m = msgpack {created, updated, ttl|false, sliding, {tags}, version}; x = expires_at or '';
 # s = the ttl of a sliding entry or ''. Optional ARGV[3..5] = channel, namespace, source:
 # then the script PUBLISHes one change message for the whole batch (see _LUA_NOTIFY).
+# Every x and s is checked (bad_expiry) before the first write: a batch with one expiry
+# that PEXPIRE cannot take is refused whole, so it never leaves an entry without its TTL
+# or outside its tag index.
 _LUA_PUT = (
     _LUA_FIX_TAG
     + _LUA_NOTIFY
@@ -90,6 +121,17 @@ local i, step = 2, 7
 if shared then
   m, n, a, x, s = t[2], t[3], t[4], t[5], t[6]
   i, step = 7, 2
+  if bad_expiry(x, s, now) then
+    return redis.error_reply('ERR prefect-memory: expiry out of range: ' .. tostring(x))
+  end
+else
+  for j = 2, size, 7 do
+    if bad_expiry(t[j + 5], t[j + 6], now) then
+      return redis.error_reply(
+        'ERR prefect-memory: expiry out of range for key ' .. tostring(t[j]) .. ': '
+        .. tostring(t[j + 5]))
+    end
+  end
 end
 local metas = {}
 local function meta(packed)  -- unpacked m, with the set of its tags
@@ -184,7 +226,10 @@ return 1
 
 # KEYS[1] = 'P:{N}:'; ARGV[1] = now; ARGV[2] = '1' to count an access; ARGV[3] = msgpack
 # array of keys. Returns the msgpack array of {v, m, n, a, x|false, index} of every live key.
-_LUA_GET = """
+# A sliding ttl beyond the bound (left by another writer) is not slid.
+_LUA_GET = (
+    _LUA_LIMITS
+    + """
 local call, tonumber = redis.call, tonumber
 local nows = ARGV[1]
 local now = tonumber(nows)
@@ -205,6 +250,7 @@ for i = 1, #keys do
       else
         n = n + 1
         local sl = tonumber(h[6])
+        if sl and bad_expiry('', sl, now) then sl = nil end
         if sl then  -- sliding: push the expiry of the entry and of its tag indexes
           x = now + sl
           local lms = math.ceil(sl * 1000)
@@ -228,6 +274,7 @@ for i = 1, #keys do
 end
 return cmsgpack.pack(out)
 """
+)
 
 # KEYS[1] = 'P:{N}:'; ARGV[1] = now; ARGV[2] = msgpack array of keys; optional ARGV[3..5]
 # as for _LUA_PUT. Returns how many live entries were removed. With items {key, version,
@@ -315,4 +362,4 @@ PUT, GET, DELETE, TAGGED = (
     LuaScript(_LUA_PUT), LuaScript(_LUA_GET), LuaScript(_LUA_DELETE), LuaScript(_LUA_TAGGED)
 )  # fmt: skip
 
-__all__ = ["DELETE", "GET", "PUT", "TAGGED", "LuaScript"]
+__all__ = ["DELETE", "GET", "MAX_EXPIRY_MS", "PUT", "TAGGED", "LuaScript"]

@@ -65,11 +65,12 @@ except ImportError as _err:  # pragma: no cover - the registry turns this into a
         name="redis",
     ) from _err
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidTTLError
 from ..keys import glob_match, ns_token
+from ..urls import redact_url, split_credentials
 from .base import Backend, Capabilities, Record
 from .redis_conn import Connections, RedisConnector, Secret, SlotMap
-from .redis_lua import DELETE, GET, PUT, TAGGED
+from .redis_lua import DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED
 
 #: Options of ``from_url`` (besides ``ssl_*`` ones, which go to redis-py for ``rediss://``).
 _OPTIONS = frozenset(
@@ -141,8 +142,9 @@ class RedisBackend(RedisConnector, Backend):
 
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        native_ttl=True, server_scripts=True, pushdown=True, atomic_moves=True
-    )
+        native_ttl=True, server_scripts=True, pushdown=True, atomic_moves=True,
+        metadata_reads=True,
+    )  # fmt: skip
     _transient = ("_client", "_slots")
 
     def __init__(
@@ -160,6 +162,7 @@ class RedisBackend(RedisConnector, Backend):
         ssl_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        url, url_password = split_credentials(url)  # a raw '/', '?', '#' or '@' in it
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("redis", "rediss"):
@@ -167,8 +170,8 @@ class RedisBackend(RedisConnector, Backend):
         try:
             self.host = parts.hostname or "127.0.0.1"
             self.port = parts.port or 6379
-        except ValueError as err:
-            raise ConfigError(f"invalid port in the Redis URL: {err}") from None
+        except ValueError:
+            raise ConfigError(f"invalid port in the Redis URL {redact_url(url)}") from None
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = sorted(k for k in query if k not in _URL_PASSTHROUGH and not k.startswith("ssl"))
         if unknown:
@@ -194,9 +197,7 @@ class RedisBackend(RedisConnector, Backend):
         self.cluster = cluster
         if self.cluster and self.db:
             raise ConfigError(f"a Redis Cluster has database 0 only, got {self.db}")
-        secret = password if password is not None else (
-            unquote(parts.password) if parts.password else None
-        )  # fmt: skip
+        secret = password if password is not None else url_password
         if secret is not None and not isinstance(secret, str):
             if not callable(getattr(secret, "get_secret_value", None)):
                 raise ConfigError(
@@ -237,6 +238,9 @@ class RedisBackend(RedisConnector, Backend):
         Raises:
             ConfigError: An option is unknown or invalid (every unknown one is named).
         """
+        url, url_password = split_credentials(url)
+        if url_password is not None:
+            options.setdefault("password", Secret(url_password))
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         kept = []
@@ -328,6 +332,7 @@ class RedisBackend(RedisConnector, Backend):
         first = metas[0]
         mode = 2 if absent else 0
         if metas.count(first) == len(metas):  # one header for the batch
+            _check_expiry(keys[0], first, now)
             flat: list[Any] = [None] * (6 + 2 * len(keys))
             flat[:6] = (mode + 1, *_put_meta(first))
             flat[6::2] = keys
@@ -335,6 +340,7 @@ class RedisBackend(RedisConnector, Backend):
         else:
             flat = [mode]
             for key, rec, meta in zip(keys, recs, metas, strict=True):
+                _check_expiry(key, meta, now)
                 flat += (key, rec.value, *_put_meta(meta))
         extra = () if notify is None else (notify[0], ns, notify[1])
         reply = self._run(1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=self._wait)
@@ -353,6 +359,31 @@ class RedisBackend(RedisConnector, Backend):
             )
         )
 
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """One pipeline of ``HMGET <entry> m n a x`` and ``HSTRLEN <entry> v`` per key: the
+        metadata and the stored size of the value, never the value."""
+        if not keys:
+            return {}
+        base = self._base(ns)
+        prefix = base + "e:"
+        commands: list[tuple[Any, ...]] = []
+        for key in keys:
+            entry = prefix + key
+            commands += (("HMGET", entry, "m", "n", "a", "x"), ("HSTRLEN", entry, "v"))
+        replies = self._run(pipeline=commands, route=base)
+        out: dict[str, Record] = {}
+        for key, (m, n, a, x), size in zip(keys, replies[::2], replies[1::2], strict=True):
+            expires = float(x) if x else None
+            if m is None or (expires is not None and expires <= now):
+                continue
+            c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
+            last = float(a) if a else float(c)
+            count = int(n or 0)
+            out[key] = Record(
+                b"", c, u, last, count, expires, l or None, s, tuple(tags), r, stored_size=size
+            )
+        return out
+
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """One pipeline of ``HGET <entry> x``: only the expiry travels, never the value.
 
@@ -368,9 +399,7 @@ class RedisBackend(RedisConnector, Backend):
         else:
             found = self._run(pipeline=[("HGET", prefix + key, "x") for key in keys], route=base)
         return {
-            key
-            for key, x in zip(keys, found, strict=True)
-            if x is not None and (not x or float(x) > now)
+            key for key, x in zip(keys, found, strict=True) if x is not None and _live_x(x, now)
         }
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
@@ -424,6 +453,36 @@ def _check_consistency(consistency: Any, quorum: Any) -> tuple[str, int]:
     if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
         raise ConfigError(f"quorum must be a positive int (replicas), got {quorum!r}")
     return consistency, quorum
+
+
+def _live_x(x: bytes, now: float) -> bool:
+    """Whether the ``x`` field of an entry is live at ``now``, read as the scripts read it
+    (``tonumber``: empty or not a number is no expiry)."""
+    try:
+        return not x or float(x) > now
+    except ValueError:
+        return True
+
+
+def _check_expiry(key: str, meta: tuple[Any, ...], now: float) -> None:
+    """Refuse a record whose expiry ``PEXPIRE`` cannot take, before anything is sent.
+
+    (The put script checks it too, before its first write, against any other caller.)
+    """
+    expires_at, ttl, sliding = meta[4], meta[5], meta[6]
+    for value, what, base in (
+        (expires_at, "expires_at", now),
+        (ttl if sliding else None, "ttl", 0),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidTTLError(f"entry {key!r}: {what} must be a number, got {value!r}")
+        if not (value - base) * 1000 <= MAX_EXPIRY_MS or (what == "ttl" and not value > 0):
+            raise InvalidTTLError(
+                f"entry {key!r}: {what} {value!r} is out of the range Redis holds "
+                f"(at most {MAX_EXPIRY_MS // 1000} seconds from now)"
+            )
 
 
 def _put_meta(meta: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
+from ..keys import validate_ttl
 from ..memory import Memory
 from ..plugins.base import Backend, Capabilities, Record
 from ..plugins.inprocess import InProcessBackend
@@ -59,8 +60,8 @@ class SharedBackend(Backend):
         super().__init__()
         if on_change not in ("drop", "refresh"):
             raise ConfigError(f"on_change must be 'drop' or 'refresh', got {on_change!r}")
-        if l1_ttl is not None and not l1_ttl > 0:
-            raise ConfigError(f"l1_ttl must be positive seconds or None, got {l1_ttl!r}")
+        if l1_ttl is not None:  # a ConfigError (InvalidTTLError) past the bound every TTL has
+            l1_ttl = validate_ttl(l1_ttl, name="l1_ttl")
         self.inner, self.bus, self.channel, self.source = inner, bus, channel, source
         self.l1_max_entries, self.l1_ttl, self.on_change = l1_max_entries, l1_ttl, on_change
         self.subscribe_timeout = subscribe_timeout
