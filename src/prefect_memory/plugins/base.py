@@ -38,6 +38,9 @@ class Capabilities:
         pushdown: Filters can run inside the store (queries instead of scans).
         atomic_moves: ``put_absent_many`` and ``delete_if_unchanged`` are atomic per key
             against other writers (else: check then act, a small race).
+        metadata_reads: ``meta_many`` reads the metadata and the stored size of entries
+            without transferring their values (else it falls back to ``get_many``), so a
+            migration decides on metadata and loads only the values that move.
     """
 
     native_ttl: bool = False
@@ -47,11 +50,24 @@ class Capabilities:
     shared: bool = True
     pushdown: bool = False
     atomic_moves: bool = False
+    metadata_reads: bool = False
 
 
 @dataclass(slots=True)
 class Record:
-    """One stored entry: the encoded value and its metadata (times are epoch seconds)."""
+    """One stored entry: the encoded value and its metadata (times are epoch seconds).
+
+    A record read by :meth:`Backend.meta_many` has no value (``b""``) and carries the
+    size of the stored value in ``stored_size``; every other record leaves it ``None``
+    and its size is ``len(value)``. Such a record is for decisions only: it is never
+    written back.
+
+    Example:
+        >>> full = Record(b"abc", 1.0, 1.0, 1.0)
+        >>> meta = full.without_value()
+        >>> (full.size, full.stored_size), (meta.value, meta.size, meta.token == full.token)
+        ((3, None), (b'', 3, True))
+    """
 
     value: bytes
     created_at: float
@@ -64,6 +80,7 @@ class Record:
     tags: tuple[str, ...] = field(default_factory=tuple)
     version: int = 1
     tier: str | None = None  # set by tiered memory: the tier the entry was found in
+    stored_size: int | None = None  # set by meta_many: the size of the value not read
 
     def expired(self, now: float) -> bool:
         """Tell whether the entry is expired at ``now``."""
@@ -97,8 +114,12 @@ class Record:
 
     @property
     def size(self) -> int:
-        """Size of the stored value in bytes."""
-        return len(self.value)
+        """Size of the stored value in bytes (``stored_size`` for a metadata-only record)."""
+        return len(self.value) if self.stored_size is None else self.stored_size
+
+    def without_value(self) -> Record:
+        """This record's metadata and stored size, without the value (nothing is copied)."""
+        return replace(self, value=b"", stored_size=self.size)
 
 
 def record_fields(record: Record) -> dict[str, Any]:
@@ -171,6 +192,19 @@ class Backend(ABC):
     @abstractmethod
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
         """Return the live keys of ``ns`` carrying any of ``tags``."""
+
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """Return the live records of ``keys`` without their values (no access counted).
+
+        Each record has ``value=b""``, its stored size in ``stored_size`` and every other
+        field as :meth:`get_many` returns it (what migration rules read: access count,
+        times, expiry, tags, size). Stores that declare ``capabilities.metadata_reads``
+        read only the metadata; this default reads the whole records with
+        :meth:`get_many` and drops the values (callers that need the values anyway read
+        them once with :meth:`get_many` instead).
+        """
+        found = self.get_many(ns, keys, now=now, touch=False)
+        return {key: record.without_value() for key, record in found.items()}
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """Return which of ``keys`` have a live entry (without counting an access)."""

@@ -45,22 +45,29 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import errno
 import functools
 import logging
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgpack
+from pydantic import SecretStr
 
 from ..errors import (
     BackendError,
+    BackendNotFound,
+    BackendPermissionError,
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    InvalidKeyError,
     PrefectMemoryError,
 )
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
@@ -74,8 +81,104 @@ _HEAD_READ = 8192
 _MOVE_ATTEMPTS = 4
 #: Whether an S3 server enforces conditional requests, per (endpoint, bucket), once probed.
 _ENFORCED: dict[tuple[str, str], bool] = {}
+#: Names listed per request (S3 ``ListObjectsV2`` returns at most 1000; local: per page).
+_PAGE = 1000
+#: Longest S3 object key, in UTF-8 bytes (AWS; SeaweedFS answers ``KeyTooLongError`` past it).
+S3_MAX_KEY_BYTES = 1024
+#: Longest file name where the filesystem does not say (``NAME_MAX`` of Linux and macOS).
+_NAME_MAX = 255
+#: Foreign objects warned about per backend (each once), at most.
+_WARN_MAX = 1000
+#: S3 error codes of refused credentials or operations (retrying cannot help).
+_S3_REFUSED = frozenset({
+    "AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+    "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AccountProblem", "InvalidSecurity",
+})  # fmt: skip
+#: ``storage_options`` names (top level or in ``client_kwargs``) whose values are credentials.
+_SECRET_OPTION = re.compile(r"secret|token|password|passwd|credential|account_key|sas", re.I)
+#: Not a cipher: only keeps a credential's plain text out of pickled bytes (see SecretOption).
+_MASK = b"prefect-memory/storage-options-mask"
 
 log = logging.getLogger(__name__)
+
+
+class SecretOption(SecretStr):
+    """A credential of ``storage_options`` (e.g. the S3 ``secret``): masked everywhere.
+
+    ``repr``, ``str``, error messages and logs show ``**********``; the plain text is
+    taken out only to build the fsspec filesystem. A pickle must let another process
+    reach the store, so it carries the credential, but never as plain text (it is masked,
+    not encrypted: whoever can read a pickle of a store can use its credentials).
+
+    Example:
+        >>> import pickle
+        >>> secret = SecretOption("s3cr3t")
+        >>> secret, b"s3cr3t" in pickle.dumps(secret)
+        (SecretOption('**********'), False)
+        >>> pickle.loads(pickle.dumps(secret)).get_secret_value()
+        's3cr3t'
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _unmask, (_mask(self.get_secret_value()),)
+
+
+def _mask(text: str) -> str:
+    data = text.encode("utf-8")
+    pad = _MASK * (len(data) // len(_MASK) + 1)
+    return base64.b64encode(bytes(b ^ m for b, m in zip(data, pad, strict=False))).decode()
+
+
+def _unmask(masked: str) -> SecretOption:
+    data = base64.b64decode(masked)
+    pad = _MASK * (len(data) // len(_MASK) + 1)
+    return SecretOption(bytes(b ^ m for b, m in zip(data, pad, strict=False)).decode("utf-8"))
+
+
+def hide_secrets(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with every credential (``secret``, ``token``, ``password``...; also in
+    ``client_kwargs``) wrapped in :class:`SecretOption`.
+
+    Example:
+        >>> hide_secrets({"key": "AK", "secret": "s", "client_kwargs": {"aws_session_token": "t"}})
+        {'key': 'AK', 'secret': SecretOption('**********'), \
+'client_kwargs': {'aws_session_token': SecretOption('**********')}}
+    """
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "client_kwargs" and isinstance(value, Mapping):
+            value = hide_secrets(value)
+        elif isinstance(value, SecretStr):
+            value = SecretOption(value.get_secret_value())
+        elif isinstance(value, str) and _SECRET_OPTION.search(name):
+            value = SecretOption(value)
+        out[name] = value
+    return out
+
+
+def reveal_secrets(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`hide_secrets`: plain values, for the filesystem's constructor."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "client_kwargs" and isinstance(value, Mapping):
+            value = reveal_secrets(value)
+        elif isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        out[name] = value
+    return out
+
+
+def _drop_tracebacks(results: Iterable[Any]) -> None:
+    """Drop the tracebacks of the exceptions an fsspec batch call returned.
+
+    fsspec returns the exceptions it caught (``on_error="return"``); each one's traceback
+    holds the frame that caught it, that frame the results (the values read) and, through
+    ``f_back``, every caller's frame: a reference cycle that kept whole batches of values
+    alive until the next full garbage collection.
+    """
+    for item in results:
+        if isinstance(item, BaseException):
+            item.__traceback__ = None
 
 
 def pack_object(key: str, record: Record) -> bytes:
@@ -121,8 +224,30 @@ def delete_errors(replies: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+_NUMBER = (int, float)
+#: The type of each header field (``None`` allowed where the tuple says so).
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "k": (str,), "c": _NUMBER, "u": _NUMBER, "a": _NUMBER, "n": (int,),
+    "x": (*_NUMBER, type(None)), "l": (*_NUMBER, type(None)), "s": (bool,),
+    "g": (list, tuple), "r": (int,),
+}  # fmt: skip
+
+
 def unpack_header(data: bytes) -> tuple[dict[str, Any], int] | None:
-    """Return ``(header, value offset)``, or ``None`` when ``data`` is too short to hold it."""
+    """Return ``(header, value offset)``, or ``None`` when ``data`` is too short to hold it.
+
+    Raises:
+        BackendError: ``data`` is not a prefect-memory entry (another program's object, or
+            a corrupt one): bad magic, an unreadable header, or a field of the wrong type.
+
+    Example:
+        >>> unpack_header(b"PMR1") is None
+        True
+        >>> unpack_header(b"%PDF-1.7 not ours")
+        Traceback (most recent call last):
+        ...
+        prefect_memory.errors.BackendError: object is not a prefect-memory entry (bad magic)
+    """
     if len(data) < _HEAD.size:
         return None
     magic, size = _HEAD.unpack_from(data)
@@ -131,7 +256,71 @@ def unpack_header(data: bytes) -> tuple[dict[str, Any], int] | None:
     end = _HEAD.size + size
     if len(data) < end:
         return None
-    return msgpack.unpackb(data[_HEAD.size : end], raw=False), end
+    try:
+        header = msgpack.unpackb(data[_HEAD.size : end], raw=False)
+    except Exception as err:  # msgpack raises several types (ExtraData, StackError, ...)
+        raise BackendError(
+            f"object is not a prefect-memory entry (unreadable header: {type(err).__name__})"
+        ) from None
+    problem = _header_problem(header)
+    if problem:
+        raise BackendError(f"object is not a prefect-memory entry ({problem})")
+    return header, end
+
+
+def unpack_header_needs_more(data: bytes) -> bool:
+    """Tell whether ``data`` (the first bytes of an object) ends before its header does.
+
+    Example:
+        >>> unpack_header_needs_more(b"PMR1"), unpack_header_needs_more(b"junk, but 8+ bytes")
+        (True, False)
+    """
+    if len(data) < _HEAD.size:
+        return data == MAGIC[: len(data)] or data.startswith(MAGIC)
+    magic, size = _HEAD.unpack_from(data)
+    return magic == MAGIC and len(data) < _HEAD.size + size
+
+
+def _header_problem(header: Any) -> str | None:
+    """Why ``header`` is not an entry header (``None``: it is one)."""
+    if not isinstance(header, dict):
+        return f"header is a {type(header).__name__}, not a map"
+    for name, types in _HEADER_TYPES.items():
+        value = header.get(name, ...)
+        if (
+            value is ...
+            or not isinstance(value, types)
+            or (isinstance(value, bool) and bool not in types)
+        ):
+            found = "missing" if value is ... else type(value).__name__
+            return f"header field {name!r} is {found}"
+    if not all(isinstance(tag, str) for tag in header["g"]):
+        return "header field 'g' holds a tag that is not a str"
+    return None
+
+
+def parse_stats(data: bytes | None) -> dict[str, Any] | None:
+    """The access statistics in ``data``; ``None`` if absent or not statistics (foreign).
+
+    Example:
+        >>> parse_stats(stats_of(Record(b"", 1.0, 2.0, 3.0), expires_at=None))["u"]
+        2.0
+        >>> parse_stats(b"junk") is None
+        True
+    """
+    if not data:
+        return None
+    try:
+        stats = msgpack.unpackb(data)
+    except Exception:  # foreign bytes: no statistics
+        return None
+    if not isinstance(stats, dict):
+        return None
+    if not isinstance(stats.get("n"), int) or not isinstance(stats.get("a"), _NUMBER):
+        return None
+    if not isinstance(stats.get("x"), (*_NUMBER, type(None))):
+        return None
+    return stats
 
 
 def stats_of(record: Record, *, expires_at: float | None) -> bytes:
@@ -185,7 +374,9 @@ class FsspecBackend(Backend):
     Args:
         url: ``file:///absolute/dir`` or ``s3://bucket/prefix`` (any fsspec URL works).
         storage_options: Passed to fsspec (for S3: ``key``, ``secret``,
-            ``client_kwargs={"endpoint_url": ...}``...).
+            ``client_kwargs={"endpoint_url": ...}``...). Credentials (``secret``,
+            ``token``, ``password``..., plain or ``SecretStr``) are kept as
+            :class:`SecretOption` and unwrapped only to build the filesystem.
         timeout: Connect and read timeout in seconds for network filesystems.
         retries: Attempts s3fs makes per S3 request (``None``: its default, 5, with
             backoff). A retried read timeout costs another ``timeout``, so ``1`` makes a
@@ -198,7 +389,7 @@ class FsspecBackend(Backend):
     """
 
     scheme: ClassVar[str] = "file"
-    _transient = ("_fs",)
+    _transient = ("_fs", "_warned", "_name_limit")
 
     def __init__(
         self,
@@ -216,12 +407,14 @@ class FsspecBackend(Backend):
             raise ConfigError(f"retries must be a positive number of attempts, got {retries!r}")
         self.url = url
         self.protocol = url.split("://", 1)[0].lower()
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = hide_secrets(storage_options or {})
         self.timeout = float(timeout)
         self.retries = None if retries is None else int(retries)
         self.conditional_writes = bool(conditional_writes)
         self._fs: Any = None
         self._root: str | None = None
+        self._warned: set[str] | None = None
+        self._name_limit: int | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FsspecBackend:
@@ -250,7 +443,8 @@ class FsspecBackend(Backend):
             atomic_moves = self._atomic is not None
         except Exception:  # the S3 check could not run: nothing is promised
             atomic_moves = False
-        return Capabilities(atomic_moves=atomic_moves)
+        metadata_reads = self.protocol in ("file", "local", "s3", "s3a")  # see meta_many
+        return Capabilities(atomic_moves=atomic_moves, metadata_reads=metadata_reads)
 
     @property
     def _atomic(self) -> str | None:
@@ -292,7 +486,7 @@ class FsspecBackend(Backend):
         """The writers' lock of a namespace folder (local folders; nothing elsewhere)."""
         if not self._local_locks:
             return contextlib.nullcontext()
-        return atomic.folder_lock(f"{self.root}/{ns_token(ns)}")
+        return atomic.folder_lock(self._ns_dir(ns))
 
     # -- filesystem ---------------------------------------------------------------------------
     @property
@@ -314,7 +508,7 @@ class FsspecBackend(Backend):
     def _connect(self) -> tuple[Any, str]:
         import fsspec
 
-        options = dict(self.storage_options)
+        options = reveal_secrets(self.storage_options)
         if self.protocol == "s3":
             config = dict(options.pop("config_kwargs", {}) or {})
             config.setdefault("connect_timeout", self.timeout)
@@ -342,37 +536,154 @@ class FsspecBackend(Backend):
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        """Translate filesystem errors: transient ones (refused, reset, timed out) into
+        :class:`BackendUnavailable`, the ones retrying cannot fix into
+        :class:`~prefect_memory.errors.PermanentBackendError` (a missing bucket, refused
+        credentials) or :class:`InvalidKeyError` (a name too long for the store)."""
         try:
             yield
         except PrefectMemoryError:  # ours already (e.g. a foreign object refused by name)
             raise
         except TimeoutError as err:
             raise BackendTimeout(f"{self.url}: {what} timed out: {err}") from err
-        except PermissionError as err:
-            raise BackendError(f"{self.url}: {what} was refused: {err}") from err
-        except (ConnectionError, OSError) as err:
-            raise BackendUnavailable(f"{self.url}: {what} failed: {err}") from err
-        except Exception as err:  # botocore/aiohttp errors that s3fs does not translate
-            name = type(err).__name__
-            if "Connect" in name or "Endpoint" in name or "Timeout" in name:
-                raise BackendUnavailable(f"{self.url}: {what} failed: {name}: {err}") from err
-            raise BackendError(f"{self.url}: {what} failed: {name}: {err}") from err
+        except Exception as err:
+            raise self._translate(err, what) from err
+
+    def _translate(self, err: Exception, what: str) -> PrefectMemoryError:
+        """Our error for the filesystem's ``err`` (see :meth:`_errors`)."""
+        permanent = self._permanent(err, what)
+        if permanent is not None:
+            return permanent
+        if isinstance(err, (ConnectionError, OSError)):
+            return BackendUnavailable(f"{self.url}: {what} failed: {err}")
+        name = type(err).__name__  # botocore/aiohttp errors that s3fs does not translate
+        if "Connect" in name or "Endpoint" in name or "Timeout" in name:
+            return BackendUnavailable(f"{self.url}: {what} failed: {name}: {err}")
+        return BackendError(f"{self.url}: {what} failed: {name}: {err}")
+
+    def _permanent(self, err: BaseException, what: str) -> PrefectMemoryError | None:
+        """The error to raise for ``err`` if retrying cannot fix it (``None``: it may)."""
+        code = atomic.s3_code(err)
+        bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+        if code == "NoSuchBucket":
+            return BackendNotFound(
+                f"{self.url}: {what} failed: S3 bucket {bucket!r} does not exist: "
+                "create it or fix the URL"
+            )
+        if code in _S3_REFUSED:
+            return BackendPermissionError(
+                f"{self.url}: {what} was refused by S3 ({code}): check the access key, its "
+                f"secret and the key's permissions on bucket {bucket!r}"
+            )
+        if code == "KeyTooLongError" or getattr(err, "errno", None) == errno.ENAMETOOLONG:
+            limit = (
+                f"S3 object keys hold at most {S3_MAX_KEY_BYTES} bytes"
+                if self.protocol in ("s3", "s3a")
+                else f"this filesystem allows names of at most {self._name_max()} bytes"
+            )
+            return InvalidKeyError(
+                f"{self.url}: {what} failed: a path is too long for this store ({limit}); "
+                "use a shorter namespace or URL prefix"
+            )
+        if isinstance(err, PermissionError):
+            return BackendPermissionError(f"{self.url}: {what} was refused: {err}")
+        return None
+
+    # -- paths ----------------------------------------------------------------------------------
+    def _name_max(self) -> int:
+        """Longest file name of the local filesystem under the root, in bytes."""
+        limit = getattr(self, "_name_limit", None)
+        if limit is None:
+            try:
+                limit = int(os.pathconf(self.root, "PC_NAME_MAX"))
+            except (OSError, ValueError, AttributeError):
+                limit = _NAME_MAX
+            self._name_limit = limit
+        return limit
+
+    def _ns_dir(self, ns: str) -> str:
+        """The folder of namespace ``ns``, checked to fit the store before any request.
+
+        Raises:
+            InvalidKeyError: The namespace's encoded name is longer than a file name may
+                be (local folders), or leaves no room in an S3 object key (1024 bytes) for
+                an entry's name (200 characters at most, see
+                :func:`~prefect_memory.keys.file_name`).
+        """
+        token = ns_token(ns)
+        folder = f"{self.root}/{token}"
+        size = len(token.encode("utf-8"))
+        if self.protocol in ("s3", "s3a"):
+            path = f"{folder}/e/{'x' * 200}".split("/", 1)[-1]  # the key inside the bucket
+            limit = S3_MAX_KEY_BYTES
+            fits = len(path.encode("utf-8")) <= limit
+            where = f"S3 object keys hold at most {limit} bytes"
+        elif self._is_local(self.fs):
+            limit = self._name_max()
+            fits = size <= limit
+            where = f"this filesystem allows names of at most {limit} bytes"
+        else:
+            return folder
+        if not fits:
+            raise InvalidKeyError(
+                f"namespace {ns[:40]!r}{'...' if len(ns) > 40 else ''} is too long for "
+                f"{self.url}: its encoded name has {size} bytes and {where} (with the URL "
+                "prefix and an entry's name); use a shorter namespace"
+            )
+        return folder
+
+    def _fits(self, path: str) -> str:
+        """``path``, checked against the S3 limit of 1024 bytes per object key."""
+        if self.protocol in ("s3", "s3a"):
+            size = len(path.split("/", 1)[-1].encode("utf-8"))
+            if size > S3_MAX_KEY_BYTES:
+                raise InvalidKeyError(
+                    f"{self.url}: object key of {size} bytes is too long for S3 (at most "
+                    f"{S3_MAX_KEY_BYTES}): use a shorter namespace, tag or URL prefix"
+                )
+        return path
 
     def _entry(self, ns: str, key: str) -> str:
-        return f"{self.root}/{ns_token(ns)}/e/{file_name(key)}"
+        return f"{self._ns_dir(ns)}/e/{file_name(key)}"
 
     def _stats(self, ns: str, key: str) -> str:
-        return f"{self.root}/{ns_token(ns)}/a/{file_name(key)}"
+        return f"{self._ns_dir(ns)}/a/{file_name(key)}"
 
     def _marker(self, ns: str, tag: str, key: str) -> str:
-        return f"{self.root}/{ns_token(ns)}/t/{file_name(tag)}/{file_name(key)}"
+        return self._fits(f"{self._ns_dir(ns)}/t/{file_name(tag)}/{file_name(key)}")
+
+    def _foreign(self, path: str, why: str) -> None:
+        """Warn, once per object, that ``path`` is not ours and is skipped."""
+        warned = getattr(self, "_warned", None)
+        if warned is None:
+            warned = self._warned = set()
+        if path in warned or len(warned) >= _WARN_MAX:
+            return
+        warned.add(path)
+        log.warning("%s: skipped %s: %s", self.url, path, why)
 
     def _cat(self, paths: list[str]) -> dict[str, bytes]:
+        """The bytes of the objects of ``paths`` that exist (one concurrent round).
+
+        On S3 one ``GetObject`` per object: s3fs's ``cat`` first asks each object's size
+        (``HeadObject``, and a ``ListObjectsV2`` for every object that is missing).
+        """
         if not paths:
             return {}
-        out = self.fs.cat(paths, on_error="return")
+        if self.protocol in ("s3", "s3a"):
+            fs = self.fs
+
+            async def read(path: str) -> Any:
+                got = await atomic.get_object(fs, path)
+                return FileNotFoundError(path) if got is None else got[1]
+
+            results = atomic.run_all(fs, [functools.partial(read, path) for path in paths])
+            out: Any = dict(zip(paths, results, strict=True))
+        else:
+            out = self.fs.cat(paths, on_error="return")
         if not isinstance(out, dict):
             out = {paths[0]: out}
+        _drop_tracebacks(out.values())
         found: dict[str, bytes] = {}
         for path, data in out.items():
             if no_such_object(data):
@@ -486,11 +797,44 @@ class FsspecBackend(Backend):
                 f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message', '')}".rstrip()
             )
 
+    def _header(self, path: str, data: bytes) -> tuple[dict[str, Any], int] | None:
+        """:func:`unpack_header` of an object where foreign objects are skipped (listings,
+        existence checks, writes over them): ``None`` (and a warning) for one of those."""
+        try:
+            return unpack_header(data)
+        except BackendError as err:
+            self._foreign(path, str(err))
+            return None
+
+    def _first_bytes(self, paths: list[str]) -> list[Any]:
+        """The first bytes of each object (or the exception reading it raised).
+
+        On S3 one ranged ``GetObject`` per object, concurrently (s3fs's ``cat_ranges``
+        first asks each object's size, with a ``HeadObject`` and a ``ListObjectsV2``).
+        """
+        fs = self.fs
+        if self.protocol not in ("s3", "s3a"):
+            parts = list(fs.cat_ranges(paths, [0] * len(paths), [_HEAD_READ] * len(paths)))
+            _drop_tracebacks(parts)
+            return parts
+
+        async def first(path: str) -> Any:
+            got = await atomic.get_object(fs, path, _HEAD_READ)
+            if got is None:
+                return FileNotFoundError(path)
+            return got[1]
+
+        return atomic.run_all(fs, [functools.partial(first, path) for path in paths])
+
     def _heads(self, paths: list[str]) -> dict[str, tuple[dict[str, Any], bytes]]:
-        """Headers of existing objects, read with ranged requests (values left out)."""
+        """Headers of existing objects, read with ranged requests (values left out).
+
+        Objects that are not entries (foreign, corrupt, truncated) are left out, each
+        with one warning: to a listing or a write they are no entry.
+        """
         if not paths:
             return {}
-        parts = self.fs.cat_ranges(paths, [0] * len(paths), [_HEAD_READ] * len(paths))
+        parts = self._first_bytes(paths)
         out: dict[str, tuple[dict[str, Any], bytes]] = {}
         retry: list[str] = []
         for path, data in zip(paths, parts, strict=True):
@@ -498,15 +842,18 @@ class FsspecBackend(Backend):
                 if no_such_object(data):
                     continue
                 raise data
-            parsed = unpack_header(data)
-            if parsed is None:
+            if unpack_header_needs_more(data):
                 retry.append(path)
-            else:
-                out[path] = (parsed[0], b"")
-        for path, data in self._cat(retry).items():
-            parsed = unpack_header(data)
+                continue
+            parsed = self._header(path, data)
             if parsed is not None:
                 out[path] = (parsed[0], b"")
+        for path, data in self._cat(retry).items():
+            parsed = self._header(path, data)
+            if parsed is not None:
+                out[path] = (parsed[0], b"")
+            elif unpack_header_needs_more(data):
+                self._foreign(path, "truncated: shorter than its header")
         return out
 
     def _load(
@@ -521,7 +868,10 @@ class FsspecBackend(Backend):
                 data = blobs.get(path)
                 if data is None:
                     continue
-                parsed = unpack_header(data)
+                try:
+                    parsed = unpack_header(data)
+                except BackendError as err:  # a read names the object that is not ours
+                    raise BackendError(f"{path}: {err}") from None
                 if parsed is None:
                     raise BackendError(f"{path}: truncated entry")
                 heads[path] = (parsed[0], data[parsed[1] :])
@@ -533,8 +883,7 @@ class FsspecBackend(Backend):
             key = entries[path]
             if header.get("k") != key:  # a hash collision or a foreign object
                 continue
-            raw_stats = blobs.get(self._stats(ns, key))
-            stat = msgpack.unpackb(raw_stats) if raw_stats else None
+            stat = parse_stats(blobs.get(self._stats(ns, key)))
             out[key] = (_record(header, value, stat), stat)
         return out
 
@@ -556,6 +905,70 @@ class FsspecBackend(Backend):
                     }
                 )
                 out = touched
+        return out
+
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """The live records of ``keys`` without values: each entry's header (its first
+        bytes, or exactly as many as its header holds) and statistics, and the object's
+        size from the same read (local folders: ``fstat``; S3: the ranged ``GetObject``'s
+        ``Content-Range``), all of a batch in one concurrent round on S3. Other
+        filesystems read whole entries (the base class's way)."""
+        if not keys:
+            return {}
+        if self.protocol not in ("file", "local", "s3", "s3a"):
+            return super().meta_many(ns, keys, now=now)
+        heads: dict[str, tuple[bytes, int]] = {}  # entry path -> (first bytes, object size)
+        with self._errors("read metadata"):
+            entries = {self._entry(ns, k): k for k in keys}
+            stats = {self._stats(ns, k): k for k in keys}
+            if self.protocol in ("file", "local"):
+                for path in entries:
+                    try:
+                        with open(path, "rb") as fh:
+                            data = fh.read(_HEAD_READ)
+                            if unpack_header_needs_more(data) and len(data) >= _HEAD.size:
+                                end = _HEAD.size + _HEAD.unpack_from(data)[1]
+                                data += fh.read(end - len(data))
+                            heads[path] = (data, os.fstat(fh.fileno()).st_size)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                found = self._cat([p for p, k in stats.items() if self._entry(ns, k) in heads])
+            else:
+                fs = self.fs
+
+                async def head(path: str) -> tuple[str, bytes, int] | None:
+                    got = await atomic.get_object(fs, path, _HEAD_READ)
+                    if (
+                        got is not None
+                        and _HEAD.size <= len(got[1]) < got[2]
+                        and unpack_header_needs_more(got[1])
+                    ):  # a header longer than the first read: read exactly up to its end
+                        end = _HEAD.size + _HEAD.unpack_from(got[1])[1]
+                        got = await atomic.get_object(fs, path, min(end, got[2]))
+                    return got
+
+                reads = [functools.partial(head, p) for p in entries]
+                reads += [functools.partial(atomic.get_object, fs, p) for p in stats]
+                results = atomic.run_all(fs, reads)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+                found = {}
+                for path, got in zip([*entries, *stats], results, strict=True):
+                    if got is not None and path in entries:
+                        heads[path] = (got[1], got[2])
+                    elif got is not None:
+                        found[path] = got[1]
+        out: dict[str, Record] = {}
+        for path, (data, size) in heads.items():
+            key = entries[path]
+            parsed = self._header(path, data)
+            if parsed is None or parsed[0].get("k") != key:  # foreign, or another key's
+                continue
+            record = _record(parsed[0], b"", parse_stats(found.get(self._stats(ns, key))))
+            if not record.expired(now):
+                record.stored_size = size - parsed[1]
+                out[key] = record
         return out
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
@@ -724,10 +1137,10 @@ class FsspecBackend(Backend):
             if got is None:
                 continue
             found[key] = got[0]
-            parsed = unpack_header(got[1])
-            if parsed is None or parsed[0].get("k") != key:  # truncated, or another key's
+            parsed = self._header(self._entry(ns, key), got[1])
+            if parsed is None or parsed[0].get("k") != key:  # truncated, foreign, another key's
                 continue
-            stat = msgpack.unpackb(stat_got[1]) if stat_got is not None else None
+            stat = parse_stats(stat_got[1]) if stat_got is not None else None
             loaded[key] = _record(parsed[0], b"", stat)
         return found, loaded, stats_etags
 
@@ -864,49 +1277,125 @@ class FsspecBackend(Backend):
             return []
         return [p.rsplit("/", 1)[-1] for p in found if not p.rsplit("/", 1)[-1].startswith(".tmp-")]
 
-    def _resolve(self, ns: str, names: list[str], marker_dir: str | None = None) -> list[str]:
+    def _pages(self, folder: str) -> Iterator[list[str]]:
+        """The names of the objects directly in ``folder``, a page (at most 1000) at a time.
+
+        Listed lazily: local folders through ``os.scandir``, S3 one ``ListObjectsV2``
+        request per page, so memory stays bounded however large the namespace (other
+        filesystems: one listing). A missing folder lists nothing; a missing bucket raises.
+        """
+        fs = self.fs
+        if self._is_local(fs):
+            try:
+                listing = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            with listing:
+                page: list[str] = []
+                for item in listing:
+                    if item.name.startswith(".tmp-") or not item.is_file(follow_symlinks=False):
+                        continue
+                    page.append(item.name)
+                    if len(page) >= _PAGE:
+                        yield page
+                        page = []
+                if page:
+                    yield page
+            return
+        if self.protocol not in ("s3", "s3a"):
+            yield self._names(folder)
+            return
+        from fsspec.asyn import sync
+
+        bucket, key, _version = fs.split_path(folder)
+        prefix = key.rstrip("/") + "/"
+        params = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": _PAGE}
+        while True:
+            reply = sync(fs.loop, fs._call_s3, "list_objects_v2", **params)
+            names = [item["Key"][len(prefix) :] for item in reply.get("Contents") or ()]
+            names = [n for n in names if n and "/" not in n and not n.startswith(".tmp-")]
+            if names:
+                yield names
+            token = reply.get("NextContinuationToken")
+            if not reply.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
+
+    def _listed(self, ns: str, folder: str, what: str = "list") -> Iterator[list[str]]:
+        """The keys named in ``folder`` (entries or a tag's markers), a page at a time."""
+        pages = self._pages(folder)
+        while True:
+            with self._errors(what):
+                names = next(pages, None)
+                if names is None:
+                    return
+                keys = self._resolve(ns, folder, names)
+            if keys:
+                yield keys
+
+    def _resolve(self, ns: str, folder: str, names: list[str]) -> list[str]:
+        """The keys ``names`` stand for (hashed ones read from the objects); names that
+        are no key's (not our encoding: another program's files) are skipped, with a
+        warning."""
         keys: list[str] = []
         hashed: list[str] = []
         for name in names:
-            key = key_from_file_name(name)
+            try:
+                key = key_from_file_name(name)
+            except (ValueError, UnicodeDecodeError):  # "%ZZ", "%FF": not our escapes
+                key = ""
             if key is None:
                 hashed.append(name)
-            else:
+            elif key and file_name(key) == name:
                 keys.append(key)
-        if hashed:
-            if marker_dir is not None:
-                blobs = self._cat([f"{marker_dir}/{n}" for n in hashed])
-                keys.extend(b.decode() for b in blobs.values())
             else:
-                heads = self._heads([f"{self.root}/{ns_token(ns)}/e/{n}" for n in hashed])
-                keys.extend(header["k"] for header, _ in heads.values())
+                self._foreign(f"{folder}/{name}", "not a key's file name")
+        if not hashed:
+            return keys
+        paths = [f"{folder}/{n}" for n in hashed]
+        if folder.endswith("/e"):
+            for path, (header, _) in self._heads(paths).items():
+                if file_name(header["k"]) == path.rsplit("/", 1)[-1]:
+                    keys.append(header["k"])
+                else:
+                    self._foreign(path, "holds another name's entry")
+        else:  # tag markers: they hold the key
+            for path, blob in self._cat(paths).items():
+                try:
+                    key = blob.decode("utf-8")
+                except UnicodeDecodeError:
+                    key = ""
+                if key and file_name(key) == path.rsplit("/", 1)[-1]:
+                    keys.append(key)
+                else:
+                    self._foreign(path, "not a tag marker")
         return keys
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
+        """Yield the live keys matching ``pattern``, listed a page at a time (each page's
+        keys sorted): the first key comes after one page is listed, not the whole folder."""
         prefix = literal_prefix(pattern)
         with self._errors("list"):
-            names = self._names(f"{self.root}/{ns_token(ns)}/e")
-            keys = [k for k in self._resolve(ns, names) if k.startswith(prefix)]
-            keys = [k for k in keys if glob_match(k, pattern)]
-        for start in range(0, len(keys), 1000):
-            batch = keys[start : start + 1000]
-            yield from sorted(self.exists_many(ns, batch, now=now))
+            folder = f"{self._ns_dir(ns)}/e"
+        for keys in self._listed(ns, folder):
+            keys = [k for k in keys if k.startswith(prefix) and glob_match(k, pattern)]
+            if keys:
+                yield from sorted(self.exists_many(ns, keys, now=now))
 
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
         found: set[str] = set()
         with self._errors("list"):
-            for tag in tags:
-                folder = f"{self.root}/{ns_token(ns)}/t/{file_name(tag)}"
-                found.update(self._resolve(ns, self._names(folder), marker_dir=folder))
+            base = self._ns_dir(ns)
+        for tag in tags:
+            for keys in self._listed(ns, f"{base}/t/{file_name(tag)}"):
+                found.update(keys)
         return found
 
     def purge_expired(self, ns: str, *, now: float) -> int:
         with self._errors("list"):
-            names = self._names(f"{self.root}/{ns_token(ns)}/e")
-            keys = self._resolve(ns, names)
+            folder = f"{self._ns_dir(ns)}/e"
         removed = 0
-        for start in range(0, len(keys), 1000):
-            batch = keys[start : start + 1000]
+        for batch in self._listed(ns, folder):
             if self._atomic is not None:  # only entries still expired when deleted
                 removed += len(self._delete_checked(ns, batch, lambda _k, r: r.expired(now)))
                 continue
@@ -919,8 +1408,26 @@ class FsspecBackend(Backend):
         return removed
 
     def ping(self) -> None:
+        """Check that the store answers: on S3 that the bucket exists (``HeadBucket``).
+
+        Raises:
+            BackendUnavailable: The store cannot be reached.
+            BackendNotFound: The S3 bucket does not exist.
+            BackendPermissionError: The credentials are refused.
+        """
         with self._errors("ping"):
-            self.fs.ls(self.root.split("/", 1)[0] if self.protocol == "s3" else self.root)
+            if self.protocol not in ("s3", "s3a"):
+                self.fs.ls(self.root)
+                return
+            from fsspec.asyn import sync
+
+            bucket = self.root.split("/", 1)[0]
+            try:
+                sync(self.fs.loop, self.fs._call_s3, "head_bucket", Bucket=bucket)
+            except FileNotFoundError as err:  # HeadBucket's 404 carries no error code
+                raise BackendNotFound(
+                    f"{self.url}: S3 bucket {bucket!r} does not exist: create it or fix the URL"
+                ) from err
 
     def close(self) -> None:
         self._fs = None

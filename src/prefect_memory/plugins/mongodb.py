@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,20 +43,23 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from ..errors import (
     BackendError,
+    BackendPermissionError,
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
     ConsensusError,
     PrefectMemoryError,
+    SerializationError,
 )
 from ..keys import glob_match, literal_prefix, ns_token
+from ..urls import SECRET_WORDS, split_credentials
 from .base import Backend, Capabilities, Record
 
 try:
     import pymongo
     from bson import Binary
     from bson.codec_options import CodecOptions
-    from bson.errors import BSONError
+    from bson.errors import BSONError, InvalidBSON
     from pymongo import ReplaceOne, UpdateMany, UpdateOne
     from pymongo.errors import (
         BulkWriteError,
@@ -63,6 +67,7 @@ try:
         ConnectionFailure,
         ExecutionTimeout,
         NetworkTimeout,
+        OperationFailure,
         PyMongoError,
         WriteConcernError,
         WTimeoutError,
@@ -107,6 +112,19 @@ _INDEXES = [
 _META_PROJECTION = {"k": 1, "c": 1, "a": 1, "n": 1, "r": 1}
 _DB_FORBIDDEN = frozenset('/\\. "$\x00')
 _MAX_MESSAGE = 600
+#: Server error codes of refused credentials or operations: AuthenticationFailed,
+#: Unauthorized, UserNotFound, and Atlas's authentication error.
+_REFUSED_CODES = frozenset({18, 13, 11, 8000})
+_NUMBER = (int, float)
+_MAYBE_NUMBER = (int, float, type(None))
+#: The type of each field of an entry document (what ``_record`` reads).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "k": (str,), "v": (bytes,), "c": _NUMBER, "u": _NUMBER, "a": _NUMBER,
+    "n": (int, type(None)), "x": (_dt.datetime, type(None)), "l": _MAYBE_NUMBER,
+    "s": (bool, type(None)), "g": (list, type(None)), "r": (int, type(None)),
+}  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 def _to_datetime(ts: float | None) -> _dt.datetime | None:
@@ -133,7 +151,42 @@ def _expired(now: _dt.datetime | None) -> dict[str, Any]:
     return {"$type": "date", "$lte": now}
 
 
-def _record(doc: Mapping[str, Any]) -> Record:
+def _doc_problem(doc: Mapping[str, Any], fields: Iterable[str] = _FIELD_TYPES) -> str | None:
+    """Why ``doc`` is not an entry document (``None``: it is one), for ``fields``."""
+    for name in fields:
+        types = _FIELD_TYPES[name]
+        if name not in doc:
+            if type(None) in types:
+                continue
+            return f"field {name!r} is missing"
+        value = doc[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(t.__name__ for t in types if t is not type(None))
+            return f"field {name!r} is {type(value).__name__}, not {wanted}"
+    tags = doc.get("g")
+    if "g" in fields and tags and not all(isinstance(t, str) for t in tags):
+        return "field 'g' holds a tag that is not a str"
+    return None
+
+
+def _not_ours(doc: Mapping[str, Any], ns: str | None, problem: str) -> SerializationError:
+    where = f" of namespace {ns!r}" if ns is not None else ""
+    return SerializationError(
+        f"MongoDB document {str(doc.get('_id'))[:200]!r}{where} is not a prefect-memory "
+        f"entry ({problem}): delete it, or write its key again"
+    )
+
+
+def _record(doc: Mapping[str, Any], ns: str | None = None) -> Record:
+    """The record of an entry document.
+
+    Raises:
+        SerializationError: ``doc`` is not an entry (another program's document, or a
+            corrupt one), naming its id (namespace and key) and the faulty field.
+    """
+    problem = _doc_problem(doc)
+    if problem:
+        raise _not_ours(doc, ns, problem)
     expires = doc.get("x")
     return Record(
         value=bytes(doc["v"]),
@@ -166,11 +219,11 @@ def _secret(value: Any) -> str | None:
 
 
 def _redact_query(query: str) -> str:
-    """The query string with the value of every ``*password*`` parameter masked."""
+    """The query string with the value of every secret parameter (``*password*``...) masked."""
     parts = []
     for segment in re.split("[&;]", query) if query else []:
         name, eq, _ = segment.partition("=")
-        if eq and "password" in unquote_plus(name).lower():
+        if eq and any(word in unquote_plus(name).lower() for word in SECRET_WORDS):
             segment = f"{name}=***"
         parts.append(segment)
     return "&".join(parts)
@@ -180,6 +233,7 @@ class _ParsedUrl:
     """The pieces of a MongoDB URL we need (no network, no DNS)."""
 
     def __init__(self, url: str) -> None:
+        url, url_password = split_credentials(url)  # a raw '/', '?', '#' or '@' in it
         scheme, sep, rest = url.partition("://")
         scheme = scheme.lower()
         if not sep or scheme not in ("mongodb", "mongodb+srv"):
@@ -200,6 +254,8 @@ class _ParsedUrl:
             user, colon, password = userinfo.partition(":")
             self.username = unquote_plus(user) or None
             self.password = unquote_plus(password) if colon else None
+        if url_password is not None:
+            self.password = url_password
         if not hosts:
             raise ConfigError("a MongoDB URL needs a host, e.g. 'mongodb://127.0.0.1:27017/db'")
         self.path = path
@@ -261,7 +317,7 @@ class MongoBackend(Backend):
 
     scheme: ClassVar[str] = "mongodb"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        native_ttl=True, pushdown=True, atomic_moves=True
+        native_ttl=True, pushdown=True, atomic_moves=True, metadata_reads=True
     )
     _transient = ("_client", "_collection", "_indexed")
 
@@ -357,6 +413,11 @@ class MongoBackend(Backend):
             return BackendUnavailable(message)
         if isinstance(err, ConfigurationError):
             return ConfigError(message)
+        if isinstance(err, OperationFailure) and err.code in _REFUSED_CODES:
+            return BackendPermissionError(
+                f"{message} (check the user name, the password and the user's roles on "
+                f"{self.database}.{self.collection})"
+            )
         return BackendError(message)
 
     @contextlib.contextmanager
@@ -369,6 +430,8 @@ class MongoBackend(Backend):
                 # The server may come back with empty storage: ensure the indexes again.
                 self._indexed = False
             raise self._translate(err, action) from err
+        except (InvalidBSON, RecursionError) as err:  # a document no reader can decode
+            raise SerializationError(self._describe(action, err)) from err
         except BSONError as err:
             raise BackendError(self._describe(action, err)) from err
 
@@ -470,12 +533,45 @@ class MongoBackend(Backend):
         when = _to_datetime(now)
         with self._errors("get"):
             docs = list(coll.find({"_id": {"$in": self._ids(ns, keys)}, **_live(when)}))
-            if touch and docs:
+        skip = len(ns_token(ns)) + 1
+        records: dict[str, Record] = {}
+        for doc in docs:  # checked before the touch, which reads some of the fields
+            key = str(doc["_id"])[skip:]
+            records[key] = _record(doc, ns)
+            if doc["k"] != key:
+                raise _not_ours(doc, ns, f"field 'k' is {doc['k'][:100]!r}, not its key")
+        if touch and docs:
+            with self._errors("get"):
                 self._touch(coll, docs, now, when)
-        records = {doc["k"]: _record(doc) for doc in docs}
         if touch:
             records = {key: record.touched(now) for key, record in records.items()}
         return records
+
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """The live records of ``keys`` without values (1 aggregate): every field but ``v``,
+        whose size ``$binarySize`` measures on the server (MongoDB 4.4 and later). A
+        document that is not an entry raises as in :meth:`get_many`."""
+        if not keys:
+            return {}
+        coll = self._coll()
+        fields = dict.fromkeys(("k", "c", "u", "a", "n", "x", "l", "s", "g", "r"), 1)
+        binary = {"$eq": [{"$type": "$v"}, "binData"]}
+        pipeline = [
+            {"$match": {"_id": {"$in": self._ids(ns, keys)}, **_live(_to_datetime(now))}},
+            {"$project": {**fields, "z": {"$cond": [binary, {"$binarySize": "$v"}, -1]}}},
+        ]
+        with self._errors("get metadata"):
+            docs = list(coll.aggregate(pipeline))
+        skip = len(ns_token(ns)) + 1
+        out: dict[str, Record] = {}
+        for doc in docs:
+            key, size = str(doc["_id"])[skip:], doc.get("z")
+            record = _record({**doc, "v": b"" if isinstance(size, int) and size >= 0 else None}, ns)
+            if doc["k"] != key:
+                raise _not_ours(doc, ns, f"field 'k' is {doc['k'][:100]!r}, not its key")
+            record.stored_size = size
+            out[key] = record
+        return out
 
     @staticmethod
     def _touch(coll: Any, docs: list[dict[str, Any]], now: float, when: Any) -> None:
@@ -517,6 +613,8 @@ class MongoBackend(Backend):
                 for doc in coll.find(
                     {"_id": {"$in": ids}, **_live(_to_datetime(now))}, _META_PROJECTION
                 )
+                # a foreign or corrupt document is replaced as if absent
+                if not _doc_problem(doc, _META_PROJECTION)
             }
             ops = []
             for key, record in records.items():
@@ -626,8 +724,8 @@ class MongoBackend(Backend):
             cursor = coll.find(query, {"k": 1, "_id": 0}, sort=[("k", 1)], batch_size=1000)
             with cursor:
                 for doc in cursor:
-                    key = doc["k"]
-                    if glob_match(key, pattern):
+                    key = _listed_key(doc, ns)
+                    if key is not None and glob_match(key, pattern):
                         yield key
 
     def scan_query(self, ns: str, query: dict[str, Any], *, now: float) -> Iterator[str]:
@@ -638,7 +736,9 @@ class MongoBackend(Backend):
             cursor = coll.find(full, {"k": 1, "_id": 0}, batch_size=1000)
             with cursor:
                 for doc in cursor:
-                    yield doc["k"]
+                    key = _listed_key(doc, ns)
+                    if key is not None:
+                        yield key
 
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
         """Return the live keys carrying any of ``tags`` (1 find)."""
@@ -648,7 +748,8 @@ class MongoBackend(Backend):
         coll = self._coll()
         query = {"ns": ns, "g": {"$in": wanted}, **_live(_to_datetime(now))}
         with self._errors("tagged"):
-            return {doc["k"] for doc in coll.find(query, {"k": 1, "_id": 0})}
+            found = (_listed_key(doc, ns) for doc in coll.find(query, {"k": 1, "_id": 0}))
+            return {key for key in found if key is not None}
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """Return which of ``keys`` are live (1 find of ids, no access counted)."""
@@ -674,6 +775,19 @@ class MongoBackend(Backend):
         with self._errors("purge expired"):
             result = coll.delete_many({"ns": ns, "x": _expired(_to_datetime(now))})
         return result.deleted_count if result.acknowledged else 0
+
+
+def _listed_key(doc: Mapping[str, Any], ns: str) -> str | None:
+    """The key of a listed document (``{k}``); ``None``, with a warning, for a document
+    that is not an entry (no ``k``, or not a ``str``)."""
+    key = doc.get("k")
+    if isinstance(key, str):
+        return key
+    log.warning(
+        "skipped a MongoDB document of namespace %r: not a prefect-memory entry (its 'k' "
+        "is %.100r)", ns, key,
+    )  # fmt: skip
+    return None
 
 
 class _Secret:

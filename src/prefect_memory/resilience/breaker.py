@@ -12,7 +12,11 @@
 
 Only transient errors (``BackendUnavailable``: refused, reset, timed out) count as
 failures. Any other outcome, an error answer of the server included, proves the server
-is there and counts as a success.
+is there and counts as a success. That holds for a
+:class:`~prefect_memory.errors.PermanentBackendError` (a missing bucket, refused
+credentials) even when ``counts`` names a parent class: it is not an outage, so it never
+opens the breaker (which would turn a clear "create the bucket" into "circuit open"
+for every call); it reaches the caller at once, and is never retried.
 
 State changes call listeners with a :class:`BreakerEvent`; a listener that raises is
 logged and ignored (it never breaks the data path). :func:`prefect_events_listener`
@@ -55,7 +59,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError, PermanentBackendError
 
 logger = logging.getLogger("prefect_memory.breaker")
 
@@ -260,8 +264,11 @@ class CircuitBreaker:
         self._notify(event)
 
     def record_failure(self, err: BaseException) -> None:
-        """Count a failed call; a non-transient error counts as a success."""
-        if not isinstance(err, self.counts) or isinstance(err, CircuitOpen):
+        """Count a failed call; a non-transient error (a permanent one included) counts as
+        a success: the store answered."""
+        if not isinstance(err, self.counts) or isinstance(
+            err, (CircuitOpen, PermanentBackendError)
+        ):
             self.record_success()
             return
         event = None

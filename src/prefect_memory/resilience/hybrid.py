@@ -10,11 +10,15 @@ Strategies:
   merely logged, and retrying is safe. With ``accept_degraded=True`` such a write is
   acknowledged instead (counted in ``degraded_writes``, logged, visible in ``health``).
   Any other failure raises without queueing, and the primary's copy of the keys is
-  dropped so that no reader sees a value only one store has.
+  dropped so that no reader sees a value only one store has. That includes a
+  :class:`~prefect_memory.errors.PermanentBackendError` (a missing bucket, refused
+  credentials): waiting cannot fix it, so it is never journaled nor retried.
 - ``write-behind``: the write is appended to the :class:`Journal` first, then written to
   the primary, and the call returns; a background flusher applies the journal to the
   secondary (``flush_batch`` entries, every ``flush_interval`` seconds, and at exit). A
-  primary that is unavailable does not fail the write: it is queued for the primary too.
+  primary that is unavailable does not fail the write: it is queued for the primary too;
+  a primary that refuses for good fails it (nothing is queued). A secondary that refuses
+  the replay for good stops its lane (see :mod:`~prefect_memory.resilience.lanes`).
 
 Whatever a store missed is replayed to it when it returns (background flusher, or
 :meth:`HybridBackend.flush`); a replay never overwrites a newer write of the same key.

@@ -11,6 +11,13 @@ resurrect a key deleted since. A write that may still land late (a timeout, a re
 driver's retry) puts its keys in doubt; they are rechecked in the store ``recheck_after``
 seconds later and put right (``recheck``; ``settle`` waits for it).
 
+A store that refuses a replay for good (:class:`~prefect_memory.errors.PermanentBackendError`:
+a missing bucket, refused credentials, a name too long) is not retried: the background
+flusher stops replaying that lane (``refused`` names the error, logged once), its writes
+stay in the journal, and an explicit :meth:`Lanes.flush` (after the store was fixed)
+tries again, raising the error at once if it persists. Retrying with backoff would only
+repeat the same refusal forever.
+
 Example:
     >>> import os, tempfile
     >>> from prefect_memory.plugins.base import Record
@@ -36,7 +43,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..errors import BackendTimeout, BackendUnavailable, maybe_applied
+from ..errors import BackendTimeout, BackendUnavailable, PermanentBackendError, maybe_applied
 from ..plugins.base import Backend, Record
 from .fallback import apply_entries, coalesce
 from .journal import PRIMARY, SECONDARY, Doubt, Entry, Journal
@@ -91,6 +98,9 @@ class Lanes:
         self.repaired: dict[str, int] = {PRIMARY: 0, SECONDARY: 0}
         #: Last failure per lane of the background flusher (``None`` once it succeeds).
         self.errors: dict[str, str | None] = {PRIMARY: None, SECONDARY: None}
+        #: Lanes whose store refused a replay for good: the error; the background flusher
+        #: leaves them alone until :meth:`flush` succeeds.
+        self.refused: dict[str, str | None] = {PRIMARY: None, SECONDARY: None}
         #: Called with the lane after a batch was applied to its store.
         self.on_applied: Callable[[str], None] | None = None
         self._lock = threading.Lock()
@@ -106,6 +116,7 @@ class Lanes:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("refused", {PRIMARY: None, SECONDARY: None})
         self._lock = threading.Lock()
 
     # -- queueing -------------------------------------------------------------------------
@@ -292,16 +303,29 @@ class Lanes:
         """Drain both lanes once, as the background flusher does; ``False`` if one failed."""
         ok = True
         for lane in (SECONDARY, PRIMARY):
+            if self.refused[lane] is not None:
+                continue  # refused for good: only an explicit flush() tries again
             try:
                 while self.drain_once(lane):
                     pass
                 self.recheck(lane)
                 self.errors[lane] = None
+            except PermanentBackendError as err:
+                self._refuse(lane, err)
             except Exception as err:  # keep the journal; try again later with backoff
                 ok = False
                 self.errors[lane] = f"{type(err).__name__}: {err}"
                 logger.warning("replay to the %s store failed (will retry): %s", lane, err)
         return ok
+
+    def _refuse(self, lane: str, err: PermanentBackendError) -> None:
+        """Stop replaying ``lane``: its store refused for good (see the module docstring)."""
+        self.refused[lane] = self.errors[lane] = f"{type(err).__name__}: {err}"
+        logger.error(
+            "the %s store refused a replay for good; its %d queued write(s) stay in the "
+            "journal and are not retried until flush() is called after the store is "
+            "fixed: %s", lane, self.journal.backlog(lane), err,
+        )  # fmt: skip
 
     def flush(self, timeout: float | None = None) -> int:
         """Apply every queued write now; return how many entries were applied.
@@ -314,10 +338,13 @@ class Lanes:
 
         Raises:
             BackendUnavailable: A store is still unavailable (its entries stay queued).
+            PermanentBackendError: A store refused for good (at once, not retried; its
+                entries stay queued and the background flusher leaves the lane alone).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         applied = failures = 0
         for lane in (SECONDARY, PRIMARY):
+            self.refused[lane] = None  # an explicit flush tries a refused lane again
             while True:
                 left = 30.0 if deadline is None else deadline - time.monotonic()
                 if left <= 0:
@@ -326,6 +353,9 @@ class Lanes:
                     break
                 try:
                     n = self.drain_once(lane, wait=min(left, 30.0))
+                except PermanentBackendError as err:
+                    self._refuse(lane, err)
+                    raise
                 except BackendUnavailable as err:
                     failures += 1
                     pause = max(getattr(err, "retry_after", 0.0), _FLUSH_RETRY.compute(failures))

@@ -282,6 +282,9 @@ class ResilientBackend(Backend):
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         return self._call(lambda: self.inner.delete_many(ns, keys, now=now), write=True)
 
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        return self._call(lambda: self.inner.meta_many(ns, keys, now=now))
+
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         return self._call(lambda: self.inner.exists_many(ns, keys, now=now))
 

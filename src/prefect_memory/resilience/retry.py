@@ -4,8 +4,11 @@ One mechanism, configured, instead of loops scattered through the code (the shap
 redis-py's ``redis/backoff.py`` and ``redis/retry.py``). A :class:`Retry` retries
 *transient* errors only: by default :class:`~prefect_memory.errors.BackendUnavailable`
 (refused, reset, timed out). Bad input (``ConfigError``, ``InvalidKeyError``,
-``SerializationError``, ``ValidationError``) and an open circuit breaker pass straight
-through on the first attempt: retrying cannot fix them.
+``SerializationError``, ``ValidationError``), a store that refused for good
+(:class:`~prefect_memory.errors.PermanentBackendError`: a missing bucket, refused
+credentials) and an open circuit breaker pass straight through on the first attempt:
+retrying cannot fix them, even under a policy whose ``on`` names a parent class
+(``BackendError``).
 
 Example:
     >>> from prefect_memory.errors import BackendUnavailable, ConfigError
@@ -46,6 +49,7 @@ from ..errors import (
     BackendUnavailable,
     ConfigError,
     InvalidKeyError,
+    PermanentBackendError,
     SerializationError,
     ValidationError,
 )
@@ -57,12 +61,14 @@ T = TypeVar("T")
 
 #: Errors retried by default: the store could not be reached or did not answer in time.
 TRANSIENT: tuple[type[BaseException], ...] = (BackendUnavailable, BackendTimeout)
-#: Errors never retried, even when they subclass a retried one: bad input, open breaker.
+#: Errors never retried, even when they subclass a retried one: bad input, a store that
+#: refused for good, an open breaker.
 NEVER_RETRIED: tuple[type[BaseException], ...] = (
     ConfigError,
     InvalidKeyError,
     SerializationError,
     ValidationError,
+    PermanentBackendError,
     CircuitOpen,
 )
 
