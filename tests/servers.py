@@ -441,6 +441,7 @@ class RedisServer(_ServerBase):
         appendfsync: str = "everysec",
         extra_args: list[str] | tuple[str, ...] = (),
         port: int | None = None,
+        password: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -449,6 +450,8 @@ class RedisServer(_ServerBase):
         self.extra_args = list(extra_args)
         self.host = LOOPBACK
         self.port: int = port or 0
+        #: ``requirepass`` of the default user (the probe and ``client()`` send it).
+        self.password = password
         self.binary = find_redis_server()
 
     def _allocate_ports(self) -> None:
@@ -474,12 +477,20 @@ class RedisServer(_ServerBase):
             "--dir", str(self.data_dir),
             "--daemonize", "no",
             "--logfile", "",
+            *(["--requirepass", self.password] if self.password is not None else []),
             *self.extra_args,
         ]  # fmt: skip
 
+    def _connect_probe(self) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout=1.0)
+
     def _probe(self) -> bool:
-        with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+        with self._connect_probe() as sock:
             sock.settimeout(1.0)
+            if self.password is not None:
+                sock.sendall(_resp("AUTH", self.password))
+                if not _read_line(sock).startswith(b"+OK"):
+                    return False
             # INFO fails with -LOADING while an AOF is replayed: not ready yet.
             sock.sendall(b"INFO server\r\n")
             reply = b""
@@ -500,7 +511,186 @@ class RedisServer(_ServerBase):
         """A ``redis.Redis`` client for this server (needs redis-py)."""
         import redis
 
+        if self.password is not None:
+            kwargs.setdefault("password", self.password)
         return redis.Redis.from_url(self.url, **kwargs)
+
+
+def _resp(*args: str) -> bytes:
+    """One command in the Redis protocol (any bytes in the arguments, unlike inline)."""
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        line += chunk
+    return line
+
+
+def make_test_certificates(folder: Path, *, key_password: str | None = None) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+
+    Written as PEM files into ``folder``: ``ca``, ``server_cert``, ``server_key``,
+    ``client_cert``, ``client_key`` (encrypted with ``key_password`` if given) and
+    ``other_ca`` (a CA that signed neither). Needs the ``cryptography`` package.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def issue(subject: str, key: Any, issuer: tuple[str, Any] | None, **kind: Any) -> Any:
+        issuer_name, issuer_key = issuer if issuer else (subject, key)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer_name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        )
+        if "usage" in kind:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([kind["usage"]]), False)
+        if "sans" in kind:
+            builder = builder.add_extension(x509.SubjectAlternativeName(kind["sans"]), False)
+        if issuer is None:
+            usage = x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            )  # fmt: skip
+            builder = builder.add_extension(usage, True)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(file: str, data: bytes) -> Path:
+        path = folder / file
+        path.write_bytes(data)
+        return path
+
+    def key_pem(key: Any, password: str | None = None) -> bytes:
+        encryption: Any = (
+            serialization.BestAvailableEncryption(password.encode())
+            if password
+            else serialization.NoEncryption()
+        )
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+
+    pem = serialization.Encoding.PEM
+    ca_key, other_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = issue("prefect-memory test CA", ca_key, None)
+    other = issue("an unrelated CA", other_key, None)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = issue(
+        "127.0.0.1", server_key, ("prefect-memory test CA", ca_key),
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")],
+    )  # fmt: skip
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = issue(
+        "prefect-memory client", client_key, ("prefect-memory test CA", ca_key),
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )  # fmt: skip
+    return {
+        "ca": write("ca.pem", ca.public_bytes(pem)),
+        "other_ca": write("other-ca.pem", other.public_bytes(pem)),
+        "server_cert": write("server.pem", server.public_bytes(pem)),
+        "server_key": write("server.key", key_pem(server_key)),
+        "client_cert": write("client.pem", client.public_bytes(pem)),
+        "client_key": write("client.key", key_pem(client_key, key_password)),
+    }
+
+
+class TlsRedisServer(RedisServer):
+    """``redis-server`` that speaks only TLS (``--port 0``, ``--tls-port``), with a test CA.
+
+    The CA, server and client certificates are made in the data directory at the first
+    start (``certs``: paths by role, see :func:`make_test_certificates`; the client key
+    is encrypted with ``key_password`` if given). ``tls_auth_clients="yes"`` (default)
+    refuses clients without a certificate of the CA. ``url`` is ``rediss://127.0.0.1:P/0``.
+    """
+
+    name = "redis-tls"
+
+    def __init__(
+        self, *, tls_auth_clients: str = "yes", key_password: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tls_auth_clients = tls_auth_clients
+        self.key_password = key_password
+        self.certs: dict[str, Path] = {}
+
+    def _allocate_ports(self) -> None:
+        super()._allocate_ports()
+        assert self.data_dir is not None
+        self.certs = make_test_certificates(self.data_dir / "certs", key_password=self.key_password)
+
+    @property
+    def url(self) -> str:
+        return f"rediss://{self.host}:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        command = super()._command()
+        at = command.index("--port")
+        command[at : at + 2] = ["--port", "0", "--tls-port", str(self.port)]
+        return [
+            *command,
+            "--tls-cert-file", str(self.certs["server_cert"]),
+            "--tls-key-file", str(self.certs["server_key"]),
+            "--tls-ca-cert-file", str(self.certs["ca"]),
+            "--tls-auth-clients", self.tls_auth_clients,
+        ]  # fmt: skip
+
+    def ssl_options(self) -> dict[str, Any]:
+        """redis-py's ``ssl_*`` keyword arguments of a client the server lets in."""
+        return {
+            "ssl_ca_certs": str(self.certs["ca"]),
+            "ssl_certfile": str(self.certs["client_cert"]),
+            "ssl_keyfile": str(self.certs["client_key"]),
+            **({"ssl_password": self.key_password} if self.key_password else {}),
+        }
+
+    def _connect_probe(self) -> socket.socket:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.certs["ca"]))
+        context.load_cert_chain(
+            str(self.certs["client_cert"]), str(self.certs["client_key"]), self.key_password
+        )
+        raw = socket.create_connection((self.host, self.port), timeout=1.0)
+        try:
+            return context.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
+
+    def client(self, **kwargs: Any) -> Any:
+        for option, value in self.ssl_options().items():
+            kwargs.setdefault(option, value)
+        return super().client(**kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -592,6 +782,33 @@ def _mongo_ping(url: str, timeout: float) -> None:
         client.close()
 
 
+_MONGO_AUTH_ENV = "PM_TEST_MONGO_AUTH_USERS"
+_MONGO_AUTH_MAIN = f"""
+import asyncio, json, os, signal, sys
+from mongoeco.engines import MemoryEngine
+from mongoeco.wire.auth import WireAuthUser
+from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
+
+async def main():
+    users = tuple(
+        WireAuthUser(name, password, source=source, roles=({{"role": "root", "db": "admin"}},))
+        for name, password, source in json.loads(os.environ["{_MONGO_AUTH_ENV}"])
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = AsyncMongoEcoProxyServer(
+        engine=MemoryEngine(), host=sys.argv[1], port=int(sys.argv[2]), auth_users=users
+    )
+    async with server:
+        print("mongo-wire-server ready (auth)", flush=True)
+        await stop.wait()
+
+asyncio.run(main())
+"""
+
+
 class MongoWireServer(_ServerBase):
     """mongoeco's MongoDB wire-protocol server as a child process.
 
@@ -615,12 +832,18 @@ class MongoWireServer(_ServerBase):
         url: str | None = None,
         python: str | None = None,
         port: int | None = None,
+        auth_users: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("startup_timeout", 60.0)
         super().__init__(**kwargs)
         if engine not in ("memory", "sqlite"):
             raise ValueError("engine must be 'memory' or 'sqlite'")
+        #: ``{user: password}``: SCRAM users (authSource admin or the test database);
+        #: every command but the handshake then needs one of them (memory engine only).
+        self.auth_users = dict(auth_users or {})
+        if self.auth_users and (engine != "memory" or url):
+            raise ValueError("auth_users needs the memory engine of the wire server")
         self.engine = engine
         self.host = LOOPBACK
         self.port: int = port or 0
@@ -647,8 +870,20 @@ class MongoWireServer(_ServerBase):
     def _listen_ports(self) -> list[int]:
         return [self.port]
 
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        if self.auth_users:
+            import json
+
+            sources = ("admin", self.default_database)
+            users = [[u, pw, src] for u, pw in self.auth_users.items() for src in sources]
+            env[_MONGO_AUTH_ENV] = json.dumps(users)
+        return env
+
     def _command(self) -> list[str]:
         assert self.python is not None and self.data_dir is not None
+        if self.auth_users:  # scripts/mongo_wire_server.py has no users: the same, with them
+            return [self.python, "-u", "-c", _MONGO_AUTH_MAIN, self.host, str(self.port)]
         command = [
             self.python, "-u", str(MONGO_SCRIPT),
             "--host", self.host,
@@ -662,8 +897,21 @@ class MongoWireServer(_ServerBase):
     def _probe(self) -> bool:
         if not wait_for_port(self.host, self.port, 0.5):
             return False
-        _mongo_ping(self.url, 2.0)
+        _mongo_ping(self.url_as(*next(iter(self.auth_users.items()), (None, None))), 2.0)
         return True
+
+    def url_as(self, user: str | None, password: str | None) -> str:
+        """``url`` with ``user:password@`` (percent-encoded), ``authSource=admin`` and
+        ``authMechanism=SCRAM-SHA-256``."""
+        if user is None:
+            return self.url
+        from urllib.parse import quote
+
+        userinfo = quote(user, safe="") + ":" + quote(password or "", safe="")
+        url = self.url.replace("mongodb://", f"mongodb://{userinfo}@", 1)
+        # The wire server's SCRAM-SHA-1 is not MongoDB's (which hashes an MD5 digest of the
+        # password), and it does not advertise its mechanisms: ask for SHA-256.
+        return url + ("&" if "?" in url else "?") + "authSource=admin&authMechanism=SCRAM-SHA-256"
 
     def start(self) -> MongoWireServer:
         if not self.external:
@@ -702,6 +950,12 @@ class MongoWireServer(_ServerBase):
         import pymongo
 
         kwargs.setdefault("serverSelectionTimeoutMS", 10_000)
+        if self.auth_users:
+            user, password = next(iter(self.auth_users.items()))
+            kwargs.setdefault("username", user)
+            kwargs.setdefault("password", password)
+            kwargs.setdefault("authSource", "admin")
+            kwargs.setdefault("authMechanism", "SCRAM-SHA-256")
         return pymongo.MongoClient(self.url, **kwargs)
 
 
@@ -807,6 +1061,7 @@ class S3Server(_S3Mixin, _ServerBase):
         key: str = S3_TEST_KEY,
         secret: str = S3_TEST_SECRET,
         extra_args: list[str] | tuple[str, ...] = (),
+        identities: list[dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("startup_timeout", 60.0)
@@ -815,6 +1070,10 @@ class S3Server(_S3Mixin, _ServerBase):
         self.key = key
         self.secret = secret
         self.extra_args = list(extra_args)
+        #: More S3 identities besides the admin ``key``/``secret`` (SeaweedFS's s3 config):
+        #: ``{"name": ..., "credentials": [{"accessKey": ..., "secretKey": ...}],
+        #: "actions": ["Read:bucket", "Write:bucket", "List:bucket", "Tagging:bucket"]}``.
+        self.identities = list(identities or [])
         self.host = LOOPBACK
         self.ports: dict[str, int] = {}
         self.binary = find_weed()
@@ -869,8 +1128,23 @@ class S3Server(_S3Mixin, _ServerBase):
             f"-admin.port.grpc={p['admin'] + 10000}",
             "-admin.ui=false",
             "-webdav=false",
+            *([f"-s3.config={self._s3_config()}"] if self.identities else []),
             *self.extra_args,
         ]  # fmt: skip
+
+    def _s3_config(self) -> Path:
+        """The identities file: the admin ``key``/``secret`` plus ``identities``."""
+        import json
+
+        assert self.data_dir is not None
+        admin = {
+            "name": "admin",
+            "credentials": [{"accessKey": self.key, "secretKey": self.secret}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        path = self.data_dir / "s3-identities.json"
+        path.write_text(json.dumps({"identities": [admin, *self.identities]}))
+        return path
 
     def _probe(self) -> bool:
         if not wait_for_port(self.host, self.port, 0.5):
@@ -978,10 +1252,12 @@ __all__ = [
     "RedisServer",
     "S3Server",
     "ServerError",
+    "TlsRedisServer",
     "find_mongo_python",
     "find_redis_server",
     "find_weed",
     "free_port",
+    "make_test_certificates",
     "running",
     "wait_for_port",
 ]

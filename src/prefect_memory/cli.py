@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,6 +39,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .errors import BackendUnavailable, PrefectMemoryError
+from .urls import SECRET_WORDS, redact_url, split_credentials
 
 if TYPE_CHECKING:
     from .blocks import ConfigBlocks, MemoryBlock
@@ -62,7 +64,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)
     return typer.Exit(code)
 
 
@@ -92,14 +94,29 @@ def _prefect_api() -> Iterator[str]:
         raise _fail(f"Prefect API at {api}: {type(err).__name__}: {err}") from err
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without the password of its user info."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+#: Schemes whose URL password ``info`` hands to the backend as the ``password`` option.
+_PASSWORD_SCHEMES = ("redis", "rediss", "mongodb", "mongodb+srv")
+_split_credentials = split_credentials
+_safe_url = redact_url
+
+
+def _secret_query(url: str) -> dict[str, str]:
+    """The secret query options of ``url``: ``{name: value}``."""
+    query = url.partition("?")[2].partition("#")[0]
+    return {
+        name: value
+        for name, value in parse_qsl(query, keep_blank_values=True)
+        if any(word in name.lower() for word in SECRET_WORDS)
+    }
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret (as written, percent-encoded or decoded) masked."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret), unquote(secret)}:
+            if len(form) >= 3:
+                text = text.replace(form, "***")
+    return text
 
 
 def _store(block: MemoryBlock) -> str:
@@ -215,12 +232,30 @@ def blocks_register() -> None:
     _console().print(table)
 
 
+def _target_options(target: str) -> tuple[str, dict[str, Any]]:
+    """A URL target without its password, and the password as the backend's option.
+
+    The backend then never sees the password inside a URL it could misread (a raw ``/``
+    in it reads as the end of the host) and echo in an error.
+    """
+    scheme = target.partition("://")[0].lower()
+    if scheme not in _PASSWORD_SCHEMES:
+        return target, {}
+    url, password = _split_credentials(target)
+    if password is None:
+        return target, {}
+    from pydantic import SecretStr
+
+    return url, {"password": SecretStr(password)}
+
+
 def _open_target(target: str, namespaces: list[str]) -> list[Memory]:
     """The memories ``info`` looks at: one per namespace."""
     import prefect_memory as pm
 
     if "://" in target:
-        return [pm.open_memory(target, namespace=ns) for ns in namespaces or ["default"]]
+        url, options = _target_options(target)
+        return [pm.open_memory(url, namespace=ns, **options) for ns in namespaces or ["default"]]
     if target.endswith(".json") or Path(target).is_file():
         built = pm.from_config(target)
         if isinstance(built, pm.Namespaces):
@@ -262,10 +297,11 @@ def info(
     ] = None,
 ) -> None:
     """Ping a store and count the live entries of its namespace(s), per part if composed."""
+    secrets = [*_secret_query(target).values(), *filter(None, [_split_credentials(target)[1]])]
     try:
         memories = _open_target(target, namespace or [])
     except PrefectMemoryError as err:
-        raise _fail(str(err), 2) from None
+        raise _fail(_scrub(str(err), secrets), 2) from None
     console = _console()
     table = Table(title=f"prefect-memory info {_safe_url(target)}", title_justify="left")
     for column in ("namespace", "store", "url", "ping", "entries"):
@@ -288,7 +324,13 @@ def info(
                     entries = str(count)
                 except BackendUnavailable as err:
                     failed = True
-                    ping, entries = f"[red]unreachable: {err}[/]", "-"
+                    ping, entries = f"[red]unreachable: {escape(_scrub(str(err), secrets))}[/]", "-"
+                except PrefectMemoryError as err:  # refused (credentials, ACL, TLS) or bad data
+                    failed = True
+                    ping, entries = (
+                        f"[red]{type(err).__name__}: {escape(_scrub(str(err), secrets))}[/]",
+                        "-",
+                    )
                 progress.remove_task(task)
                 table.add_row(memory.namespace, label, url, ping, entries)
             backlog = getattr(memory.backend, "backlog", None)

@@ -15,45 +15,105 @@ Example:
 
 from __future__ import annotations
 
+import re
 from abc import ABC
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from ..urls import _secret_name, redact_url, split_credentials
 from .base import MemoryBlock
 
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\ \t\r\n")
 
 
-def _split_password(url: str) -> tuple[str, str | None]:
-    """Remove the password from a URL's user info; return the URL and the password."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at:
-        return url, None
-    user, colon, password = userinfo.partition(":")
-    if not colon:
-        return url, None
-    netloc = f"{user}@{hostport}" if user else hostport
-    return urlunsplit(parts._replace(netloc=netloc)), unquote(password)
+class _RefusedUrl(str):
+    """A url, its secrets removed, that the ``url`` field refuses with ``reason``.
+
+    A before-validator that raised would attach its raw input (the secret) to the
+    ``ValidationError``; the url field raises instead, its input already clean.
+    """
+
+    reason = ""
 
 
-def _move_password(values: Any, schemes: tuple[str, ...]) -> Any:
-    """Before validation: a password in ``url`` moves to the ``password`` field."""
-    if not isinstance(values, dict) or not isinstance(values.get("url"), str):
+def _refused(url: str, reason: str) -> _RefusedUrl:
+    refused = _RefusedUrl(url)
+    refused.reason = reason
+    return refused
+
+
+def _check_refused(value: Any) -> Any:
+    """The ``url`` field's before-validator: raise what :func:`_move_secrets` found."""
+    if isinstance(value, _RefusedUrl):
+        raise ValueError(value.reason)
+    return value
+
+
+def _move_secrets(values: Any, query_fields: dict[str, str], secret_fields: tuple[str, ...]) -> Any:
+    """Before validation: a password in ``url`` moves to the ``password`` field, and each
+    secret query option to its field (``query_fields``: lower-case option name -> field).
+
+    Secret fields given as ``str`` are wrapped first, so that no later error shows them. A
+    secret query option with no field is refused (it would stay in plain text), and so is
+    a secret given both in the url and in its field.
+    """
+    if not isinstance(values, dict):
         return values
-    url, password = _split_password(values["url"])
-    if password is None:
+    values = {
+        k: SecretStr(v) if k in secret_fields and isinstance(v, str) else v
+        for k, v in values.items()
+    }
+    if not isinstance(values.get("url"), str):
         return values
-    if values.get("password") is not None:
-        raise ValueError("password: given twice, in the url and in the password field")
-    return {**values, "url": url, "password": SecretStr(password)}
+    url, password = split_credentials(values["url"])
+    moved: dict[str, SecretStr] = {}
+    if password is not None:
+        moved["password"] = SecretStr(password)
+    refused: list[str] = []
+    head, question, query = url.partition("?")
+    if question:
+        kept = []
+        for item in re.split("[&;]", query):
+            name, eq, value = item.partition("=")
+            if not (eq and _secret_name(name)):
+                kept.append(item)
+                continue
+            field = query_fields.get(unquote_plus(name).lower())
+            if field is None:
+                refused.append(
+                    f"the query option {unquote_plus(name)!r} holds a secret, which a block "
+                    "must not keep in its plain url field: remove it"
+                )
+            else:
+                moved[field] = SecretStr(unquote_plus(value))
+        url = head + ("?" + "&".join(kept) if kept else "")
+    refused += [
+        f"{field} given twice, in the url and in the {field} field"
+        for field in moved
+        if values.get(field) is not None
+    ]
+    if refused:
+        return {**values, "url": _refused(url, "; ".join(refused))}
+    if not moved and url == values["url"]:
+        return values
+    return {**values, "url": url, **moved}
 
 
-def _no_password(url: str) -> str:
-    if _split_password(url)[1] is not None:  # only on assignment: construction moved it
+def _no_secret(url: str) -> str:
+    # Only on assignment (construction moved them): the url field never keeps a secret.
+    if split_credentials(url)[1] is not None:
         raise ValueError("holds a password: set the password field instead")
+    if redact_url(url).partition("?")[2] != url.partition("?")[2]:
+        raise ValueError("holds a secret query option: set its block field instead")
     return url
 
 
@@ -65,6 +125,13 @@ def check_scheme(url: str, schemes: tuple[str, ...], example: str) -> str:
     return url
 
 
+_REDIS_SECRETS = ("password", "ssl_password")
+_TLS_FIELDS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_password")
+_MONGO_SECRETS = ("password", "tls_key_password")
+#: A ValidationError of a block with secrets never echoes the input (it may hold one).
+_NO_INPUT_IN_ERRORS = ConfigDict(validate_assignment=True, hide_input_in_errors=True)
+
+
 def _secret(value: SecretStr | None) -> str | None:
     return None if value is None else value.get_secret_value()
 
@@ -72,6 +139,7 @@ def _secret(value: SecretStr | None) -> str | None:
 class RedisMemory(MemoryBlock):
     """A memory in Redis: shared by every worker, native TTL, one round trip per batch."""
 
+    model_config = _NO_INPUT_IN_ERRORS
     _block_type_name: ClassVar[str] = "Redis Memory"
     _description: ClassVar[str] = (
         "A prefect-memory store in Redis: namespaced entries with tags, TTLs the server "
@@ -112,15 +180,51 @@ def features(day: str):
         description="First part of every Redis key, to share one database between applications.",
     )
 
+    ssl_ca_certs: str | None = Field(
+        default=None,
+        description=(
+            "Path of the CA certificate(s) that signed the server's certificate (rediss:// "
+            "only; empty: the system's CAs)."
+        ),
+    )
+    ssl_certfile: str | None = Field(
+        default=None,
+        description="Path of the client certificate, for a server that checks clients.",
+    )
+    ssl_keyfile: str | None = Field(
+        default=None, description="Path of the private key of the client certificate."
+    )
+    ssl_password: SecretStr | None = Field(
+        default=None, description="Password of the client's private key, if it is encrypted."
+    )
+
     @model_validator(mode="before")
     @classmethod
-    def _password_out_of_url(cls, values: Any) -> Any:
-        return _move_password(values, ("redis", "rediss"))
+    def _secrets_out_of_url(cls, values: Any) -> Any:
+        return _move_secrets(values, {"ssl_password": "ssl_password"}, _REDIS_SECRETS)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _refuse_url(cls, value: Any) -> Any:
+        return _check_refused(value)
 
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
-        return _no_password(check_scheme(value, ("redis", "rediss"), "redis://localhost:6379/0"))
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        value = _no_secret(check_scheme(value, ("redis", "rediss"), "redis://localhost:6379/0"))
+        tls = [name for name in _TLS_FIELDS if info.data.get(name) is not None]  # assignment
+        if tls and not value.lower().startswith("rediss://"):
+            raise ValueError(f"{', '.join(tls)} need a rediss:// url")
+        return value
+
+    @field_validator(*_TLS_FIELDS)
+    @classmethod
+    def _tls_needs_rediss(cls, value: Any, info: ValidationInfo) -> Any:
+        # A field check, not a model one: a model validator's error shows the raw input.
+        url = info.data.get("url")
+        if value is not None and isinstance(url, str) and not url.lower().startswith("rediss:"):
+            raise ValueError("TLS options need a rediss:// url")
+        return value
 
     @field_validator("key_prefix")
     @classmethod
@@ -139,12 +243,16 @@ def features(day: str):
         options: dict[str, Any] = {"timeout": self.timeout, "key_prefix": self.key_prefix}
         if self.password is not None:
             options["password"] = self.password
+        for name in _TLS_FIELDS:  # the key's password stays a SecretStr down to the socket
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
         return options
 
 
 class MongoMemory(MemoryBlock):
     """A memory in a MongoDB collection: one document per entry, TTL index, bulk writes."""
 
+    model_config = _NO_INPUT_IN_ERRORS
     _block_type_name: ClassVar[str] = "MongoDB Memory"
     _description: ClassVar[str] = (
         "A prefect-memory store in a MongoDB collection: namespaced entries with tags, a TTL "
@@ -177,6 +285,13 @@ memory.list_keys("doc:*")
         description="Database of the collection (empty: the URL's, else prefect_memory).",
     )
     password: SecretStr | None = Field(default=None, description="Password of the MongoDB user.")
+    tls_key_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password of the encrypted client key of tlsCertificateKeyFile (given in the url "
+            "as tlsCertificateKeyFilePassword, it moves here)."
+        ),
+    )
     timeout: float = Field(
         default=5.0,
         gt=0,
@@ -185,14 +300,21 @@ memory.list_keys("doc:*")
 
     @model_validator(mode="before")
     @classmethod
-    def _password_out_of_url(cls, values: Any) -> Any:
-        return _move_password(values, ("mongodb", "mongodb+srv"))
+    def _secrets_out_of_url(cls, values: Any) -> Any:
+        return _move_secrets(
+            values, {"tlscertificatekeyfilepassword": "tls_key_password"}, _MONGO_SECRETS
+        )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _refuse_url(cls, value: Any) -> Any:
+        return _check_refused(value)
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         example = "mongodb://localhost:27017/db"
-        return _no_password(check_scheme(value, ("mongodb", "mongodb+srv"), example))
+        return _no_secret(check_scheme(value, ("mongodb", "mongodb+srv"), example))
 
     @field_validator("collection", "database")
     @classmethod
@@ -212,6 +334,9 @@ memory.list_keys("doc:*")
             options["database"] = self.database
         if self.password is not None:
             options["password"] = self.password
+        if self.tls_key_password is not None:
+            key_password = _secret(self.tls_key_password)
+            options["client_kwargs"] = {"tlsCertificateKeyFilePassword": key_password}
         return options
 
 
@@ -221,6 +346,8 @@ class S3Access(MemoryBlock, ABC):
     ``ABC`` among the direct bases keeps Prefect from registering this class as a block type.
     Subclasses redeclare ``url`` with their own description and check.
     """
+
+    model_config = _NO_INPUT_IN_ERRORS
 
     url: str = Field(default=..., description="Bucket and prefix: s3://bucket/prefix.")
     endpoint_url: str | None = Field(
@@ -239,6 +366,15 @@ class S3Access(MemoryBlock, ABC):
         gt=0,
         description="Seconds to wait for a connection or a reply before S3 counts as down.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap_secret(cls, values: Any) -> Any:
+        # Wrapped first: a later error of another field never shows the secret.
+        secret = values.get("aws_secret_access_key") if isinstance(values, dict) else None
+        if isinstance(secret, str):
+            return {**values, "aws_secret_access_key": SecretStr(secret)}
+        return values
 
     @field_validator("endpoint_url")
     @classmethod

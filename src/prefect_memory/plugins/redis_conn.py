@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,12 +26,28 @@ from urllib.parse import urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    AuthorizationError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry
 
-from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConsensusError
+from ..errors import (
+    BackendError,
+    BackendPermissionError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    ConsensusError,
+)
 from .redis_lua import LuaScript
 
 #: Bumped in a forked child: a client made before the fork holds the parent's sockets.
@@ -41,6 +58,11 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
 #: Extra seconds to read a WAIT reply beyond the wait itself.
 _WAIT_MARGIN = 1.0
 _REDIRECTS = 5  # most MOVED/ASK hops followed for one request
+#: TLS failures that a retry could cure: the peer went away mid-handshake.
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+#: How Redis words an ACL refusal: top level (NOPERM) or inside a Lua script (Redis 7).
+_NOPERM = ("NOPERM", "no permissions", "user executing the script can't")
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 
 
 class Secret:
@@ -62,6 +84,55 @@ class Secret:
 
     def __setstate__(self, state: str) -> None:
         self._value = state
+
+
+def plain_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with secrets (``SecretStr``, :class:`Secret`) unwrapped, for redis-py only.
+
+    Example:
+        >>> plain_options({"ssl_password": Secret("k3y"), "ssl_certfile": "client.pem"})
+        {'ssl_password': 'k3y', 'ssl_certfile': 'client.pem'}
+    """
+    return {
+        name: value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        for name, value in options.items()
+    }
+
+
+def _cause(
+    err: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of type ``kind`` in the chain of ``err`` (redis-py wraps OSErrors)."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def refusal(err: RedisError) -> str | None:
+    """What to change when the server refused us for good (credentials, ACL, TLS), else ``None``.
+
+    Such a refusal is permanent: retrying the same request with the same settings
+    cannot succeed, so it is never retried.
+    """
+    text = str(err)
+    if isinstance(err, (AuthenticationError, AuthorizationError)) or text.startswith(
+        ("WRONGPASS", "NOAUTH")
+    ):
+        return "check the user name and password (url, password field, or ACL of the server)"
+    if isinstance(err, NoPermissionError) or any(mark in text for mark in _NOPERM):
+        return "grant the ACL user this command or key pattern (see docs/security.md)"
+    tls = _cause(err, ssl.SSLError)
+    if tls is not None and not isinstance(tls, _TRANSIENT_SSL):
+        return (
+            "the TLS handshake failed: check ssl_ca_certs (the CA of the server's certificate) "
+            "and, for a server that checks clients, ssl_certfile and ssl_keyfile"
+        )
+    return None
 
 
 class Connections:
@@ -244,7 +315,7 @@ class RedisConnector:
             # Retries are ours (see _run): one on a broken connection, none on a timeout.
             "retry": Retry(NoBackoff(), 0),
             "protocol": 2,
-            **self.ssl_options,
+            **plain_options(self.ssl_options),
         }
         if self._password is not None:
             kwargs["password"] = self._password.get_secret_value()
@@ -340,13 +411,17 @@ class RedisConnector:
             )
         try:
             for attempt in (0, 1):
+                fresh = False
                 try:
                     conn = client.idle.pop()
                 except IndexError:
+                    fresh = True
                     try:
                         conn = client.pool.get_connection()
                     except RedisError as err:
-                        raise self._error(err) from err
+                        if attempt or not self._cut_after_handshake(err):
+                            raise self._error(err, cut_twice=bool(attempt)) from err
+                        continue
                 try:
                     reply = exchange(conn, args, script, pipeline, wait, asking)
                 except ResponseError as err:  # the whole reply was read: the connection is fine
@@ -355,8 +430,8 @@ class RedisConnector:
                 except _RedisConnectionError as err:
                     client.drop(conn)
                     client.drop_idle()  # their server is likely gone too
-                    if attempt:
-                        raise self._error(err) from err
+                    if attempt or refusal(err) is not None or _cause(err, FileNotFoundError):
+                        raise self._error(err, cut_twice=fresh and bool(attempt)) from err
                     continue
                 except RedisError as err:
                     client.drop(conn)
@@ -380,8 +455,32 @@ class RedisConnector:
                 slots.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _error(self, err: RedisError) -> BackendError:
+    def _cut_after_handshake(self, err: RedisError) -> bool:
+        """A TLS connection the server closed (EOF, reset) before answering anything."""
+        cut = (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)
+        return self._scheme == "rediss" and _cause(err, cut) is not None
+
+    def _error(self, err: RedisError, cut_twice: bool = False) -> BackendError | ConfigError:
+        """The error of ours for ``err``. ``cut_twice``: two fresh connections in a row were
+        closed by the server before any reply (see :meth:`_cut_after_handshake`)."""
         where = f"Redis at {self.host}:{self.port}"
+        change = refusal(err)
+        if change is not None:
+            user = f" as user {self.username!r}" if self.username else ""
+            return BackendPermissionError(f"{where} refused the request{user}: {err}; {change}")
+        if cut_twice and self._cut_after_handshake(err):
+            # TLS 1.3 ends the client's handshake before the server checks its certificate:
+            # a refusal then reaches us as an alert (above) or, as often, as a closed socket.
+            # The server accepted TCP and TLS twice and then hung up: it refuses this client.
+            return BackendPermissionError(
+                f"{where} closed two new TLS connections in a row before any reply: it "
+                "refuses this client; if the server checks clients (tls-auth-clients), set "
+                f"ssl_certfile and ssl_keyfile to a certificate of its CA ({err})"
+            )
+        files = {k: v for k, v in self.ssl_options.items() if k in _TLS_FILES and v}
+        if files and _cause(err, (FileNotFoundError, IsADirectoryError)) is not None:
+            named = ", ".join(f"{k}={v!r}" for k, v in files.items())
+            return ConfigError(f"{where}: a TLS file is missing or a folder: check {named}")
         if isinstance(err, _RedisTimeoutError):
             return BackendTimeout(f"{where} did not answer within {self.timeout}s: {err}")
         if isinstance(err, _RedisConnectionError):
@@ -431,7 +530,7 @@ class RedisConnector:
         kwargs: dict[str, Any] = {
             "socket_connect_timeout": self.timeout,
             "socket_timeout": self.timeout,
-            **self.ssl_options,
+            **plain_options(self.ssl_options),
         }
         if self._password is not None:
             kwargs["password"] = self._password.get_secret_value()
