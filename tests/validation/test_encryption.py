@@ -189,12 +189,6 @@ def test_importing_the_hooks_does_not_import_prefect_or_pandas() -> None:
 
 
 # -- namespace binding (header version 2) and values of the version 1 format ----------------
-NAMESPACE_AWARE = hasattr(pm.Hook, "decode_bytes_in")  # Memory hands byte hooks its namespace
-needs_namespace = pytest.mark.xfail(
-    not NAMESPACE_AWARE,
-    reason="Memory does not pass its namespace to byte hooks yet (memory.py change pending)",
-    strict=True,
-)
 
 
 def version_1_bytes(raw_key: bytes, key: str, value: object, *, bind_key: bool = True) -> bytes:
@@ -248,7 +242,6 @@ def test_the_hook_binds_the_namespace_it_is_given() -> None:
         unbound.decode_bytes_in("bob", "k", sealed)  # the namespace is bound regardless
 
 
-@needs_namespace
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_ciphertext_copied_to_another_namespace_fails(open_mem, backend: str) -> None:
     key = generate_key()
