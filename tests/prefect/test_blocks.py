@@ -30,6 +30,7 @@ from prefect_memory.blocks import (
     RedisMemory,
     S3Memory,
     SqliteMemory,
+    blocks_from_config,
 )
 
 BLOCK_CLASSES = list(BLOCKS)
@@ -164,6 +165,29 @@ def test_ttl_takes_a_timedelta() -> None:
     import datetime as dt
 
     assert SqliteMemory(path="x.db", ttl=dt.timedelta(minutes=2)).ttl == 120
+
+
+def test_refresh_and_compression_are_applied(tmp_path: Path) -> None:
+    from prefect_memory.blocks import HybridMemory, TieredMemory
+    from prefect_memory.blocks.parts import MemoryTier
+
+    sqlite = SqliteMemory(path=str(tmp_path / "m.db"), ttl=60, refresh=True, compression=True)
+    hybrid = HybridMemory(primary=InProcessMemory(name=f"h-{tmp_path.name}"),
+                          secondary=SqliteMemory(path=str(tmp_path / "h.db")),
+                          refresh=True, compression=True)  # fmt: skip
+    tiered = TieredMemory(tiers=[MemoryTier(name="hot", block=InProcessMemory(name="t1"))],
+                          refresh=True, compression=True)  # fmt: skip
+    for block in (sqlite, hybrid, tiered):
+        memory = block.memory
+        assert memory.refresh is True and memory.codec.compression is True, block
+    sqlite.set("big", "x" * 10_000, ttl=60)
+    first = sqlite.info("big").expires_at
+    sqlite.get("big")  # a sliding read pushes the expiry
+    assert sqlite.info("big").expires_at >= first
+    raw = sqlite.memory.backend.get_many("default", ["big"], now=0.0)["big"].value
+    assert raw[0] == 0x02 and len(raw) < 1000  # stored zstd-compressed
+    with pytest.raises(pm.ConfigError, match=r"memory\.pickle: a block never loads pickled"):
+        blocks_from_config({"memory": {"backend": "memory", "pickle": True}})
 
 
 def test_from_connection_string(tmp_path: Path) -> None:

@@ -144,9 +144,10 @@ def test_create_namespaces_one_block_per_namespace(
     result = run("blocks", "create", str(write(tmp_path, "shop", shop)), "-p", f"s-{unique}",
                  *connections)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "memory.namespaces.sessions.refresh: a block has no such setting" in result.stderr
+    assert "sessions.refresh" not in result.stderr  # a block field now, not a note
     sessions = RedisMemory.load(f"s-{unique}-sessions")
-    assert (sessions.namespace, sessions.ttl) == ("sessions", 1800)
+    assert (sessions.namespace, sessions.ttl, sessions.refresh) == ("sessions", 1800, True)
+    assert sessions.memory.refresh is True  # applied: reads push the expiry
     products = HybridMemory.load(f"s-{unique}-products")
     assert products.namespace == "products"
     assert products.secondary.get_block_type_slug() == "mongodb-memory"

@@ -126,6 +126,9 @@ archive.compact()                            # merge small files, drop deleted r
         folder = os.path.abspath(os.path.expanduser(self.url))
         return "parquet:///" + quote(folder, safe="/~")
 
+    def _value_compression(self) -> bool:
+        return False  # ``compression`` is the Parquet codec here; files are compressed
+
     def _memory_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "parquet_compression": self.compression,

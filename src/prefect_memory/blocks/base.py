@@ -156,6 +156,14 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
             "(empty: no expiry; at most 100 years)."
         ),
     )
+    refresh: bool = Field(
+        default=False,
+        description="Sliding expiry: each read pushes an entry's expiry to now + its ttl.",
+    )
+    compression: bool = Field(
+        default=False,
+        description="zstd-compress values of 4 KiB and more (readers need no setting).",
+    )
     result_signing_key: SecretStr | None = Field(
         default=None,
         description=(
@@ -252,8 +260,29 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
         from .. import open_memory
 
         return open_memory(
-            self._memory_url(), namespace=self.namespace, ttl=self.ttl, **self._memory_options()
+            self._memory_url(),
+            namespace=self.namespace,
+            ttl=self.ttl,
+            refresh=self.refresh,
+            compression=self._value_compression(),
+            **self._memory_options(),
         )
+
+    def _value_compression(self) -> bool:
+        """Whether values are zstd-compressed (the Parquet archive's ``compression`` is
+        its file codec instead)."""
+        return bool(self.compression)
+
+    def _memory_settings(self) -> dict[str, Any]:
+        """``namespace``, ``ttl``, ``refresh`` and ``codec`` of a composed memory."""
+        from ..codecs import Codec
+
+        return {
+            "namespace": self.namespace,
+            "ttl": self.ttl,
+            "refresh": self.refresh,
+            "codec": Codec(compression=True) if self.compression else None,
+        }
 
     @property
     def memory(self) -> Memory:

@@ -213,8 +213,7 @@ def features(day: str):
             strategy=self.strategy,
             journal=self.journal,
             flush_interval=self.flush_interval,
-            namespace=self.namespace,
-            ttl=self.ttl,
+            **self._memory_settings(),
         )
         memory.sync_interval = self.sync_interval
         return memory
@@ -333,9 +332,7 @@ report.planned
             for tier in self.tiers
         ]
         rules = [MigrationRule.parse(r.from_, r.to, r.condition) for r in self.rules]
-        return CoreTieredMemory(
-            tiers, rules, promote=self.promote, namespace=self.namespace, ttl=self.ttl
-        )
+        return CoreTieredMemory(tiers, rules, promote=self.promote, **self._memory_settings())
 
     def _to_block_document(self, *args: Any, **kwargs: Any) -> Any:
         # Prefect references only top-level block fields; a saved tier block is referenced

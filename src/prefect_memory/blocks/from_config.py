@@ -11,9 +11,11 @@ connections, paths relative to the config file). Each shape becomes blocks:
 - namespaces (and the named parts of ``datasets`` and ``compute.cache``): the above for
   each, with the prefix ``<prefix>-<name>``.
 
-Settings a block cannot hold (``refresh``, ``compression``, sections such as ``indexes``)
-are listed in :attr:`ConfigBlocks.notes`, not silently dropped. Problems are collected and
-raised as one :class:`~prefect_memory.ConfigError` listing each with its path in the config.
+Memory settings become block fields (``ttl``, ``refresh``, ``compression``); what a block
+cannot hold (``pickle``, ``schemas``) is refused, and what has no block form (the
+``streams``/``processing`` sections, S3 ``storage_options`` other than the key, secret and
+endpoint) is listed in :attr:`ConfigBlocks.notes`. Problems are collected and raised as one
+:class:`~prefect_memory.ConfigError` listing each with its path in the config.
 
 Example:
     >>> from prefect_memory.blocks import blocks_from_config
@@ -67,8 +69,8 @@ _BLOCK_OF_SCHEME: dict[str, type[MemoryBlock]] = {
     "mongodb+srv": MongoMemory, "s3": S3Memory, "json": JsonMemory, "sqlite": SqliteMemory,
     "memory": InProcessMemory, "parquet": ParquetArchiveMemory,
 }  # fmt: skip
-#: Memory settings a block has no field for: noted when they ask for more than the default.
-_UNSUPPORTED = ("refresh", "compression", "pickle")
+#: Memory settings every block holds as a field of its own.
+_BLOCK_FLAGS = ("refresh", "compression")
 
 
 @dataclass
@@ -137,10 +139,21 @@ class _Planner:
             message = str(error["msg"]).removeprefix("Value error, ")
             self.problem(path + where, message)
 
-    def note(self, path: str, spec: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-        for key in keys:
-            if key in spec and self.builder.flag(f"{path}.{key}", spec[key]):
-                self.out.notes.append(f"{path}.{key}: a block has no such setting, not kept")
+    def settings(self, path: str, spec: Mapping[str, Any]) -> dict[str, bool]:
+        """The memory settings a block holds (``refresh``, ``compression``); refuses the
+        ones it cannot (``pickle``, ``schemas``, another serialization)."""
+        flags = {
+            key: self.builder.flag(f"{path}.{key}", spec[key])
+            for key in _BLOCK_FLAGS
+            if key in spec
+        }
+        if "pickle" in spec and self.builder.flag(f"{path}.pickle", spec["pickle"]):
+            self.problem(
+                f"{path}.pickle",
+                "a block never loads pickled values (anyone who can edit the block or write "
+                "the store could run code in your flows): remove 'pickle', or build with "
+                "pm.from_config",
+            )
         if "schemas" in spec:
             self.problem(
                 f"{path}.schemas",
@@ -149,6 +162,7 @@ class _Planner:
             )
         if spec.get("serialization") not in (None, "msgpack"):
             self.problem(f"{path}.serialization", "only 'msgpack' is supported")
+        return flags
 
     def ttl(self, path: str, spec: Mapping[str, Any]) -> float | None:
         try:
@@ -211,18 +225,18 @@ class _Planner:
         return None
 
     def single(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        self.note(path, spec, _UNSUPPORTED)
+        flags = self.settings(path, spec)
         ttl = self.ttl(path, spec)
         block = self.store(
             path, spec, _MEMORY_KEYS | {"schemas"}, namespace=spec.get("namespace", namespace),
-            ttl=ttl,
+            ttl=ttl, **flags,
         )  # fmt: skip
         if block is not None:
             self.out.blocks.append((name, block))
 
     def hybrid(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
         self.builder.check_keys(path, spec, _HYBRID_KEYS | _MEMORY_KEYS | {"schemas"})
-        self.note(path, spec, _UNSUPPORTED)
+        flags = self.settings(path, spec)
         parts: dict[str, Any] = {}
         for role in ("primary", "secondary"):
             if role not in spec:
@@ -240,7 +254,7 @@ class _Planner:
         try:
             block = HybridMemory(
                 **parts, **fields, journal=spec.get("journal"),
-                namespace=spec.get("namespace", namespace), ttl=ttl,
+                namespace=spec.get("namespace", namespace), ttl=ttl, **flags,
             )  # fmt: skip
         except ValidationError as err:
             self.invalid(path, err, {"strategy": "sync.strategy", "sync_interval": "sync.interval"})
@@ -250,7 +264,7 @@ class _Planner:
 
     def tiered(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
         self.builder.check_keys(path, spec, _TIERED_KEYS | _MEMORY_KEYS | {"schemas"})
-        self.note(path, spec, _UNSUPPORTED)
+        flags = self.settings(path, spec)
         raw_tiers = spec.get("tiers")
         if not isinstance(raw_tiers, list) or not raw_tiers:
             self.problem(f"{path}.tiers", "must be a non-empty list of tiers")
@@ -287,7 +301,7 @@ class _Planner:
         try:
             block = TieredMemory(
                 tiers=tiers, rules=rules, promote=spec.get("promote", "home"),
-                namespace=spec.get("namespace", namespace), ttl=ttl,
+                namespace=spec.get("namespace", namespace), ttl=ttl, **flags,
             )  # fmt: skip
         except ValidationError as err:
             self.invalid(path, err, {"rules": "migration.rules"})
