@@ -51,10 +51,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from prefect_memory.plugins.base import Record  # noqa: E402
+from prefect_memory.plugins.parquet import ParquetArchiveBackend  # noqa: E402
+from prefect_memory.plugins.parquet.format import build_table, day_of  # noqa: E402
 from prefect_memory.plugins.sqlite import SqliteBackend  # noqa: E402
 from prefect_memory.tiers import Tier, TieredMemory  # noqa: E402
-from prefect_memory.tiers.archive import ParquetArchiveBackend  # noqa: E402
-from prefect_memory.tiers.archive_format import build_table, day_of  # noqa: E402
 
 NS = "bench"
 T0 = 1_715_000_000.0

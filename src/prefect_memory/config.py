@@ -9,7 +9,7 @@ Supported shapes (all under an optional top-level ``"memory"`` key):
   (also ``datasets`` and ``compute.cache``; ``ttl``, ``refresh``, ``compression``,
   ``serialization``, ``pickle`` and ``backend`` at the top are defaults of the parts);
 - the Parquet archive: a store with ``"format": "parquet"`` (``"partitioning": "date"``) on
-  ``s3``, ``file`` or a local folder opens :mod:`prefect_memory.tiers.archive`;
+  ``s3``, ``file`` or a local folder opens :mod:`prefect_memory.plugins.parquet`;
 - record schemas: ``{"schemas": {"validation": true, "strict": true, "definitions": {...}}}``
   (JSON Schema checked on ``set``, see :mod:`prefect_memory.validation.records`; on a
   namespaces config, a top-level ``schemas`` applies to namespaces without their own);

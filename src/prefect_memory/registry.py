@@ -33,7 +33,10 @@ KNOWN_BACKENDS: dict[str, tuple[str, str | None]] = {
     "json": ("prefect_memory.plugins.jsonfile:JsonFileBackend", None),
     "file": ("prefect_memory.plugins.fs:FsspecBackend", None),
     "s3": ("prefect_memory.plugins.fs:FsspecBackend", "pip install 'prefect-memory[s3]'"),
-    "parquet": ("prefect_memory.tiers.archive:ParquetArchiveBackend", "pip install pyarrow s3fs"),
+    "parquet": (
+        "prefect_memory.plugins.parquet.backend:ParquetArchiveBackend",
+        "pip install pyarrow s3fs",
+    ),
     "redis": ("prefect_memory.plugins.redisdb:RedisBackend", "pip install 'prefect-memory[redis]'"),
     "rediss": (
         "prefect_memory.plugins.redisdb:RedisBackend",

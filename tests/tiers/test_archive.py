@@ -19,9 +19,9 @@ import pytest
 import prefect_memory as pm
 from prefect_memory.keys import ns_token
 from prefect_memory.plugins.base import Record
+from prefect_memory.plugins.parquet import ParquetArchiveBackend
 from prefect_memory.plugins.sqlite import SqliteBackend
 from prefect_memory.tiers import Tier, TieredMemory
-from prefect_memory.tiers.archive import ParquetArchiveBackend
 
 DAY = 86400.0
 T0 = dt.datetime(2024, 5, 6, 12, tzinfo=dt.timezone.utc).timestamp()
@@ -348,3 +348,12 @@ def test_open_memory_takes_the_parquet_codec_as_parquet_compression(tmp_path: Pa
         pm.open_memory(url, compression="zstd")
     with pytest.raises(pm.ConfigError, match="not both"):
         ParquetArchiveBackend.from_url(url, parquet_compression="zstd", compression="gzip")
+
+
+def test_old_import_paths_still_work() -> None:
+    """The archive moved to ``prefect_memory.plugins.parquet``; the old modules re-export it."""
+    import prefect_memory.plugins.parquet.format as new_format
+    from prefect_memory.tiers import archive, archive_format
+
+    assert archive.ParquetArchiveBackend is ParquetArchiveBackend
+    assert archive_format.write_rows is new_format.write_rows

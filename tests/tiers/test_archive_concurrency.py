@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from prefect_memory.plugins.base import Record
-from prefect_memory.tiers.archive import ParquetArchiveBackend
+from prefect_memory.plugins.parquet import ParquetArchiveBackend
 
 NS = "race"
 DEADLINE = 240.0
@@ -299,7 +299,7 @@ def test_claim_on_a_slot_freed_by_a_checkpoint_is_made_again(store: dict[str, An
 def test_archive_written_before_the_log_reads_the_same(store: dict[str, Any]) -> None:
     """Files as the previous version wrote them (``part-<seq>-<uuid>.parquet``, rows
     carrying their own ``seq``, no log) count as before, then mix with logged writes."""
-    from prefect_memory.tiers.archive_format import day_of, write_rows
+    from prefect_memory.plugins.parquet.format import day_of, write_rows
 
     archive = open_archive(store)
     t0 = time.time() - 3600

@@ -310,7 +310,7 @@ PRELOAD = [
     "prefect_memory.plugins.mongodb",
     "prefect_memory.plugins.redisdb",
     "prefect_memory.plugins.sqlite",
-    "prefect_memory.tiers.archive",
+    "prefect_memory.plugins.parquet.backend",
     "pymongo",
     "redis",
     "s3fs",

@@ -121,17 +121,14 @@ def prefect_event_parts(fired: AlertFired) -> tuple[str, dict[str, str], dict[st
 
 def emit_prefect_event(fired: AlertFired) -> Any:
     """Send the firing to Prefect as an event (``None`` when Prefect is not installed or
-    no API is configured; Prefect sends events in the background)."""
-    try:
-        from prefect.events import emit_event
-    except ImportError:
-        logger.warning("prefect is not installed: alert %r not sent as an event",
-                       fired.alert.name)  # fmt: skip
-        return None
-    event, resource, payload = prefect_event_parts(fired)
-    occurred = _dt.datetime.fromtimestamp(fired.window_end, tz=_dt.timezone.utc)
-    now = _dt.datetime.now(tz=_dt.timezone.utc)
-    return emit_event(event, resource=resource, payload=payload, occurred=min(occurred, now))
+    no API is configured; Prefect sends events in the background).
+
+    Sent by :func:`prefect_memory.prefect_bridge.emit_alert_event`, imported at the first
+    firing (Prefect with it), not before.
+    """
+    from ..prefect_bridge import emit_alert_event
+
+    return emit_alert_event(fired)
 
 
 def log_alert(fired: AlertFired) -> None:

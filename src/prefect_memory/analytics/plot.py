@@ -2,7 +2,7 @@
 
 :func:`plot_series` is what ``prefect-memory plot`` calls; :func:`series_table` gives the
 rows and markdown of a Prefect table/markdown artifact and :func:`publish_artifact` creates
-it (Prefect imported only there).
+it (through :mod:`prefect_memory.prefect_bridge`: Prefect imported only there).
 
 Example:
     >>> import pandas as pd
@@ -169,9 +169,12 @@ def series_table(
 
 def publish_artifact(series: TimeSeries, start: Any = None, end: Any = None,
                      interval: Any = None, *, max_rows: int = 200) -> Any:  # fmt: skip
-    """Create a Prefect table artifact of :func:`series_table` (inside a flow or task run)."""
-    from prefect.artifacts import create_table_artifact
+    """Create a Prefect table artifact of :func:`series_table` (inside a flow or task run).
+
+    Created by :func:`prefect_memory.prefect_bridge.publish_table_artifact` (Prefect is
+    imported there, at the call).
+    """
+    from ..prefect_bridge import publish_table_artifact
 
     data = series_table(series, start, end, interval, max_rows=max_rows)
-    return create_table_artifact(table=data["rows"], key=data["key"],
-                                 description=data["description"])  # fmt: skip
+    return publish_table_artifact(data["rows"], key=data["key"], description=data["description"])

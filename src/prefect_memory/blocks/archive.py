@@ -1,8 +1,9 @@
 """The Parquet archive block: a cold tier (or a memory of its own) as a Parquet dataset.
 
-:class:`ParquetArchiveMemory` configures a :class:`~prefect_memory.tiers.ParquetArchiveBackend`:
-entries as rows of a hive-partitioned Parquet dataset (``date=YYYY-MM-DD/part-*.parquet``)
-on S3 or in a local folder, readable by key through a key index. As the last tier of a
+:class:`ParquetArchiveMemory` configures a
+:class:`~prefect_memory.plugins.parquet.ParquetArchiveBackend`: entries as rows of a
+hive-partitioned Parquet dataset (``date=YYYY-MM-DD/part-*.parquet``) on S3 or in a local
+folder, readable by key through a key index. As the last tier of a
 :class:`~prefect_memory.blocks.TieredMemory` block, it lets the ``migrate_tiers`` and
 ``archive_to_parquet`` flows load the whole tiered memory by its block name.
 
@@ -146,7 +147,7 @@ archive.compact()                            # merge small files, drop deleted r
     ) -> Any:  # fmt: skip
         """Entries of the namespace archived between ``start`` and ``end`` as a DataFrame.
 
-        ``options`` go to :meth:`~prefect_memory.tiers.ParquetArchiveBackend.query`.
+        ``options`` go to :meth:`~prefect_memory.plugins.parquet.ParquetArchiveBackend.query`.
         """
         return self.memory.backend.query(self.namespace, start, end, **options)  # type: ignore[attr-defined]
 

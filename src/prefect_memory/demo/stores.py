@@ -33,8 +33,8 @@ from pydantic import BaseModel, Field, SecretStr
 
 if TYPE_CHECKING:
     from ..blocks import MemoryBlock
+    from ..plugins.parquet import ParquetArchiveBackend
     from ..tiers import TieredMemory
-    from ..tiers.archive import ParquetArchiveBackend
     from .events import Recorder
 
 #: Where each kind of entry lives first (the tutorial's ``patterns``).

@@ -341,8 +341,9 @@ def prefect_events_listener(
     Events are named ``prefect-memory.breaker.opened``, ``...half-opened`` and
     ``...closed``; the resource is ``prefect-memory.breaker.<breaker name>`` (or
     ``resource_id``), and the payload holds the old and new state, the failure count and
-    the error. Prefect is imported when the first event is emitted, not before; an event
-    that cannot be emitted is logged by the breaker and dropped.
+    the error. Prefect is imported when the first event is emitted, not before (by
+    :func:`prefect_memory.prefect_bridge.emit_breaker_event`); an event that cannot be
+    emitted is logged by the breaker and dropped.
 
     Args:
         resource_id: ``prefect.resource.id`` of the events (default: from the breaker name).
@@ -366,23 +367,9 @@ class _PrefectEvents:
         self.labels = labels
 
     def __call__(self, event: BreakerEvent) -> None:
-        from prefect.events import emit_event
+        from ..prefect_bridge import emit_breaker_event  # the Prefect floor, on first event
 
-        resource = {
-            "prefect.resource.id": self.resource_id or f"prefect-memory.breaker.{event.breaker}",
-            "prefect.resource.name": event.breaker,
-            **self.labels,
-        }
-        emit_event(
-            event=event.name,
-            resource=resource,
-            payload={
-                "old_state": event.old.value,
-                "new_state": event.new.value,
-                "failures": event.failures,
-                "error": event.error,
-            },
-        )
+        emit_breaker_event(event, self.resource_id, self.labels)
 
     def __repr__(self) -> str:
         return f"prefect_events_listener({self.resource_id!r})"

@@ -25,7 +25,7 @@ import hashlib
 import os
 from typing import Any
 
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError
 
 _SIZES = (16, 24, 32)
 
@@ -108,16 +108,15 @@ class PrefectSecretKey:
         return hash(("PrefectSecretKey", self.block_name))
 
     def load(self) -> Any:
-        """Fetch the secret's value from Prefect (a sync call, usable inside flows)."""
-        try:
-            from prefect.blocks.system import Secret
-        except ImportError as err:  # pragma: no cover - prefect is a dev dependency here
-            raise MissingDependencyError(
-                "a key from a Prefect Secret block needs prefect "
-                "(pip install 'prefect-memory[prefect]')"
-            ) from err
-        try:
-            block = Secret.load(self.block_name, _sync=True)  # type: ignore[call-arg]
-        except ValueError as err:
-            raise ConfigError(f"no Prefect Secret block named {self.block_name!r}") from err
-        return block.get()
+        """Fetch the secret's value from Prefect (a sync call, usable inside flows).
+
+        Fetched by :func:`prefect_memory.prefect_bridge.load_secret`, imported here (Prefect
+        with it) at the first use.
+
+        Raises:
+            MissingDependencyError: Prefect is not installed.
+            ConfigError: No ``Secret`` block has that name.
+        """
+        from ..prefect_bridge import load_secret
+
+        return load_secret(self.block_name)

@@ -1,0 +1,425 @@
+"""Parquet layout of the archive: schema, one file per batch, ranged reads of column chunks.
+
+Every data file holds the rows of one write (a batch, a batch of tombstones, or the
+output of a compaction), sorted by key, with row groups of about ``row_group_bytes``.
+Columns (times are epoch seconds as ``float64``, exactly the floats of
+:class:`~prefect_memory.plugins.base.Record`, so a ``(version, updated_at)`` token read
+back compares equal)::
+
+    key, namespace, created_at, updated_at, last_access, access_count, expires_at, ttl,
+    sliding, tags (list<string>), version, archived_at, seq, deleted, value (binary)
+
+``seq`` orders writes (the latest row of a key wins, compaction keeps it; the rows of a
+write take the slot of its claim in the commit log, see :mod:`.log`, whatever
+they hold); ``deleted`` marks a tombstone. ``value`` is the last column, so every other
+column of a row group is one contiguous byte range: the key index reads that range, a
+lookup reads the value chunk of one row group, and neither reads anything else
+(:func:`fetch_tables`).
+
+Example:
+    >>> from prefect_memory.plugins.base import Record
+    >>> records = [Record(b"2", 1.0, 1.0, 1.0), Record(b"1", 1.0, 1.0, 1.0)]
+    >>> table = build_table("ns", ["b", "a"], records, seq=7, archived_at=0.0)
+    >>> table.column("key").to_pylist(), day_of(0.0)
+    (['a', 'b'], '1970-01-01')
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import io
+import itertools
+import math
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..base import Record
+
+SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("namespace", pa.string()),
+        pa.field("created_at", pa.float64()),
+        pa.field("updated_at", pa.float64()),
+        pa.field("last_access", pa.float64()),
+        pa.field("access_count", pa.int64()),
+        pa.field("expires_at", pa.float64()),
+        pa.field("ttl", pa.float64()),
+        pa.field("sliding", pa.bool_()),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("version", pa.int64()),
+        pa.field("archived_at", pa.float64()),
+        pa.field("seq", pa.int64()),
+        pa.field("deleted", pa.bool_()),
+        pa.field("value", pa.large_binary()),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+#: Everything but the value: what the key index keeps in memory.
+META_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("value", "namespace"))
+TIME_COLUMNS = ("created_at", "updated_at", "last_access", "expires_at", "archived_at")
+_STATS_COLUMNS = ["key", "seq", "archived_at", "expires_at", "updated_at", "version"]
+_FOOTER_READ = 64 * 1024
+#: Chunks closer than this are fetched as one range (pyarrow itself coalesces reads
+#: across holes of up to 8 KiB, so the parts it asks for must cover such holes).
+_MERGE_GAP = 64 * 1024
+
+Fetch = Callable[[list[str], list[int], list[int]], list[bytes]]
+
+
+def day_of(ts: float) -> str:
+    """The UTC date (``YYYY-MM-DD``) of an epoch time: the partition a write lands in."""
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).date().isoformat()
+
+
+def _column(records: Sequence[Record], attr: str, dtype: Any) -> pa.Array:
+    return pa.array(np.fromiter(map(attrgetter(attr), records), dtype, len(records)))
+
+
+def _optional(records: Sequence[Record], attr: str) -> pa.Array:
+    values = list(map(attrgetter(attr), records))
+    nones = values.count(None)
+    if nones == len(values):
+        return pa.nulls(len(values), pa.float64())
+    if nones:
+        values = [math.nan if x is None else x for x in values]
+    return pa.array(np.array(values, np.float64), from_pandas=True)
+
+
+def _tags(records: Sequence[Record]) -> pa.Array:
+    tags = list(map(attrgetter("tags"), records))
+    offsets = np.zeros(len(tags) + 1, np.int32)
+    if tags.count(()) < len(tags):
+        np.cumsum(np.fromiter(map(len, tags), np.int32, len(tags)), out=offsets[1:])
+    flat = pa.array(list(itertools.chain.from_iterable(tags)), pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), flat)
+
+
+def build_table(
+    ns: str,
+    keys: Sequence[str],
+    records: Sequence[Record],
+    *,
+    seq: int,
+    archived_at: float,
+    deleted: bool = False,
+    sort: bool = True,
+) -> pa.Table:
+    """The rows of one write, sorted by key (``records[i]`` belongs to ``keys[i]``)."""
+    n = len(keys)
+    data = {
+        "key": pa.array(keys, pa.string()),
+        "namespace": pa.repeat(pa.scalar(ns, pa.string()), n),
+        "created_at": _column(records, "created_at", np.float64),
+        "updated_at": _column(records, "updated_at", np.float64),
+        "last_access": _column(records, "last_access", np.float64),
+        "access_count": _column(records, "access_count", np.int64),
+        "expires_at": _optional(records, "expires_at"),
+        "ttl": _optional(records, "ttl"),
+        "sliding": _column(records, "sliding", np.bool_),
+        "tags": _tags(records),
+        "version": _column(records, "version", np.int64),
+        "archived_at": pa.array(np.full(n, archived_at, dtype=np.float64)),
+        "seq": pa.array(np.full(n, seq, dtype=np.int64)),
+        "deleted": pa.array(np.full(n, deleted, dtype=np.bool_)),
+        "value": pa.array(list(map(attrgetter("value"), records)), pa.large_binary()),
+    }
+    table = pa.table(data, schema=SCHEMA)
+    if sort and n > 1:
+        order = pc.sort_indices(data["key"]).to_numpy()
+        if not (order[1:] > order[:-1]).all():  # not in key order yet
+            table = table.take(order)
+    return table
+
+
+def _writer_options(compression: str) -> dict[str, Any]:
+    return {
+        "compression": compression,
+        "use_dictionary": ["namespace", "tags.list.element"],
+        "write_statistics": _STATS_COLUMNS,
+        "store_schema": True,
+    }
+
+
+def write_rows(
+    ns: str,
+    keys: Sequence[str],
+    records: Sequence[Record],
+    *,
+    seq: int,
+    archived_at: float,
+    deleted: bool = False,
+    row_group_bytes: int,
+    compression: str,
+) -> tuple[bytes, pa.Table]:
+    """One Parquet file of rows whose ``keys`` are sorted; return it and its non-value columns.
+
+    Pipelined: the rows are turned into Arrow one row group at a time while a second
+    thread encodes the previous row group (pyarrow releases the GIL while encoding).
+    """
+    n = len(keys)
+    sample = records[:256]
+    row_bytes = 64 + sum(len(r.value) + 2 * len(k) for r, k in zip(sample, keys, strict=False))
+    group = max(1, min(n, row_group_bytes * max(1, len(sample)) // row_bytes))
+    sink = pa.BufferOutputStream()
+    writer = pq.ParquetWriter(sink, SCHEMA, **_writer_options(compression))
+    metas: list[pa.Table] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="pm-archive-encode") as encoder:
+        pending: Future[None] | None = None
+        step = group * max(1, -(-n // (8 * group)))  # about 8 chunks, whole row groups each
+        for start in range(0, max(n, 1), step):
+            rows = slice(start, start + step)
+            chunk = build_table(ns, keys[rows], records[rows], seq=seq, archived_at=archived_at,
+                                deleted=deleted, sort=False)  # fmt: skip
+            if pending is not None:
+                pending.result()
+            pending = encoder.submit(writer.write_table, chunk, row_group_size=group)
+            metas.append(chunk.select(list(META_COLUMNS)))
+        if pending is not None:
+            pending.result()
+    writer.close()
+    return sink.getvalue().to_pybytes(), pa.concat_tables(metas)
+
+
+def encode_table(table: pa.Table, *, row_group_bytes: int, compression: str) -> bytes:
+    """Serialize ``table`` as one Parquet file with row groups of about ``row_group_bytes``."""
+    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+    group_rows = max(1, min(table.num_rows, row_group_bytes // row_bytes))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=group_rows, **_writer_options(compression))
+    return sink.getvalue().to_pybytes()
+
+
+class _Sparse(io.RawIOBase):
+    """A read-only file of known size served from prefetched byte ranges."""
+
+    def __init__(self, size: int, parts: dict[int, bytes]) -> None:
+        super().__init__()
+        self.size, self.pos = size, 0
+        self.parts = sorted(parts.items())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self.size - self.pos)
+        for start, data in self.parts:
+            if start <= self.pos and self.pos + want <= start + len(data):
+                chunk = data[self.pos - start : self.pos - start + want]
+                buffer[: len(chunk)] = chunk
+                self.pos += len(chunk)
+                return len(chunk)
+        raise OSError(f"byte range {self.pos}+{want} was not prefetched")
+
+
+def read_footers(fetch: Fetch, files: dict[str, int]) -> dict[str, pq.FileMetaData]:
+    """Footers of ``{path: size}`` with one batched ranged read (two for huge footers)."""
+    paths = list(files)
+    starts = [max(0, files[p] - _FOOTER_READ) for p in paths]
+    tails = dict(zip(paths, fetch(paths, starts, [files[p] for p in paths]), strict=True))
+    short = [p for p in paths if int.from_bytes(tails[p][-8:-4], "little") + 8 > len(tails[p])]
+    if short:
+        whole = fetch(short, [0] * len(short), [files[p] for p in short])
+        tails.update(zip(short, whole, strict=True))
+    out: dict[str, pq.FileMetaData] = {}
+    for path in paths:
+        tail = tails[path]
+        out[path] = pq.read_metadata(_Sparse(files[path], {files[path] - len(tail): tail}))
+    return out
+
+
+def _chunk_range(meta: pq.FileMetaData, rg: int, column: int) -> tuple[int, int]:
+    chunk = meta.row_group(rg).column(column)
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+        start = min(start, chunk.dictionary_page_offset)
+    return start, start + chunk.total_compressed_size
+
+
+def _leaves(meta: pq.FileMetaData, columns: Sequence[str]) -> list[int]:
+    """Parquet leaf column indices of top-level columns (``tags`` is ``tags.list.element``)."""
+    schema = meta.schema
+    wanted = set(columns)
+    return [i for i in range(len(schema)) if schema.column(i).path.split(".")[0] in wanted]
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """Columns of some row groups of one file (see :func:`fetch_tables`)."""
+
+    path: str
+    size: int
+    metadata: pq.FileMetaData
+    row_groups: tuple[int, ...]
+    columns: tuple[str, ...]
+
+
+def fetch_tables(fetch: Fetch, requests: Sequence[ReadRequest]) -> list[pa.Table]:
+    """Read every request with ONE batched ranged fetch (nearby chunks merged)."""
+    plans: list[tuple[ReadRequest, list[tuple[int, int]]]] = []
+    paths: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for req in requests:
+        leaves = _leaves(req.metadata, req.columns)
+        spans: list[tuple[int, int]] = []
+        for rg in req.row_groups:
+            for column in leaves:
+                lo, hi = _chunk_range(req.metadata, rg, column)
+                if spans and lo <= spans[-1][1] + _MERGE_GAP:
+                    spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
+                else:
+                    spans.append((lo, hi))
+        plans.append((req, spans))
+        for lo, hi in spans:
+            paths.append(req.path)
+            starts.append(lo)
+            ends.append(hi)
+    blobs = iter(fetch(paths, starts, ends)) if paths else iter(())
+    tables: list[pa.Table] = []
+    for req, spans in plans:
+        parts = {lo: next(blobs) for lo, _ in spans}
+        reader = pq.ParquetFile(_Sparse(req.size, parts), metadata=req.metadata)
+        tables.append(reader.read_row_groups(list(req.row_groups), columns=list(req.columns)))
+    return tables
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
+
+
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+class PartFile:
+    """One data file as the key index keeps it: its footer and every column but the value.
+
+    Attributes:
+        path, size, day: Where it is, how big, its ``date=`` partition.
+        metadata: The Parquet footer (row groups, chunk offsets, statistics).
+        keys: The keys, in file order; ``seq``, ``deleted``, ... : numpy columns.
+        slot, void, void_rows: The file's claim in the commit log (:meth:`commit`).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        size: int,
+        metadata: pq.FileMetaData,
+        meta: pa.Table,
+        keys: list[str] | None = None,
+        *,
+        slot: int = 0,
+        void: Collection[str] = (),
+    ) -> None:
+        self.path, self.size, self.metadata = path, size, metadata
+        self.day = path.rsplit("/date=", 1)[-1].split("/", 1)[0]
+        # the writer passes its (sorted) keys: the same str objects as the caller's
+        self.keys: list[str] = meta.column("key").to_pylist() if keys is None else keys
+        self.seq = np.asarray(meta.column("seq").to_numpy(), dtype=np.int64)
+        self.slot = 0
+        self.void: tuple[str, ...] = ()
+        self.void_rows: np.ndarray | None = None  # rows that never applied (None: none)
+        self.deleted = np.asarray(meta.column("deleted").to_numpy(), dtype=np.bool_)
+        self.created = _floats(meta, "created_at")
+        self.updated = _floats(meta, "updated_at")
+        self.last_access = _floats(meta, "last_access")
+        self.count = np.asarray(meta.column("access_count").to_numpy(), dtype=np.int64)
+        self.expires = _floats(meta, "expires_at")
+        self.ttl = _floats(meta, "ttl")
+        self.sliding = np.asarray(meta.column("sliding").to_numpy(), dtype=np.bool_)
+        self.version = np.asarray(meta.column("version").to_numpy(), dtype=np.int64)
+        self.archived = _floats(meta, "archived_at")
+        self.tags = meta.column("tags").combine_chunks()
+        self.seqs: list[int] = self.seq.tolist()
+        self._rows: dict[str, int] | None = None  # the writer's keys are sorted and unique
+        if keys is None and any(a >= b for a, b in itertools.pairwise(self.keys)):
+            self._rows = {k: i for i, k in enumerate(self.keys)}  # not written by us: map it
+        sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        self.rg_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if slot or void:
+            self.commit(slot, void)
+
+    def commit(self, slot: int, void: Collection[str] = ()) -> None:
+        """Apply the file's claim in the log: every row takes ``slot`` as its ``seq`` (a
+        write; ``0``: the rows keep theirs), and the rows of ``void`` keys never apply."""
+        if slot:
+            self.slot = slot
+            self.seq = np.full(len(self.keys), slot, dtype=np.int64)
+            self.seqs = self.seq.tolist()
+        self.void = tuple(sorted(void))
+        self.void_rows = None
+        if self.void:
+            mask = np.zeros(len(self.keys), dtype=np.bool_)
+            for key in self.void:
+                try:
+                    row = self.row_of(key)
+                except KeyError:
+                    continue
+                if row < len(self.keys) and self.keys[row] == key:
+                    mask[row] = True
+            self.void_rows = mask
+
+    @property
+    def applied_keys(self) -> list[str]:
+        """The keys whose row applies (every key but the ``void`` ones)."""
+        if self.void_rows is None:
+            return self.keys
+        return [k for k, v in zip(self.keys, self.void_rows.tolist(), strict=True) if not v]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return f"PartFile({self.path!r}, rows={len(self)})"
+
+    def row_of(self, key: str) -> int:
+        """The row of ``key`` (which the file holds)."""
+        if self._rows is not None:
+            return self._rows[key]
+        return bisect.bisect_left(self.keys, key)
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """``(row group, row inside it)`` of a row."""
+        rg = int(np.searchsorted(self.rg_starts, row, side="right")) - 1
+        return rg, row - int(self.rg_starts[rg])
+
+    def record(self, row: int, value: bytes = b"") -> Record:
+        """The stored record of a row (access statistics not applied)."""
+        return Record(
+            value=value,
+            created_at=float(self.created[row]),
+            updated_at=float(self.updated[row]),
+            last_access=float(self.last_access[row]),
+            access_count=int(self.count[row]),
+            expires_at=_opt(self.expires[row]),
+            ttl=_opt(self.ttl[row]),
+            sliding=bool(self.sliding[row]),
+            tags=tuple(self.tags[row].as_py() or ()),
+            version=int(self.version[row]),
+        )
+
+    def request(self, row_groups: Sequence[int], columns: Sequence[str]) -> ReadRequest:
+        """A :class:`ReadRequest` for some row groups of this file."""
+        return ReadRequest(self.path, self.size, self.metadata, tuple(row_groups), tuple(columns))
