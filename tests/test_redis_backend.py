@@ -148,7 +148,7 @@ def test_from_url_options_and_validation() -> None:
     tls = RedisBackend.from_url("rediss://h:6380/0", ssl_cert_reqs="none")
     assert tls.ssl_options == {"ssl_cert_reqs": "none"} and tls.url.startswith("rediss://")
     assert RedisBackend.capabilities.native_ttl and RedisBackend.capabilities.server_scripts
-    assert RedisBackend.capabilities.pushdown
+    assert not RedisBackend.capabilities.pushdown  # no scan_query: patterns go to SCAN MATCH
     assert pm.open_memory("rediss://h:1/0").backend.scheme == "redis"
 
 

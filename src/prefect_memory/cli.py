@@ -44,6 +44,7 @@ from .urls import SECRET_WORDS, redact_url, split_credentials
 if TYPE_CHECKING:
     from .blocks import ConfigBlocks, MemoryBlock
     from .memory import Memory
+    from .plugins.base import Backend
 
 app = typer.Typer(
     name="prefect-memory",
@@ -131,7 +132,7 @@ def _store(block: MemoryBlock) -> str:
 
 
 def _references(block: MemoryBlock, names: dict[int, str]) -> str:
-    parts = block.parts() if hasattr(block, "parts") else {}
+    parts = block.parts()
     return ", ".join(f"{role}={names.get(id(part), '(inline)')}" for role, part in parts.items())
 
 
@@ -276,14 +277,18 @@ def _open_target(target: str, namespaces: list[str]) -> list[Memory]:
     raise _fail(f"{target!r} is neither a URL, a config file nor a saved block (type/name)", 2)
 
 
-def _parts(memory: Memory) -> list[tuple[str, Any]]:
-    """``(label, backend)`` of a memory's stores: one, or each part of a composed one."""
-    backend: Any = memory.backend
-    if hasattr(backend, "tiers"):
-        return [(f"tier {tier.name}", tier.backend) for tier in backend.tiers]
-    if hasattr(backend, "primary") and hasattr(backend, "secondary"):
-        return [("primary", backend.primary), ("secondary", backend.secondary)]
-    return [("store", backend)]
+def _parts(memory: Memory) -> list[tuple[str, Backend]]:
+    """``(label, backend)`` of a memory's stores: one, or each part of a composed one.
+
+    The parts are the named children of the memory's backend (tiers, a hybrid's primary
+    and secondary), each as it is (behind its wrapper, if any); a wrapped single store
+    is one part.
+    """
+    from .plugins.base import walk
+
+    parts = [(part.role, part.backend) for part in walk(memory.backend, depth=1) if part.role]
+    labels = [(f"tier {role[5:]}" if role.startswith("tier:") else role, b) for role, b in parts]
+    return labels or [("store", memory.backend)]
 
 
 @app.command("info")
@@ -297,6 +302,8 @@ def info(
     ] = None,
 ) -> None:
     """Ping a store and count the live entries of its namespace(s), per part if composed."""
+    from .resilience.hybrid import HybridBackend
+
     secrets = [*_secret_query(target).values(), *filter(None, [_split_credentials(target)[1]])]
     try:
         memories = _open_target(target, namespace or [])
@@ -310,7 +317,7 @@ def info(
     with _progress() as progress:
         for memory in memories:
             for label, backend in _parts(memory):
-                url = _safe_url(str(getattr(backend, "url", backend.scheme)))
+                url = backend.shown_url or backend.scheme
                 task = progress.add_task(f"Counting {memory.namespace} in {label}", total=None)
                 try:
                     started = time.perf_counter()
@@ -333,9 +340,9 @@ def info(
                     )
                 progress.remove_task(task)
                 table.add_row(memory.namespace, label, url, ping, entries)
-            backlog = getattr(memory.backend, "backlog", None)
-            if callable(backlog):
-                table.add_row(memory.namespace, "journal", "-", "-", f"{backlog()} pending")
+            if isinstance(memory.backend, HybridBackend):
+                pending = memory.backend.backlog()
+                table.add_row(memory.namespace, "journal", "-", "-", f"{pending} pending")
     console.print(table)
     if failed:
         raise typer.Exit(1)

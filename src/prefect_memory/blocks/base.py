@@ -273,6 +273,10 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
         its file codec instead)."""
         return bool(self.compression)
 
+    def parts(self) -> dict[str, MemoryBlock]:
+        """The blocks this one is composed of, by role (none for a single store)."""
+        return {}
+
     def _memory_settings(self) -> dict[str, Any]:
         """``namespace``, ``ttl``, ``refresh`` and ``codec`` of a composed memory."""
         from ..codecs import Codec

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from ..urls import redact_url
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -35,7 +37,8 @@ class Capabilities:
         server_scripts: Server-side scripts (for atomic multi-step updates).
         persistent: Data survives a restart of the process (and of the server).
         shared: Several processes (or machines) see the same data.
-        pushdown: Filters can run inside the store (queries instead of scans).
+        pushdown: Filters can run inside the store: :meth:`Backend.scan_query` is
+            implemented (a migration then reads only the candidates of its rules).
         atomic_moves: ``put_absent_many`` and ``delete_if_unchanged`` are atomic per key
             against other writers (else: check then act, a small race).
         metadata_reads: ``meta_many`` reads the metadata and the stored size of entries
@@ -51,6 +54,41 @@ class Capabilities:
     pushdown: bool = False
     atomic_moves: bool = False
     metadata_reads: bool = False
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """How full a store is, as the store itself reports it (:meth:`Backend.usage`).
+
+    Attributes:
+        used_bytes: Bytes the store uses (Redis ``used_memory``, the size of the MongoDB
+            collection's documents, a SQLite file with its write-ahead log).
+        limit_bytes: Bytes it may use (Redis ``maxmemory``; ``None``: no limit known).
+        entries: Entries it holds (stores bounded by a count of entries).
+        max_entries: The bound on ``entries``.
+        details: Anything else the store reports (eviction policy, document count...).
+
+    Example:
+        >>> StoreUsage(used_bytes=512, limit_bytes=1024).fields()
+        {'memory_used': 512, 'memory_limit': 1024}
+    """
+
+    used_bytes: int | None = None
+    limit_bytes: int | None = None
+    entries: int | None = None
+    max_entries: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        """The values known, named as a health report names them (``None`` left out)."""
+        named = {
+            "memory_used": self.used_bytes,
+            "memory_limit": self.limit_bytes,
+            "entries": self.entries,
+            "max_entries": self.max_entries,
+            "details": dict(self.details) or None,
+        }
+        return {name: value for name, value in named.items() if value is not None}
 
 
 @dataclass(slots=True)
@@ -158,10 +196,23 @@ class Backend(ABC):
 
     Subclasses implement the abstract batch methods and set ``scheme`` and
     ``capabilities``. ``from_url`` builds an instance from a URL and keyword options.
+
+    The optional abilities are declared, never detected: callers read ``capabilities``
+    and call the hooks below (:meth:`usage`, :meth:`children`, :meth:`scan_query`),
+    which every backend has; they do not test for methods, class names or private
+    attributes.
+
+    Attributes:
+        url: Where the store lives, as reports and messages show it. Stores put no
+            password in it (Redis and MongoDB mask theirs with ``***``); a URL given by
+            the user as is (fsspec) is shown through :attr:`shown_url`. The default is
+            ``""`` (a backend that has no URL). It also names a hybrid memory's journal
+            file, so a store keeps the value it always had.
     """
 
     scheme: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    url: str = ""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -269,6 +320,68 @@ class Backend(ABC):
         """
         return 0
 
+    @property
+    def shown_url(self) -> str:
+        """:attr:`url` with any password and secret query option masked (``***``).
+
+        Example:
+            >>> from prefect_memory.plugins.fs import FsspecBackend
+            >>> FsspecBackend("ftp://bob:hunter2@files.local/memory").shown_url
+            'ftp://bob:***@files.local/memory'
+        """
+        return redact_url(self.url)
+
+    def usage(self) -> StoreUsage | None:
+        """How full the store is, as it reports it (``None``: it reports nothing).
+
+        One cheap call to the store (Redis ``INFO memory``, MongoDB ``collStats``, the
+        size of a SQLite file); a health check calls it after a successful ping and
+        reports what it raises as "usage unavailable".
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> InProcessBackend(max_entries=10).usage().fields()
+            {'entries': 0, 'max_entries': 10, 'details': {'evictions': 0}}
+        """
+        return None
+
+    def children(self) -> tuple[tuple[str, Backend], ...]:
+        """The backends this one is composed of, as ``(role, backend)`` pairs (``()``: none).
+
+        A role names the child's place (``primary``, ``tier:hot``...); an empty role
+        marks a wrapper whose child is the same store seen through it (retries and a
+        breaker, a shared cache). :func:`walk` visits a whole composition with it.
+        """
+        return ()
+
+    def scan_query(self, ns: str, query: Mapping[str, Any], *, now: float) -> Iterator[str]:
+        """Yield the live keys of ``ns`` whose entries match ``query`` (query pushdown).
+
+        ``query`` is a filter on the stored metadata in MongoDB's query language (what
+        :func:`prefect_memory.tiers.pushdown.mongo_filter` writes); it only narrows the
+        candidates, which callers check again. Only stores that declare
+        ``capabilities.pushdown`` implement it: read the declaration first.
+
+        Raises:
+            NotImplementedError: The store does not declare ``capabilities.pushdown``.
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> InProcessBackend().scan_query("ns", {"n": {"$lt": 5}}, now=0.0)
+            Traceback (most recent call last):
+            ...
+            NotImplementedError: InProcessBackend has no query pushdown ...
+        """
+        if not self.capabilities.pushdown:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no query pushdown "
+                "(capabilities.pushdown is False): use scan()"
+            )
+        raise NotImplementedError(
+            f"{type(self).__name__} declares capabilities.pushdown but does not "
+            "implement scan_query"
+        )
+
     def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is unreachable."""
 
@@ -287,4 +400,52 @@ class Backend(ABC):
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({getattr(self, 'url', '')!r})"
+        return f"{type(self).__name__}({self.url!r})"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One backend of a composition, as :func:`walk` finds it.
+
+    Attributes:
+        path: Where it sits: the roles from the top joined by ``/`` (``tier:hot/primary``;
+            ``""`` for the top, and for what a wrapper wraps at the top).
+        backend: The backend.
+        role: Its role in its parent (``""``: the top, or the store inside a wrapper).
+        parent: The part above it (``None`` for the top).
+        depth: How many parts are above it.
+    """
+
+    path: str
+    backend: Backend
+    role: str = ""
+    parent: Part | None = None
+    depth: int = 0
+
+
+def walk(backend: Backend, *, depth: int | None = None) -> Iterator[Part]:
+    """Every backend of a composition, each before its children (:meth:`Backend.children`).
+
+    Args:
+        backend: The top of the composition.
+        depth: Go at most this many levels down (``None``: down to the stores).
+
+    Example:
+        >>> from prefect_memory.plugins.inprocess import InProcessBackend
+        >>> from prefect_memory.tiers import Tier, TieredBackend
+        >>> tiers = TieredBackend([Tier("hot", InProcessBackend()),
+        ...                        Tier("cold", InProcessBackend())])
+        >>> [(part.path, type(part.backend).__name__) for part in walk(tiers)]
+        [('', 'TieredBackend'), ('tier:hot', 'InProcessBackend'), ('tier:cold', 'InProcessBackend')]
+    """
+    stack = [Part("", backend)]
+    while stack:
+        part = stack.pop()
+        yield part
+        if depth is not None and part.depth >= depth:
+            continue
+        below = [
+            Part("/".join(filter(None, (part.path, role))), child, role, part, part.depth + 1)
+            for role, child in part.backend.children()
+        ]
+        stack.extend(reversed(below))

@@ -425,7 +425,7 @@ class FsspecBackend(Backend):
         return cls(url, **options)
 
     def __repr__(self) -> str:
-        return f"FsspecBackend({self.url!r})"
+        return f"FsspecBackend({self.shown_url!r})"
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError
 from ..keys import glob_match
-from .base import Backend, Capabilities, Record
+from .base import Backend, Capabilities, Record, StoreUsage
 
 _SHARED: dict[str, _Store] = {}
 _SHARED_LOCK = threading.Lock()
@@ -93,6 +93,15 @@ class InProcessBackend(Backend):
     def evictions(self) -> int:
         """How many entries were evicted over ``max_entries`` so far."""
         return self._store.evictions
+
+    def usage(self) -> StoreUsage:
+        """Entries held against ``max_entries``, and the evictions so far."""
+        store = self._store
+        return StoreUsage(
+            entries=len(store.entries),
+            max_entries=store.max_entries,
+            details={"evictions": store.evictions},
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

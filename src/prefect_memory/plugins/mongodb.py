@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..keys import glob_match, literal_prefix, ns_token
 from ..urls import SECRET_WORDS, split_credentials
-from .base import Backend, Capabilities, Record
+from .base import Backend, Capabilities, Record, StoreUsage
 
 try:
     import pymongo
@@ -488,6 +488,19 @@ class MongoBackend(Backend):
         with self._errors("ping"):
             client.admin.command("ping")
 
+    def usage(self) -> StoreUsage:
+        """The collection's data size (``collStats``), its document count and storage size."""
+        coll = self._coll()
+        with self._errors("collStats"):
+            stats = coll.database.command("collStats", coll.name)
+        return StoreUsage(
+            used_bytes=int(stats.get("size", 0)),
+            details={
+                "documents": int(stats.get("count", 0)),
+                "storage_size": stats.get("storageSize"),
+            },
+        )
+
     def close(self) -> None:
         """Close the client (a new one is created on next use)."""
         with self._lock:
@@ -728,7 +741,7 @@ class MongoBackend(Backend):
                     if key is not None and glob_match(key, pattern):
                         yield key
 
-    def scan_query(self, ns: str, query: dict[str, Any], *, now: float) -> Iterator[str]:
+    def scan_query(self, ns: str, query: Mapping[str, Any], *, now: float) -> Iterator[str]:
         """Yield the live keys of ``ns`` whose documents also match ``query`` (pushdown)."""
         coll = self._coll()
         full = {"$and": [{"ns": ns, **_live(_to_datetime(now))}, query]}

@@ -68,7 +68,7 @@ except ImportError as _err:  # pragma: no cover - the registry turns this into a
 from ..errors import ConfigError, InvalidTTLError
 from ..keys import glob_match, ns_token
 from ..urls import redact_url, split_credentials
-from .base import Backend, Capabilities, Record
+from .base import Backend, Capabilities, Record, StoreUsage
 from .redis_conn import Connections, RedisConnector, Secret, SlotMap
 from .redis_lua import DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED
 
@@ -142,9 +142,8 @@ class RedisBackend(RedisConnector, Backend):
 
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        native_ttl=True, server_scripts=True, pushdown=True, atomic_moves=True,
-        metadata_reads=True,
-    )  # fmt: skip
+        native_ttl=True, server_scripts=True, atomic_moves=True, metadata_reads=True
+    )
     _transient = ("_client", "_slots")
 
     def __init__(
@@ -269,6 +268,17 @@ class RedisBackend(RedisConnector, Backend):
 
     def ping(self) -> None:
         self._run("PING")
+
+    def usage(self) -> StoreUsage:
+        """``used_memory`` against ``maxmemory`` (``INFO memory``; no limit when 0)."""
+        reply = self._run("INFO", "memory")
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return StoreUsage(
+            used_bytes=int(info["used_memory"]),
+            limit_bytes=int(info.get("maxmemory", "0") or 0) or None,
+            details={"maxmemory_policy": info.get("maxmemory_policy")},
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -25,7 +25,7 @@ from ..errors import BackendError, BackendUnavailable, ConfigError, Serializatio
 from ..keys import glob_match, literal_prefix
 from ._paths import local_path_from_url
 from ._sqlite import connect_wal
-from .base import Backend, Capabilities, Record
+from .base import Backend, Capabilities, Record, StoreUsage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pm_entries (
@@ -97,9 +97,7 @@ class SqliteBackend(Backend):
     """
 
     scheme: ClassVar[str] = "sqlite"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        pushdown=True, atomic_moves=True, metadata_reads=True
-    )
+    capabilities: ClassVar[Capabilities] = Capabilities(atomic_moves=True, metadata_reads=True)
     _transient = ("_local",)
 
     def __init__(self, path: str, *, timeout: float = 30.0) -> None:
@@ -192,6 +190,13 @@ class SqliteBackend(Backend):
     def ping(self) -> None:
         with self._tx() as conn:
             conn.execute("SELECT 1")
+
+    def usage(self) -> StoreUsage | None:
+        """Bytes of the database file and its write-ahead log (``None`` for ``:memory:``)."""
+        if self.path == ":memory:":
+            return None
+        files = (self.path, self.path + "-wal")
+        return StoreUsage(used_bytes=sum(os.path.getsize(p) for p in files if os.path.exists(p)))
 
     # -- protocol -----------------------------------------------------------------------------
     def get_many(

@@ -56,7 +56,7 @@ def protect(
     """
     if retry is None and breaker is None and deadline is None:
         return backend
-    own = None if breaker is None else breaker.clone(f"{name} {getattr(backend, 'url', '')}")
+    own = None if breaker is None else breaker.clone(f"{name} {backend.url}")
     return ResilientBackend(backend, retry=retry, breaker=own, deadline=deadline)
 
 

@@ -1,12 +1,13 @@
 """Health of a memory: every store it is built from, checked at once and within a bound.
 
 :func:`health` walks any composition (a plain memory, a hybrid, tiers, stores wrapped in
-a :class:`~prefect_memory.resilience.ResilientBackend`) and reports per store whether it
-answers, how fast, the state of its circuit breaker, the journal backlog of a hybrid, and
-how full it is: Redis ``used_memory`` against ``maxmemory``, the MongoDB collection's
-size (``collStats``), a SQLite file's size, an in-process store's entries against its
-bound, and for a tier with a budget the namespace's bytes and entries against
-``max_bytes``/``max_entries``.
+a :class:`~prefect_memory.resilience.ResilientBackend`; see
+:func:`~prefect_memory.plugins.base.walk`) and reports per store whether it answers, how
+fast, the state of its circuit breaker, the journal backlog of a hybrid, and how full it
+is, as the store reports it (:meth:`~prefect_memory.plugins.base.Backend.usage`: Redis
+``used_memory`` against ``maxmemory``, the MongoDB collection's size, a SQLite file's
+size, an in-process store's entries against its bound), and for a tier with a budget the
+namespace's bytes and entries against ``max_bytes``/``max_entries``.
 
 Every store is pinged in its own thread, on the store itself (not through its breaker, so
 a check never changes a breaker's state); a store that does not answer within
@@ -25,14 +26,16 @@ Example:
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..plugins.base import Backend
+from ..plugins.base import Backend, Part, walk
+from ..tiers.tiered import TieredBackend
+from .hybrid import HybridBackend
+from .resilient import ResilientBackend
 
 
 @dataclass(frozen=True)
@@ -135,44 +138,6 @@ class HealthReport:
 
 
 # -- probes -----------------------------------------------------------------------------------
-def _info(reply: Any) -> dict[str, str]:
-    text = reply.decode() if isinstance(reply, bytes) else str(reply)
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def _usage(backend: Backend) -> dict[str, Any]:
-    """Store-level usage, by what the store offers (empty when it offers nothing)."""
-    kind = type(backend).__name__
-    if kind == "RedisBackend":
-        info = _info(backend._run("INFO", "memory"))  # type: ignore[attr-defined]
-        limit = int(info.get("maxmemory", "0") or 0)
-        return {
-            "memory_used": int(info["used_memory"]),
-            "memory_limit": limit or None,
-            "details": {"maxmemory_policy": info.get("maxmemory_policy")},
-        }
-    if kind == "MongoBackend":
-        coll = backend._coll()  # type: ignore[attr-defined]
-        stats = coll.database.command("collStats", coll.name)
-        return {
-            "memory_used": int(stats.get("size", 0)),
-            "details": {"documents": int(stats.get("count", 0)),
-                        "storage_size": stats.get("storageSize")},
-        }  # fmt: skip
-    if kind == "SqliteBackend" and backend.path != ":memory:":  # type: ignore[attr-defined]
-        path = backend.path  # type: ignore[attr-defined]
-        used = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
-        return {"memory_used": used}
-    if kind == "InProcessBackend":
-        store = backend._store  # type: ignore[attr-defined]
-        return {
-            "entries": len(store.entries),
-            "max_entries": store.max_entries,
-            "details": {"evictions": store.evictions},
-        }
-    return {}
-
-
 def _budget(backend: Backend, ns: str, max_bytes: int | None, limit: int) -> dict[str, Any]:
     """Entries (and bytes when there is a byte budget) of ``ns`` in a tier's store."""
     now = time.time()
@@ -204,52 +169,65 @@ class _Probe:
     result: BackendHealth | None = None
 
 
-def _walk(backend: Backend, path: str, known: dict[str, Any]) -> Iterator[_Probe | BackendHealth]:
-    from ..tiers.tiered import TieredBackend
-    from .hybrid import HybridBackend
-    from .resilient import ResilientBackend
-
-    if isinstance(backend, ResilientBackend):
+def _inherited(part: Part, known: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """What the parts above ``part`` tell about its store (breaker state, tier budget)."""
+    parent = part.parent
+    if parent is None:
+        return {}
+    above, outer = known[id(parent)], parent.backend
+    if isinstance(outer, ResilientBackend):
         extra: dict[str, Any] = {
-            "details": {**known.get("details", {}), "stuck_calls": backend.stuck}
+            "details": {**above.get("details", {}), "stuck_calls": outer.stuck}
         }
-        if backend.breaker is not None:
-            extra["breaker"] = backend.breaker.state.value
-            extra["breaker_failures"] = backend.breaker.failures
-            if backend.breaker.last_error:
-                extra["details"]["breaker_last_error"] = backend.breaker.last_error
-        yield from _walk(backend.inner, path, {**known, **extra})
-    elif isinstance(backend, HybridBackend):
-        journal = backend.journal
-        backlog = {lane: journal.backlog(lane) for lane in ("primary", "secondary")}
-        yield BackendHealth(
-            path=f"{path}/journal" if path else "journal",
-            kind="Journal",
-            url=journal.path,
-            reachable=True,
-            journal_backlog=backlog,
-            details={
-                "strategy": backend.strategy,
-                "degraded_writes": backend.degraded_writes,
-                "primary_down_since": backend.primary_down_since,
-                "last_flush_error": backend.last_flush_error,
-                "last_replay_error": backend.last_replay_error,
-                "in_doubt": {lane: journal.in_doubt(lane) for lane in ("primary", "secondary")},
-                "repaired_late_writes": dict(backend.repaired),
-            },
-        )
-        for name in ("primary", "secondary"):
-            yield from _walk(getattr(backend, name), f"{path}/{name}" if path else name, {})
-    elif isinstance(backend, TieredBackend):
-        for tier in backend.tiers:
-            sub = f"{path}/tier:{tier.name}" if path else f"tier:{tier.name}"
-            limits = {"max_bytes": tier.max_bytes, "max_entries": tier.max_entries}
-            yield from _walk(tier.backend, sub, {**known, **limits, "tier": True})
-    else:
+        if outer.breaker is not None:
+            extra["breaker"] = outer.breaker.state.value
+            extra["breaker_failures"] = outer.breaker.failures
+            if outer.breaker.last_error:
+                extra["details"]["breaker_last_error"] = outer.breaker.last_error
+        return {**above, **extra}
+    if isinstance(outer, TieredBackend):
+        tier = outer.tiers[outer.tier_index(part.role.removeprefix("tier:"))]
+        limits = {"max_bytes": tier.max_bytes, "max_entries": tier.max_entries}
+        return {**above, **limits, "tier": True}
+    if isinstance(outer, HybridBackend):
+        return {}  # the journal has a row of its own; each store is checked as it is
+    return above
+
+
+def _journal(path: str, backend: HybridBackend) -> BackendHealth:
+    """The row of a hybrid memory's journal: its backlog and what the hybrid counts."""
+    journal = backend.journal
+    return BackendHealth(
+        path=f"{path}/journal" if path else "journal",
+        kind="Journal",
+        url=journal.path,
+        reachable=True,
+        journal_backlog={lane: journal.backlog(lane) for lane in ("primary", "secondary")},
+        details={
+            "strategy": backend.strategy,
+            "degraded_writes": backend.degraded_writes,
+            "primary_down_since": backend.primary_down_since,
+            "last_flush_error": backend.last_flush_error,
+            "last_replay_error": backend.last_replay_error,
+            "in_doubt": {lane: journal.in_doubt(lane) for lane in ("primary", "secondary")},
+            "repaired_late_writes": dict(backend.repaired),
+        },
+    )
+
+
+def _items(backend: Backend) -> Iterator[_Probe | BackendHealth]:
+    """A probe per store of the composition (and a row per hybrid journal), in order."""
+    known: dict[int, dict[str, Any]] = {}
+    for part in walk(backend):
+        known[id(part)] = mine = _inherited(part, known)
+        if isinstance(part.backend, HybridBackend):
+            yield _journal(part.path, part.backend)
+        if part.backend.children():
+            continue
         budget = None
-        if known.get("tier") and (known.get("max_bytes") or known.get("max_entries")):
-            budget = ("", known.get("max_bytes"))
-        yield _Probe(path or "store", backend, known, budget)
+        if mine.get("tier") and (mine.get("max_bytes") or mine.get("max_entries")):
+            budget = ("", mine.get("max_bytes"))
+        yield _Probe(part.path or "store", part.backend, mine, budget)
 
 
 def _check(probe: _Probe, scan_limit: int) -> None:
@@ -260,7 +238,7 @@ def _check(probe: _Probe, scan_limit: int) -> None:
         backend.ping()
     except Exception as err:
         probe.result = BackendHealth(
-            probe.path, type(backend).__name__, str(getattr(backend, "url", "")), False,
+            probe.path, type(backend).__name__, backend.shown_url, False,
             error=f"{type(err).__name__}: {err}", **known,
         )  # fmt: skip
         return
@@ -268,7 +246,8 @@ def _check(probe: _Probe, scan_limit: int) -> None:
     measured: dict[str, Any] = {}
     details = dict(known.pop("details", {}))
     try:
-        measured = _usage(backend)
+        usage = backend.usage()
+        measured = {} if usage is None else usage.fields()
         if probe.budget is not None:
             ns, max_bytes = probe.budget
             measured.update(_budget(backend, ns, max_bytes, scan_limit))
@@ -278,7 +257,7 @@ def _check(probe: _Probe, scan_limit: int) -> None:
     # a tier's budget wins over the store's own bound; measured values fill the rest
     fields = {**known, **measured, **{k: v for k, v in known.items() if v is not None}}
     probe.result = BackendHealth(
-        probe.path, type(backend).__name__, str(getattr(backend, "url", "")), True,
+        probe.path, type(backend).__name__, backend.shown_url, True,
         latency_ms=latency, details=details, **fields,
     )  # fmt: skip
 
@@ -292,9 +271,11 @@ def health(memory: Any, *, timeout: float = 5.0, scan_limit: int = 100_000) -> H
         scan_limit: Most keys counted per tier for a budget check.
     """
     started = time.perf_counter()
-    backend = getattr(memory, "backend", memory)
-    namespace = getattr(memory, "namespace", "default")
-    items = list(_walk(backend, "", {}))
+    if isinstance(memory, Backend):
+        backend, namespace = memory, "default"
+    else:
+        backend, namespace = memory.backend, memory.namespace
+    items = list(_items(backend))
     probes = [p for p in items if isinstance(p, _Probe)]
     for probe in probes:
         if probe.budget is not None:
@@ -317,7 +298,7 @@ def health(memory: Any, *, timeout: float = 5.0, scan_limit: int = 100_000) -> H
         if result is None:  # still waiting: a stalled store
             known = {k: v for k, v in item.known.items() if k != "tier"}
             result = BackendHealth(
-                item.path, type(item.backend).__name__, str(getattr(item.backend, "url", "")),
+                item.path, type(item.backend).__name__, item.backend.shown_url,
                 False, error=f"no answer within {timeout}s", **known,
             )  # fmt: skip
         stores.append(result)

@@ -99,7 +99,7 @@ def _flush_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
 
 def default_journal_path(primary: Backend, secondary: Backend) -> str:
     """``.prefect-memory/journal-<digest of both URLs>.db``: the same in every process."""
-    names = f"{getattr(primary, 'url', '?')}+{getattr(secondary, 'url', '?')}"
+    names = f"{primary.url or '?'}+{secondary.url or '?'}"
     digest = hashlib.sha1(names.encode(), usedforsecurity=False).hexdigest()[:16]
     return os.path.join(".prefect-memory", f"journal-{digest}.db")
 
@@ -150,7 +150,7 @@ class HybridBackend(FallbackReads, Backend):
         self.secondary = secondary
         self.strategy = strategy
         self.accept_degraded = bool(accept_degraded)
-        self.url = f"hybrid://{getattr(primary, 'url', '?')}+{getattr(secondary, 'url', '?')}"
+        self.url = f"hybrid://{primary.url or '?'}+{secondary.url or '?'}"
         self.journal = Journal(journal or default_journal_path(primary, secondary))
         self.lanes = Lanes(
             self.journal,
@@ -176,6 +176,10 @@ class HybridBackend(FallbackReads, Backend):
     def from_url(cls, url: str, **options: Any) -> HybridBackend:
         """Hybrid memories are built from two stores (``HybridMemory`` or ``from_config``)."""
         raise ConfigError("a hybrid memory is built from a primary and a secondary store")
+
+    def children(self) -> tuple[tuple[str, Backend], ...]:
+        """The two stores: ``primary`` and ``secondary``."""
+        return (("primary", self.primary), ("secondary", self.secondary))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -50,6 +50,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import BackendTimeout, BackendUnavailable, ConfigError, maybe_applied
@@ -182,7 +183,7 @@ class ResilientBackend(Backend):
         self.breaker = breaker
         self.deadline = deadline
         self.max_stuck = max_stuck
-        self.url = getattr(inner, "url", type(inner).__name__)
+        self.url = inner.url or type(inner).__name__
         if breaker is not None and not breaker.name:
             breaker.name = self.url
         self._workers: _Workers | None = None
@@ -190,8 +191,16 @@ class ResilientBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
-        """The inner backend's capabilities."""
-        return self.inner.capabilities
+        """The inner backend's capabilities, without ``pushdown``.
+
+        ``scan_query`` is not passed through: a query stream has no point to restart
+        from after a retry (``scan`` has one), so a migration scans through the wrapper.
+        """
+        return replace(self.inner.capabilities, pushdown=False)
+
+    def children(self) -> tuple[tuple[str, Backend], ...]:
+        """The wrapped backend (an empty role: the same store, behind retries and a breaker)."""
+        return (("", self.inner),)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ResilientBackend:

@@ -39,14 +39,15 @@ def redis_backend(target: Any, **options: Any) -> RedisBackend:
         target = open_backend(target, **options)
     backend: Any = target.backend if isinstance(target, Memory) else target
     while not isinstance(backend, RedisBackend) and isinstance(backend, Backend):
-        inner = getattr(backend, "inner", None)
-        if inner is None:
+        wrapped = [child for role, child in backend.children() if not role]  # wrappers only
+        if len(wrapped) != 1:
             break
-        backend = inner
+        backend = wrapped[0]
     if not isinstance(backend, RedisBackend):
+        shown = backend.shown_url if isinstance(backend, Backend) else repr(backend)
         raise ConfigError(
             "this shared structure needs a redis:// memory (atomic server-side updates), "
-            f"got {getattr(backend, 'url', backend)!r}"
+            f"got {shown!r}"
         )
     return backend
 

@@ -65,7 +65,7 @@ class SharedBackend(Backend):
         self.inner, self.bus, self.channel, self.source = inner, bus, channel, source
         self.l1_max_entries, self.l1_ttl, self.on_change = l1_max_entries, l1_ttl, on_change
         self.subscribe_timeout = subscribe_timeout
-        self.url = getattr(inner, "url", "")
+        self.url = inner.url
         self.listeners: list[Callable[[Change], None]] = []
         self.stats = {"hits": 0, "misses": 0, "dropped": 0, "resets": 0}
         self._setup()
@@ -241,6 +241,10 @@ class SharedBackend(Backend):
 
     def ping(self) -> None:
         self.inner.ping()
+
+    def children(self) -> tuple[tuple[str, Backend], ...]:
+        """The shared store (an empty role: the L1 is a cache of its entries, not a store)."""
+        return (("", self.inner),)
 
     def close(self) -> None:
         with self._lock:

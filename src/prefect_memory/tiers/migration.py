@@ -204,7 +204,7 @@ def migrate(
             continue  # nothing can move out of this tier: do not read it
         meta = _decides_on_metadata(backend, tier)
         at = clock() if now is None else now
-        pushed = candidates_query(backend, index, at)
+        pushed = candidates_query(backend, index, at)  # None unless capabilities.pushdown
         keys_iter = (
             tier.backend.scan(ns, None, now=at)
             if pushed is None

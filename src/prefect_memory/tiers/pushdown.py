@@ -1,10 +1,12 @@
 """Push migration rules down into the store: a rule becomes a MongoDB query.
 
 A migration then reads only the entries a rule can match instead of every entry of the
-tier. Fields map to the MongoDB backend's document layout (``n`` access count, ``c``
-created, ``a`` last access, ``u`` updated, ``x`` expiry as a date, ``g`` tags); ``size``
-has no stored field, so a rule using it is not pushed down (the tier is scanned). The
-query only narrows the candidates: every candidate is checked again with the rule itself.
+tier, on a store that declares ``capabilities.pushdown`` (it implements
+:meth:`~prefect_memory.plugins.base.Backend.scan_query`; MongoDB today). Fields map to
+the MongoDB backend's document layout (``n`` access count, ``c`` created, ``a`` last
+access, ``u`` updated, ``x`` expiry as a date, ``g`` tags); ``size`` has no stored field,
+so a rule using it is not pushed down (the tier is scanned). The query only narrows the
+candidates: every candidate is checked again with the rule itself.
 
 Example:
     >>> from prefect_memory.tiers.rules import parse_rule
@@ -17,9 +19,12 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .rules import Compare, Node, Not, Rule
+
+if TYPE_CHECKING:
+    from .tiered import TieredBackend
 
 _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "==": "$eq", "=": "$eq", "!=": "$ne"}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "=": "==", "!=": "!="}
@@ -63,10 +68,14 @@ def mongo_filter(rule: Rule, now: float) -> dict[str, Any] | None:
     return _node(rule.root, now)
 
 
-def candidates_query(backend: Any, index: int, now: float) -> dict[str, Any] | None:
-    """One query for every way an entry can leave tier ``index`` (rules, tier TTL)."""
+def candidates_query(backend: TieredBackend, index: int, now: float) -> dict[str, Any] | None:
+    """One query for every way an entry can leave tier ``index`` (rules, tier TTL).
+
+    ``None`` when the tier's store does not declare ``capabilities.pushdown`` or a rule
+    cannot be written as a query: the tier is then scanned.
+    """
     tier = backend.tiers[index]
-    if not hasattr(tier.backend, "scan_query"):
+    if not tier.backend.capabilities.pushdown:
         return None
     queries: list[dict[str, Any]] = []
     for rule in backend.rules:

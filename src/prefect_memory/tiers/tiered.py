@@ -161,6 +161,10 @@ class TieredBackend(Backend):
         """Tiered memories are built from tiers (``TieredMemory`` or ``from_config``)."""
         raise ConfigError("a tiered memory is built from its tiers, not from a URL")
 
+    def children(self) -> tuple[tuple[str, Backend], ...]:
+        """The store of each tier, hottest first, as ``tier:<name>``."""
+        return tuple((f"tier:{tier.name}", tier.backend) for tier in self.tiers)
+
     def tier_index(self, name: str) -> int:
         """Position of the tier called ``name``."""
         for i, tier in enumerate(self.tiers):

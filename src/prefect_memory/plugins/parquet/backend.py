@@ -116,7 +116,7 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
             False
         """
         atomic = self.location.startswith(("file://", "s3://"))
-        return Capabilities(pushdown=True, atomic_moves=atomic)
+        return Capabilities(atomic_moves=atomic)
 
     def __init__(
         self,
