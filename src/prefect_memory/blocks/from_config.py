@@ -44,16 +44,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import (
-    _HYBRID_KEYS,
-    _MEMORY_KEYS,
-    _PART_KEYS,
-    _TIER_KEYS,
-    _TIERED_KEYS,
-    _Builder,
-    _named_parts,
-    load_config,
-)
+from ..config.document import load_config
+from ..config.reader import ConfigReader
+from ..config.tables import HYBRID_KEYS, MEMORY_KEYS, PART_KEYS, TIER_KEYS, TIERED_KEYS
 from ..errors import ConfigError
 from ..units import parse_duration
 from .archive import ParquetArchiveMemory
@@ -121,12 +114,12 @@ class ConfigBlocks:
 
 
 class _Planner:
-    def __init__(self, builder: _Builder) -> None:
-        self.builder = builder
+    def __init__(self, reader: ConfigReader) -> None:
+        self.reader = reader
         self.out = ConfigBlocks()
 
     def problem(self, path: str, message: str) -> None:
-        self.builder.problem(path, message)
+        self.reader.problem(path, message)
 
     def invalid(
         self, path: str, err: ValidationError, rename: Mapping[str, str] | None = None
@@ -143,11 +136,9 @@ class _Planner:
         """The memory settings a block holds (``refresh``, ``compression``); refuses the
         ones it cannot (``pickle``, ``schemas``, another serialization)."""
         flags = {
-            key: self.builder.flag(f"{path}.{key}", spec[key])
-            for key in _BLOCK_FLAGS
-            if key in spec
+            key: self.reader.flag(f"{path}.{key}", spec[key]) for key in _BLOCK_FLAGS if key in spec
         }
-        if "pickle" in spec and self.builder.flag(f"{path}.pickle", spec["pickle"]):
+        if "pickle" in spec and self.reader.flag(f"{path}.pickle", spec["pickle"]):
             self.problem(
                 f"{path}.pickle",
                 "a block never loads pickled values (anyone who can edit the block or write "
@@ -176,22 +167,18 @@ class _Planner:
         owner: str | None = None, **fields: Any,
     ) -> Any:  # fmt: skip
         """The single-store block of a part (``fields``: more block fields)."""
-        if isinstance(spec, str):
-            spec = {"backend": spec}
-        if not isinstance(spec, Mapping):
-            self.problem(path, f"expected an object or a backend name, got {type(spec).__name__}")
+        part = self.reader.part(path, spec)
+        if part is None:
             return None
-        kind = self.builder.kind(path, spec)
-        if kind is None:
-            return None
+        kind, spec = part
         if kind == "hybrid":
             self.problem(path, "a hybrid part inside a hybrid memory has no block form")
             return None
-        self.builder.check_keys(path, spec, _PART_KEYS | extra, owner)
-        store = self.builder.store_kind(path, kind, spec)
-        url = None if store is None else self.builder.url(path, store, spec, kind)
-        options = self.builder.mapping(f"{path}.options", spec.get("options"))
-        storage = dict(self.builder.mapping(f"{path}.storage_options", spec.get("storage_options")))
+        self.reader.check_keys(path, spec, PART_KEYS | extra, owner)
+        store = self.reader.store_kind(path, kind, spec)
+        url = None if store is None else self.reader.url(path, store, spec, kind)
+        options = self.reader.mapping(f"{path}.options", spec.get("options"))
+        storage = dict(self.reader.mapping(f"{path}.storage_options", spec.get("storage_options")))
         if "consistency" in spec:
             self.problem(f"{path}.consistency", "a block has no 'consistency' setting: put "
                          "?consistency=strong in the Redis URL instead")  # fmt: skip
@@ -228,14 +215,14 @@ class _Planner:
         flags = self.settings(path, spec)
         ttl = self.ttl(path, spec)
         block = self.store(
-            path, spec, _MEMORY_KEYS | {"schemas"}, namespace=spec.get("namespace", namespace),
+            path, spec, MEMORY_KEYS | {"schemas"}, namespace=spec.get("namespace", namespace),
             ttl=ttl, **flags,
         )  # fmt: skip
         if block is not None:
             self.out.blocks.append((name, block))
 
     def hybrid(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        self.builder.check_keys(path, spec, _HYBRID_KEYS | _MEMORY_KEYS | {"schemas"})
+        self.reader.check_keys(path, spec, HYBRID_KEYS | MEMORY_KEYS | {"schemas"})
         flags = self.settings(path, spec)
         parts: dict[str, Any] = {}
         for role in ("primary", "secondary"):
@@ -243,10 +230,10 @@ class _Planner:
                 self.problem(path, f"a hybrid memory needs '{role}' (or 'tiers')")
             else:
                 parts[role] = self.store(f"{path}.{role}", spec[role], owner=f"the memory ({path})")
-        strategy, interval, enabled = self.builder.sync(path, spec)
+        sync = self.reader.sync(path, spec)
         fields: dict[str, Any] = {
-            "strategy": strategy, "flush_interval": min(interval / 1000.0, 5.0),
-            "sync_interval": interval / 1000.0 if enabled else None,
+            "strategy": sync.strategy, "flush_interval": sync.flush_interval,
+            "sync_interval": sync.sync_interval,
         }  # fmt: skip
         ttl = self.ttl(path, spec)
         if None in parts.values() or len(parts) < 2:
@@ -263,11 +250,10 @@ class _Planner:
         self.out.blocks.append((name, block))
 
     def tiered(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        self.builder.check_keys(path, spec, _TIERED_KEYS | _MEMORY_KEYS | {"schemas"})
+        self.reader.check_keys(path, spec, TIERED_KEYS | MEMORY_KEYS | {"schemas"})
         flags = self.settings(path, spec)
-        raw_tiers = spec.get("tiers")
-        if not isinstance(raw_tiers, list) or not raw_tiers:
-            self.problem(f"{path}.tiers", "must be a non-empty list of tiers")
+        raw_tiers = self.reader.tier_list(path, spec)
+        if not raw_tiers:
             return
         tiers: list[MemoryTier] = []
         for i, raw in enumerate(raw_tiers):
@@ -279,7 +265,7 @@ class _Planner:
             if isinstance(entries, bool) or (isinstance(entries, int) and entries > 2**63):
                 self.problem(f"{tier_path}.maxEntries", f"must be a positive integer: {entries}")
                 continue
-            block = self.store(tier_path, raw, _TIER_KEYS, owner=f"the memory ({path})")
+            block = self.store(tier_path, raw, TIER_KEYS, owner=f"the memory ({path})")
             if block is None:
                 continue
             values = {
@@ -292,11 +278,11 @@ class _Planner:
             except ValidationError as err:
                 self.invalid(tier_path, err, {"max_size": "maxSize", "max_entries": "maxEntries"})
         names = [t.get("name") for t in raw_tiers if isinstance(t, Mapping)]
-        self.builder.rules(path, spec, [n for n in names if isinstance(n, str)])  # problems
+        self.reader.rules(path, spec, [n for n in names if isinstance(n, str)])  # problems
         migration = spec.get("migration")
         rules = migration.get("rules", []) if isinstance(migration, Mapping) else []
         ttl = self.ttl(path, spec)
-        if len(tiers) < len(raw_tiers) or self.builder.problems:
+        if len(tiers) < len(raw_tiers) or self.reader.problems:
             return
         try:
             block = TieredMemory(
@@ -311,7 +297,7 @@ class _Planner:
 
     def plan(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
         """Plan the blocks of one memory (a single store, a hybrid or tiers)."""
-        kind = self.builder.kind(path, spec)
+        kind = self.reader.kind(path, spec)
         if kind == "hybrid":
             method = self.tiered if "tiers" in spec else self.hybrid
             method(path, spec, namespace, name)
@@ -344,9 +330,9 @@ def blocks_from_config(
             f"name prefix {name_prefix!r}: use lowercase letters, digits and dashes only"
         )
     spec, base = load_config(source)
-    planner = _Planner(_Builder(connections or {}, base))
+    planner = _Planner(ConfigReader(connections or {}, base))
     path = "memory"
-    groups = _named_parts(planner.builder, spec)  # namespaces, datasets, compute.cache
+    groups = planner.reader.named_parts(spec)  # namespaces, datasets, compute.cache
     if groups is None:
         planner.plan(path, spec, spec.get("namespace", "default"), name_prefix)
     else:
@@ -358,8 +344,8 @@ def blocks_from_config(
     names = [name for name, _ in planner.out.blocks]
     for name in sorted({n for n in names if names.count(n) > 1}):
         planner.problem(path, f"two blocks would be named {name!r}: rename a part")
-    if planner.builder.problems:
-        raise planner.builder.error()
+    if planner.reader.problems:
+        raise planner.reader.error()
     return planner.out
 
 
