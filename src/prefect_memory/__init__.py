@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from . import tabular as _tabular  # noqa: F401  (registers mem.frames; loads no pandas)
 from .codecs import Codec
 from .config import Namespaces, from_config
 from .errors import (

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._twins import async_twin
 from .codecs import Codec
@@ -36,11 +38,9 @@ from .keys import (
     validate_ttl,
 )
 from .plugins.base import Backend, Record
-from .tabular.methods import FrameMethods
 
 if TYPE_CHECKING:
     from .lazy import LazyView
-    from .resilience.health import HealthReport
 
 _UNSET: Any = object()
 TTL = float | int | _dt.timedelta | None
@@ -173,11 +173,13 @@ class EntryInfo:
         )
 
 
-class Memory(FrameMethods):
+class Memory:
     """A namespaced key-value memory over one backend.
 
-    DataFrames: ``put_frame``, ``get_frame``, ``append_frame`` (see
-    :class:`~prefect_memory.tabular.methods.FrameMethods`).
+    Packages on the floors above attach their features without this module knowing them
+    (see :func:`register_memory_accessor`): DataFrames are ``mem.frames.put``/``get``/
+    ``append`` (from :mod:`prefect_memory.tabular`); the health of every store is
+    ``prefect_memory.health(mem)``.
 
     Args:
         backend: The storage backend.
@@ -415,12 +417,6 @@ class Memory(FrameMethods):
 
         return LazyView(self)
 
-    def health(self, timeout: float = 5.0) -> HealthReport:
-        """Reachability, latency, breaker, journal backlog and usage of every store."""
-        from .resilience.health import health
-
-        return health(self, timeout=timeout)
-
     def ping(self) -> None:
         """Raise :class:`~prefect_memory.errors.BackendUnavailable` if the store is down."""
         self.backend.ping()
@@ -474,3 +470,102 @@ class Memory(FrameMethods):
 
 def _list_keys(memory: Memory, pattern: str) -> list[str]:
     return list(memory.keys(pattern))
+
+
+# -- extensions: features of the floors above, attached without this module importing them --
+A = TypeVar("A", bound=type)
+
+
+class _Accessor:
+    """A class attribute giving ``accessor(memory)`` on each access from a memory.
+
+    Not cached on the instance: ``with_namespace`` copies a memory, and a cached accessor
+    would stay bound to the original.
+    """
+
+    def __init__(self, name: str, accessor: type) -> None:
+        self.name = name
+        self.accessor = accessor
+
+    def __get__(self, memory: Memory | None, owner: type) -> Any:
+        return self.accessor if memory is None else self.accessor(memory)
+
+
+def register_memory_accessor(name: str) -> Callable[[A], A]:
+    """Class decorator: ``mem.<name>`` becomes an instance of the class, bound to ``mem``.
+
+    The way pandas registers DataFrame accessors (and pandera its ``df.pandera``): the
+    package that owns a feature registers it when imported, so :class:`Memory` never
+    imports the floors above it. Re-registering the same name replaces the accessor; a
+    name :class:`Memory` defines itself is refused.
+
+    Example:
+        >>> import prefect_memory as pm
+        >>> @register_memory_accessor("shout")
+        ... class Shout:
+        ...     def __init__(self, memory):
+        ...         self._memory = memory
+        ...     def get(self, key):
+        ...         return self._memory.get(key).upper()
+        >>> mem = pm.open_memory("memory://")
+        >>> mem.set("k", "hi"); mem.shout.get("k")
+        'HI'
+        >>> del Memory.shout
+    """
+
+    def decorator(accessor: A) -> A:
+        _check_free(name)
+        setattr(Memory, name, _Accessor(name, accessor))
+        return accessor
+
+    return decorator
+
+
+def register_memory_method(
+    name: str, function: Callable[..., Any], *, deprecated: str | None = None
+) -> None:
+    """Attach ``function`` to :class:`Memory` as method ``name`` (called with the memory).
+
+    Args:
+        name: The method's name.
+        function: Takes the memory first, then the method's arguments.
+        deprecated: When given, the spelling users should use instead: each call then
+            emits a :class:`DeprecationWarning` naming it.
+
+    Example:
+        >>> import warnings
+        >>> import prefect_memory as pm
+        >>> register_memory_method("size", lambda mem: len(list(mem.keys())),
+        ...                        deprecated="len(list(mem.keys()))")
+        >>> mem = pm.open_memory("memory://")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     mem.size()
+        0
+        >>> print(caught[0].message)
+        Memory.size() is deprecated; use len(list(mem.keys()))
+        >>> del Memory.size
+    """
+    _check_free(name)
+    message = f"Memory.{name}() is deprecated; use {deprecated}"
+
+    @functools.wraps(function)
+    def method(self: Memory, *args: Any, **kwargs: Any) -> Any:
+        if deprecated is not None:
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return function(self, *args, **kwargs)
+
+    method.__name__ = name
+    method.__qualname__ = f"Memory.{name}"
+    if deprecated is not None:
+        method.__doc__ = f"Deprecated: use ``{deprecated}``."
+    setattr(Memory, name, method)
+
+
+def _check_free(name: str) -> None:
+    if name in _CORE:
+        raise ValueError(f"Memory already defines {name!r}; pick another name")
+
+
+#: What :class:`Memory` defines itself (an extension may not shadow it).
+_CORE = frozenset(name for name in vars(Memory) if not name.startswith("__"))

@@ -224,7 +224,7 @@ def memory_features(url: str, tmp_path: Path) -> None:
     mem.purge_expired()
     mem.set("sliding", 1, ttl=50, refresh=True)
     assert mem.get("sliding") == 1
-    mem.health()
+    pm.health(mem)
     mem.clear()
     tiered_round_trip(mem.backend, tmp_path)
 

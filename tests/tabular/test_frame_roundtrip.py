@@ -76,10 +76,10 @@ def test_codec_round_trips_exactly(fmt: str) -> None:
 def test_put_get_exact_on_every_store(open_mem, backend: str, fmt: str) -> None:
     mem = open_mem(backend)
     df = rich_frame()
-    mem.put_frame("table:rich", df, format=fmt)
-    assert_exact(mem.get_frame("table:rich"), df)
+    mem.frames.put("table:rich", df, format=fmt)
+    assert_exact(mem.frames.get("table:rich"), df)
     # a second memory on the same store (another process would see the same)
-    assert_exact(open_mem(backend).get_frame("table:rich"), df)
+    assert_exact(open_mem(backend).frames.get("table:rich"), df)
 
 
 @pytest.mark.parametrize(
@@ -103,8 +103,8 @@ def test_put_get_exact_on_every_store(open_mem, backend: str, fmt: str) -> None:
 def test_indexes_round_trip(open_mem, index: pd.Index) -> None:
     mem = open_mem("sqlite")
     df = pd.DataFrame({"v": [1.0, 2.0, 3.0], 7: ["a", "b", "c"]}, index=index)
-    mem.put_frame("t", df)
-    out = mem.get_frame("t")
+    mem.frames.put("t", df)
+    out = mem.frames.get("t")
     assert_frame_equal(out, df, check_exact=True, check_index_type=True, check_column_type=True)
     assert type(out.index) is type(df.index)
 
@@ -114,8 +114,8 @@ def test_empty_frame_keeps_dtypes(open_mem) -> None:
     df = pd.DataFrame(
         {"a": pd.Series([], dtype="int16"), "t": pd.Series([], dtype="datetime64[ns, UTC]")}
     )
-    mem.put_frame("empty", df)
-    assert_exact(mem.get_frame("empty"), df)
+    mem.frames.put("empty", df)
+    assert_exact(mem.frames.get("empty"), df)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "s3", "redis"])
@@ -130,39 +130,39 @@ def test_several_megabyte_frame(open_mem, backend: str) -> None:
         }
     )
     mem = open_mem(backend)
-    mem.put_frame("big", df)
+    mem.frames.put("big", df)
     info = mem.info("big")
     assert info is not None and info.size > 5_000_000  # random floats do not compress much
-    assert_exact(mem.get_frame("big"), df)
+    assert_exact(mem.frames.get("big"), df)
 
 
 def test_stored_value_is_an_arrow_or_parquet_envelope(open_mem) -> None:
     mem = open_mem("sqlite")
     df = pd.DataFrame({"a": [1]})
-    mem.put_frame("arrow", df)
-    mem.put_frame("parquet", df, format="parquet")
+    mem.frames.put("arrow", df)
+    mem.frames.put("parquet", df, format="parquet")
     arrow, parquet = mem.get("arrow"), mem.get("parquet")
     assert is_frame_envelope(arrow) and arrow["data"][:6] == b"ARROW1"
     assert parquet["data"][:4] == b"PAR1" and parquet["rows"] == 1
-    assert mem.get_frame("missing") is None and mem.get_frame("missing", "none") == "none"
+    assert mem.frames.get("missing") is None and mem.frames.get("missing", "none") == "none"
 
 
 def test_frames_that_arrow_cannot_carry_are_clear_errors(open_mem) -> None:
     mem = open_mem("memory")
     with pytest.raises(pm.SerializationError, match="duplicate column"):
-        mem.put_frame("dup", pd.DataFrame([[1, 2]], columns=["a", "a"]))
+        mem.frames.put("dup", pd.DataFrame([[1, 2]], columns=["a", "a"]))
     with pytest.raises(pm.SerializationError, match="Arrow"):
-        mem.put_frame("mixed", pd.DataFrame({"m": [1, "x", b"y"]}, dtype=object))
+        mem.frames.put("mixed", pd.DataFrame({"m": [1, "x", b"y"]}, dtype=object))
     mem.set("plain", {"not": "a frame"})
     with pytest.raises(pm.SerializationError, match="does not hold a frame"):
-        mem.get_frame("plain")
+        mem.frames.get("plain")
 
 
 def test_frames_with_compression_and_ttl(open_mem) -> None:
     mem = open_mem("sqlite", compression=True)
     df = pd.DataFrame({"a": np.zeros(50_000)})
-    mem.put_frame("z", df, ttl=60, tags=["batch:1"])
-    assert_exact(mem.get_frame("z"), df)
+    mem.frames.put("z", df, ttl=60, tags=["batch:1"])
+    assert_exact(mem.frames.get("z"), df)
     info = mem.info("z")
     assert info is not None and info.ttl == 60 and info.tags == ("batch:1",)
     assert mem.invalidate_tags("batch:1") == 1
@@ -173,8 +173,8 @@ def test_async_twins(open_mem) -> None:
     df = pd.DataFrame({"a": [1, 2]})
 
     async def main() -> int:
-        await mem.aput_frame("a", df)
-        assert await mem.aappend_frame("a", df) == 4
-        return len(await mem.aget_frame("a"))
+        await mem.frames.aput("a", df)
+        assert await mem.frames.aappend("a", df) == 4
+        return len(await mem.frames.aget("a"))
 
     assert asyncio.run(main()) == 4

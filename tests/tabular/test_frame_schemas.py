@@ -66,7 +66,7 @@ def test_every_failing_column_check_and_example_rows_are_named(open_mem, backend
     mem = open_mem(backend)
     register_schema(mem, "orders:*", Orders)
     with pytest.raises(pm.ValidationError) as info:
-        mem.put_frame("orders:today", bad_orders())
+        mem.frames.put("orders:today", bad_orders())
     err = info.value
     assert isinstance(err, ValueError) and isinstance(err, pm.PrefectMemoryError)
     assert err.key == "orders:today" and err.schema == "Orders"
@@ -93,7 +93,7 @@ def test_examples_are_capped_but_counted() -> None:
     mem = pm.open_memory("memory://")
     df = pd.DataFrame({"order_id": range(-20, 0), "status": "open", "amount": 1.0})
     with pytest.raises(pm.ValidationError) as info:
-        mem.put_frame("o", df, schema=Orders)
+        mem.frames.put("o", df, schema=Orders)
     (failure,) = info.value.failures
     assert failure.count == 20 and len(failure.examples) == 5
     assert "(+15 more)" in str(failure)
@@ -103,7 +103,7 @@ def test_frame_wide_checks_show_whole_rows() -> None:
     mem = pm.open_memory("memory://")
     df = good_orders().assign(order_id=[7, 7])
     with pytest.raises(pm.ValidationError) as info:
-        mem.put_frame("o", df, schema=Orders)
+        mem.frames.put("o", df, schema=Orders)
     (failure,) = info.value.failures
     assert failure.path == "order_id" and failure.check == "field_uniqueness"
     bucket = pd.DataFrame(
@@ -117,7 +117,7 @@ def test_frame_wide_checks_show_whole_rows() -> None:
         }
     )
     with pytest.raises(pm.ValidationError) as info:
-        mem.put_frame("agg", bucket, schema=AggregatesModel)
+        mem.frames.put("agg", bucket, schema=AggregatesModel)
     (failure,) = info.value.failures
     assert failure.path == "<frame>" and failure.check == "bucket_aligned_on_interval"
     (row_index, row), *_ = failure.examples
@@ -128,11 +128,11 @@ def test_coerce_converts_and_stores_the_coerced_frame(open_mem) -> None:
     mem = open_mem("sqlite")
     register_schema(mem, "orders:*", Orders)
     raw = pd.DataFrame({"order_id": ["1", "2"], "status": ["open", "paid"], "amount": [3, 4]})
-    mem.put_frame("orders:1", raw)
-    out = mem.get_frame("orders:1")
+    mem.frames.put("orders:1", raw)
+    out = mem.frames.get("orders:1")
     assert out["order_id"].dtype == "int64" and out["amount"].dtype == "float64"
     with pytest.raises(pm.ValidationError) as info:
-        mem.put_frame("orders:2", raw.assign(order_id=["1", "two"]))
+        mem.frames.put("orders:2", raw.assign(order_id=["1", "two"]))
     assert info.value.failures[0].check == "coerce_dtype('int64')"
     assert info.value.failures[0].examples == ((1, "two"),)
 
@@ -142,31 +142,31 @@ def test_without_coerce_dtypes_must_match_and_unknown_columns_pass(open_mem) -> 
     register_schema(mem, "loose:*", LooseOrders)
     raw = good_orders().assign(amount=[1, 2], extra="kept")  # ints where floats are declared
     with pytest.raises(pm.ValidationError) as info:
-        mem.put_frame("loose:1", raw)
+        mem.frames.put("loose:1", raw)
     (failure,) = info.value.failures
     assert failure.path == "amount" and "int64" in failure.message
-    mem.put_frame("loose:1", raw.assign(amount=[1.0, 2.0]))
-    assert list(mem.get_frame("loose:1").columns)[-1] == "extra"
+    mem.frames.put("loose:1", raw.assign(amount=[1.0, 2.0]))
+    assert list(mem.frames.get("loose:1").columns)[-1] == "extra"
 
 
 def test_strict_filter_drops_unknown_columns(open_mem) -> None:
     mem = open_mem("file")
     register_schema(mem, "orders:*", FilteredOrders)
-    mem.put_frame("orders:f", good_orders().assign(junk=1))
-    assert "junk" not in mem.get_frame("orders:f").columns
+    mem.frames.put("orders:f", good_orders().assign(junk=1))
+    assert "junk" not in mem.frames.get("orders:f").columns
 
 
 @pytest.mark.parametrize("backend", KEY_BACKENDS)
 def test_schema_is_checked_on_load_too(open_mem, backend: str) -> None:
     raw = open_mem(backend)  # knows no schema: stores anything
-    raw.put_frame("orders:legacy", bad_orders().drop(columns="extra"))
+    raw.frames.put("orders:legacy", bad_orders().drop(columns="extra"))
     validated = open_mem(backend)
     register_schema(validated, "orders:*", Orders)
     with pytest.raises(pm.ValidationError) as info:
-        validated.get_frame("orders:legacy")
+        validated.frames.get("orders:legacy")
     assert info.value.key == "orders:legacy"
     assert set(info.value.paths) == {"order_id", "status", "amount"}
-    assert raw.get_frame("orders:legacy") is not None  # the data is still there
+    assert raw.frames.get("orders:legacy") is not None  # the data is still there
 
 
 def test_patterns_namespaces_and_per_call_schema() -> None:
@@ -179,13 +179,13 @@ def test_patterns_namespaces_and_per_call_schema() -> None:
     assert registry.model_for("elsewhere", "orders:1") is LooseOrders
     other = mem.with_namespace("elsewhere")
     assert frame_schemas(other) is registry  # with_namespace copies share the registry
-    other.put_frame("orders:1", good_orders().assign(extra=1))  # LooseOrders: extras pass
+    other.frames.put("orders:1", good_orders().assign(extra=1))  # LooseOrders: extras pass
     with pytest.raises(pm.ValidationError):
-        mem.put_frame("orders:1", good_orders().assign(extra=1))  # Orders is strict
-    mem.put_frame("orders:1", good_orders().assign(extra=1), schema=LooseOrders)
+        mem.frames.put("orders:1", good_orders().assign(extra=1))  # Orders is strict
+    mem.frames.put("orders:1", good_orders().assign(extra=1), schema=LooseOrders)
     with pytest.raises(pm.ValidationError):
-        mem.get_frame("orders:1")  # the registered schema still applies on load
-    assert len(mem.get_frame("orders:1", schema=LooseOrders)) == 2
+        mem.frames.get("orders:1")  # the registered schema still applies on load
+    assert len(mem.frames.get("orders:1", schema=LooseOrders)) == 2
     with pytest.raises(pm.ConfigError, match="DataFrameModel"):
         register_schema(mem, "x", dict)
 
@@ -197,14 +197,14 @@ def test_frame_schema_hook_makes_set_and_get_carry_frames(open_mem, backend: str
     mem.set("orders:1", good_orders())
     out = mem.get("orders:1")
     assert isinstance(out, pd.DataFrame) and len(out) == 2
-    assert mem.get_frame("orders:1").equals(out)
+    assert mem.frames.get("orders:1").equals(out)
     with pytest.raises(pm.ValidationError):
         mem.set("orders:2", bad_orders())
-    mem.put_frame("orders:3", good_orders())  # put_frame uses the hook's registry
+    mem.frames.put("orders:3", good_orders())  # put_frame uses the hook's registry
     register_schema(mem, "events:*", EventsModel)
     assert hook.schemas.model_for("", "events:1") is EventsModel
     raw = open_mem(backend)
-    raw.put_frame("orders:bad", bad_orders())
+    raw.frames.put("orders:bad", bad_orders())
     with pytest.raises(pm.ValidationError):
         mem.get("orders:bad")  # the hook validates on load as well
 
@@ -241,8 +241,8 @@ def test_builtin_models_accept_good_tables_and_name_bad_ones() -> None:
         ),
     }
     for model, df in good.items():
-        mem.put_frame(f"t:{model.__name__}", df, schema=model)
-        out = mem.get_frame(f"t:{model.__name__}", schema=model)
+        mem.frames.put(f"t:{model.__name__}", df, schema=model)
+        out = mem.frames.get(f"t:{model.__name__}", schema=model)
         stamps = [c for c in out.columns if str(out[c].dtype).startswith("datetime64")]
         assert stamps and all(str(out[c].dtype) == "datetime64[ns, UTC]" for c in stamps)
     bad = {
@@ -256,5 +256,5 @@ def test_builtin_models_accept_good_tables_and_name_bad_ones() -> None:
     }
     for model, (df, paths) in bad.items():
         with pytest.raises(pm.ValidationError) as info:
-            mem.put_frame("bad", df, schema=model)
+            mem.frames.put("bad", df, schema=model)
         assert set(info.value.paths) == paths, model

@@ -169,6 +169,6 @@ def test_frames_pass_through_migration_untouched() -> None:
     pd = pytest.importorskip("pandas")
     mem = pm.open_memory("memory://", hooks=[MigrationHook(UPGRADES, missing_version=1)])
     df = pd.DataFrame({"a": [1]})
-    mem.put_frame("user:frame", df)
+    mem.frames.put("user:frame", df)
     assert "schema_version" not in mem.get("user:frame")
-    assert mem.get_frame("user:frame").equals(df)
+    assert mem.frames.get("user:frame").equals(df)

@@ -10,7 +10,7 @@
   (:mod:`prefect_memory.analytics.aggregate`) that the time series uses on Redis.
 
 Both give the buckets as the built-in ``aggregates`` table, which the pipeline stores
-with ``put_frame`` (``aggregates:latency_ms``).
+with ``mem.frames.put`` (``aggregates:latency_ms``).
 
 Example:
     >>> LEVELS[0], LEVELS[1]["aggregation"]
@@ -129,10 +129,10 @@ class FrameRecorder:
             key = "events:" + time.strftime("%Y-%m-%dT%H", time.gmtime(int(hour) * 3600))
             frame = _events_frame(ts_ns[rows], latency_ms[rows], cached[rows])
             if self.memory.exists(key):
-                self.memory.append_frame(key, frame, schema=EventsModel)
+                self.memory.frames.append(key, frame, schema=EventsModel)
                 appended += 1
             else:
-                self.memory.put_frame(key, frame, schema=EventsModel, tags=["events"])
+                self.memory.frames.put(key, frame, schema=EventsModel, tags=["events"])
                 frames += 1
             if advance is not None:
                 advance(int(rows.sum()))
@@ -146,7 +146,7 @@ class FrameRecorder:
         keys = sorted(self.memory.keys("events:*"))
         ts_parts, value_parts = [], []
         for key in keys:
-            frame = self.memory.get_frame(key)
+            frame = self.memory.frames.get(key)
             ts_parts.append(frame["timestamp"].to_numpy("datetime64[ns]").view(np.int64))
             value_parts.append(frame["value"].to_numpy(np.float64))
         ts = np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64)

@@ -3,7 +3,7 @@
 ``ml_pipeline(config)`` runs six steps, each a task:
 
 1. **features**: compute feature snapshots from raw activity (numpy), store the daily
-   training partitions and today's feature table with ``put_frame`` (validated by the
+   training partitions and today's feature table with ``mem.frames.put`` (validated by the
    built-in pandera ``FeaturesModel``, msgpack + zstd), and cache one feature vector per
    user for online serving (``set_many``, 7-day TTL);
 2. **train**: fit two logistic regressions, version them as ``model:v1`` and ``model:v2``
@@ -75,13 +75,13 @@ def compute_features(config: DemoConfig, now: float) -> dict[str, Any]:
         at = now - (sizes.days - day) * DAY
         snapshot = data.feature_snapshot(activity, sizes.users, at)
         frame = _features_frame(ids, snapshot, at, data.churn_labels(rng, snapshot))
-        mem.put_frame(f"training:{_date(at)}", frame, schema=FeaturesModel,
+        mem.frames.put(f"training:{_date(at)}", frame, schema=FeaturesModel,
                       tags=["training"])  # fmt: skip
         advance(1)
     today = data.feature_snapshot(activity, sizes.users, now)
     frame = _features_frame(ids, today, now)
     key = f"features:day:{_date(now)}"
-    mem.put_frame(key, frame, schema=FeaturesModel, ttl=FEATURES_TTL, tags=["features"])
+    mem.frames.put(key, frame, schema=FeaturesModel, ttl=FEATURES_TTL, tags=["features"])
     raw = len(Codec().encode(encode_frame(frame, compression=None)))
     stored = mem.info(key).size  # type: ignore[union-attr]
     advance(1)
@@ -108,7 +108,7 @@ def train_models(config: DemoConfig) -> dict[str, Any]:
 
     mem = open_stores(config).memory
     keys = sorted(mem.keys("training:*"))
-    frames = [mem.get_frame(key) for key in keys]
+    frames = [mem.frames.get(key) for key in keys]
     holdout, history = frames[-1], frames[:-1]
     half = pd.concat(history[: max(1, len(history) // 2)])
     full = pd.concat(history)
@@ -192,7 +192,7 @@ def serve_predictions(config: DemoConfig) -> tuple[dict[str, Any], dict[str, np.
         advance(1)
     frame = pd.DataFrame(list(answers.values()))
     frame["predicted_at"] = pd.Timestamp.now(tz="UTC")
-    stores.memory.put_frame(f"predictions:{_date(time.time())}", frame, schema=PredictionsModel)
+    stores.memory.frames.put(f"predictions:{_date(time.time())}", frame, schema=PredictionsModel)
     n_hits = int(sum(hits))
     events = {"ts": np.array(ts, np.int64), "latency": np.array(latency),
               "cached": np.array(hits, bool)}  # fmt: skip
@@ -224,7 +224,7 @@ def record_events(config: DemoConfig, live: dict[str, np.ndarray], now: float) -
         summed = key.startswith("frames") and isinstance(value, int)
         recorded[key] = recorded.get(key, 0) + value if summed else value
     frame, report = recorder.downsample()
-    stores.memory.put_frame("aggregates:latency_ms", frame, schema=AggregatesModel)
+    stores.memory.frames.put("aggregates:latency_ms", frame, schema=AggregatesModel)
     report["events recorded"] = sizes.backfill_events + int(live["ts"].size)
     report.update({k: v for k, v in recorded.items() if k != "events"})
     return report
@@ -254,7 +254,7 @@ def archive_to_parquet(config: DemoConfig, later: float) -> dict[str, Any]:
     mem = stores.memory
     stores.clock.advance(later)
     for key in [*mem.keys("features:day:*"), *mem.keys("aggregates:*")]:
-        mem.get_frame(key)  # the nightly report reads them: they stay warm
+        mem.frames.get(key)  # the nightly report reads them: they stay warm
     moved = migrate_tiers.fn(config, 0.0)
     files_before = len(stores.archive_files())
     compaction = stores.archive.compact(mem.namespace, now=stores.clock())

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..memory import register_memory_method
 from ..plugins.base import Backend, Part, walk
 from ..tiers.tiered import TieredBackend
 from .hybrid import HybridBackend
@@ -304,5 +305,12 @@ def health(memory: Any, *, timeout: float = 5.0, scan_limit: int = 100_000) -> H
         stores.append(result)
     return HealthReport(tuple(stores), namespace, time.time(), time.perf_counter() - started)
 
+
+def _memory_health(memory: Any, timeout: float = 5.0) -> HealthReport:
+    return health(memory, timeout=timeout)
+
+
+#: ``mem.health()``, the former method of every memory (``HybridMemory`` keeps its own).
+register_memory_method("health", _memory_health, deprecated="prefect_memory.health(mem)")
 
 __all__ = ["BackendHealth", "HealthReport", "health"]

@@ -1,7 +1,9 @@
 """Tabular memory: pandas DataFrames stored exactly, validated by pandera on save and load.
 
 Importing this package is cheap; pandas, pyarrow and pandera load with the first name used
-from it (``pip install 'prefect-memory[tabular]'``).
+from it (``pip install 'prefect-memory[tabular]'``). Importing it registers the ``frames``
+accessor of every memory (``mem.frames.put``/``get``/``append``, see
+:mod:`prefect_memory.tabular.accessor`).
 
 Example:
     >>> import pandas as pd
@@ -9,17 +11,18 @@ Example:
     >>> from prefect_memory.tabular import PredictionsModel, register_schema
     >>> mem = pm.open_memory("memory://", namespace="ml")
     >>> register_schema(mem, "predictions:*", PredictionsModel)
-    >>> mem.put_frame("predictions:churn", pd.DataFrame({
+    >>> mem.frames.put("predictions:churn", pd.DataFrame({
     ...     "entity_id": ["u1"], "model_name": ["churn"], "model_version": ["3"],
     ...     "prediction": [1], "probability": [0.93],
     ...     "predicted_at": [pd.Timestamp("2024-05-01 12:00", tz="Europe/Paris")]}))
-    >>> mem.get_frame("predictions:churn")["predicted_at"].iloc[0]
+    >>> mem.frames.get("predictions:churn")["predicted_at"].iloc[0]
     Timestamp('2024-05-01 10:00:00+0000', tz='UTC')
 """
 
 from __future__ import annotations
 
 from .._exports import lazy_exports
+from .accessor import Frames as Frames  # importing registers mem.frames
 
 _EXPORTS = {
     "FrameSchemas": "schemas",
@@ -43,7 +46,7 @@ _EXPORTS = {
     "AGGREGATIONS": "models",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "Frames"])
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,7 +1,8 @@
 """Frames in a memory: ``put_frame``, ``get_frame``, ``append_frame`` and schema registration.
 
-:class:`~prefect_memory.Memory` exposes these as methods (``mem.put_frame(...)``); they
-live here so that pandas, pyarrow and pandera load only when a frame is used.
+A memory exposes these through its ``frames`` accessor (``mem.frames.put(...)``, see
+:mod:`prefect_memory.tabular.accessor`); they live here so that pandas, pyarrow and
+pandera load only when a frame is used.
 
 - **Schemas**: ``register_schema(mem, "events:*", EventsModel)`` checks every frame stored
   under a matching key, on save *and* on load (data written by an older writer, or by a
@@ -28,13 +29,13 @@ Example:
     >>> register_schema(mem, "events:*", EventsModel)
     >>> day = pd.DataFrame({"timestamp": pd.to_datetime(["2024-05-01 10:00"], utc=True),
     ...                     "type": ["click"], "value": [1.0]})
-    >>> mem.put_frame("events:2024-05-01", day)
-    >>> mem.append_frame("events:2024-05-01", day.assign(type="view"))
+    >>> mem.frames.put("events:2024-05-01", day)
+    >>> mem.frames.append("events:2024-05-01", day.assign(type="view"))
     2
-    >>> mem.get_frame("events:2024-05-01")["type"].tolist()
+    >>> mem.frames.get("events:2024-05-01")["type"].tolist()
     ['click', 'view']
     >>> try:
-    ...     mem.put_frame("events:bad", day.assign(type=""))
+    ...     mem.frames.put("events:bad", day.assign(type=""))
     ... except pm.ValidationError as err:
     ...     print(err.paths, err.failures[0].check)
     ['type'] str_length(1, None)
