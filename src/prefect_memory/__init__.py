@@ -41,6 +41,7 @@ from .errors import (
     ValidationError,
     ValidationFailure,
 )
+from .hybrid import HybridMemory
 from .memory import TTL, EntryInfo, Hook, Memory
 from .plugins.base import Backend, Capabilities, Record
 from .registry import available_backends, open_backend, register_backend
@@ -49,7 +50,6 @@ from .resilience import (
     CircuitOpen,
     ExponentialBackoff,
     HealthReport,
-    HybridMemory,
     ResilientBackend,
     Retry,
     health,

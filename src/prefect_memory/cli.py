@@ -302,7 +302,7 @@ def info(
     ] = None,
 ) -> None:
     """Ping a store and count the live entries of its namespace(s), per part if composed."""
-    from .resilience.hybrid import HybridBackend
+    from .hybrid import HybridBackend
 
     secrets = [*_secret_query(target).values(), *filter(None, [_split_credentials(target)[1]])]
     try:

@@ -46,7 +46,7 @@ from .parts import (
 )
 
 if TYPE_CHECKING:
-    from ..resilience import SyncReport
+    from ..hybrid import SyncReport
     from ..tiers import MigrationReport
 
 
@@ -205,7 +205,7 @@ def features(day: str):
         return f"hybrid://{self.primary._memory_url()}+{self.secondary._memory_url()}"
 
     def _build_memory(self) -> Memory:
-        from ..resilience import HybridMemory as CoreHybridMemory
+        from ..hybrid import HybridMemory as CoreHybridMemory
 
         memory = CoreHybridMemory(
             self.primary.memory.backend,

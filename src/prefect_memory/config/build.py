@@ -138,7 +138,7 @@ class MemoryBuilder(ConfigReader):
         self, path: str, spec: Mapping[str, Any], namespace: str = "default"
     ) -> Memory | None:
         """A ``HybridMemory`` or ``TieredMemory`` (``None`` when there are problems)."""
-        from ..resilience import HybridMemory
+        from ..hybrid import HybridMemory
         from ..tiers import TieredMemory
 
         options = self.memory_options(path, spec)

@@ -1,25 +1,26 @@
-"""Resilience: hybrid memory, journal, retries, circuit breakers, deadlines and health.
+"""Resilience: retries, circuit breakers, deadlines, the resilient wrapper and health.
+
+The hybrid memory (hybrid backend, pending writes, journal, fallback, sync) lives in
+:mod:`prefect_memory.hybrid`; its former names here (``HybridMemory``, ``HybridBackend``,
+``Journal``, ...) and modules (``prefect_memory.resilience.hybrid``, ``.lanes``,
+``.journal``, ``.fallback``, ``.sync``) still work and are the same objects.
 
 Example:
-    >>> import os, tempfile
-    >>> from prefect_memory.resilience import HybridMemory
-    >>> folder = tempfile.mkdtemp()
-    >>> mem = HybridMemory("memory://", f"json:///{folder}/backup.json", namespace="docs")
-    >>> mem.set("k", {"v": 1})
-    >>> mem.secondary.get_many("docs", ["k"], now=0.0)["k"].version
+    >>> import prefect_memory as pm
+    >>> from prefect_memory.plugins.inprocess import InProcessBackend
+    >>> from prefect_memory.resilience import ExponentialBackoff, Retry, protect
+    >>> backend = protect(InProcessBackend(), "cache", retry=Retry(ExponentialBackoff(0.05)),
+    ...                   breaker=None, deadline=None)
+    >>> mem = pm.Memory(backend, "docs")
+    >>> mem.set("k", 1); mem.get("k")
     1
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ..codecs import Codec
-from ..memory import TTL, Memory
-from ..plugins.base import Backend
-from ..registry import open_backend
 from .breaker import (
     BreakerEvent,
     BreakerState,
@@ -28,160 +29,21 @@ from .breaker import (
     prefect_events_listener,
 )
 from .health import BackendHealth, HealthReport, health
-from .hybrid import HybridBackend, HybridWriteError, Strategy, SyncReport
-from .journal import Journal
-from .resilient import ResilientBackend
+from .resilient import ResilientBackend, protect
 from .retry import Backoff, ConstantBackoff, ExponentialBackoff, Retry
 
+if TYPE_CHECKING:
+    from ..hybrid import HybridBackend, HybridMemory, HybridWriteError, Journal, SyncReport
 
-def _backend(spec: Backend | Memory | str, options: dict[str, Any] | None) -> Backend:
-    if isinstance(spec, Memory):
-        return spec.backend
-    if isinstance(spec, Backend):
-        return spec
-    return open_backend(spec, **(options or {}))
-
-
-def protect(
-    backend: Backend,
-    name: str,
-    *,
-    retry: Retry | None,
-    breaker: CircuitBreaker | None,
-    deadline: float | None,
-) -> Backend:
-    """``backend`` wrapped in a :class:`ResilientBackend` when any protection is asked for.
-
-    ``breaker`` is a template: the store gets its own copy called ``name``.
-    """
-    if retry is None and breaker is None and deadline is None:
-        return backend
-    own = None if breaker is None else breaker.clone(f"{name} {backend.url}")
-    return ResilientBackend(backend, retry=retry, breaker=own, deadline=deadline)
+#: Names that moved to :mod:`prefect_memory.hybrid`, resolved on first use (the hybrid
+#: package imports this one, so importing it here eagerly would be a cycle).
+_MOVED = ("HybridBackend", "HybridMemory", "HybridWriteError", "Journal", "Strategy", "SyncReport")
 
 
-class HybridMemory(Memory):
-    """A :class:`~prefect_memory.Memory` over a primary and a secondary store.
-
-    Args:
-        primary: URL, backend or memory of the fast store.
-        secondary: URL, backend or memory of the durable store.
-        strategy: ``"write-through"`` (default) or ``"write-behind"``.
-        journal: Journal file (default ``.prefect-memory/journal-<digest>.db``).
-        flush_batch: Journal entries applied per batch.
-        flush_interval: Seconds between background flushes.
-        accept_degraded: Write-through: acknowledge a write that reached one store and is
-            queued for the other instead of raising (see :mod:`.hybrid`).
-        recheck_after: Seconds after a store write failed in a way that may still land
-            before its keys are checked in that store (see :meth:`.Lanes.recheck`).
-        retry: Retry policy for each store's transient errors.
-        breaker: Circuit breaker template; each store gets its own copy, so reads fall
-            back to the secondary at once while the primary's breaker is open.
-        deadline: Hard bound in seconds on each call to a store.
-        primary_options: Backend options when ``primary`` is a URL.
-        secondary_options: Backend options when ``secondary`` is a URL.
-        namespace, ttl, refresh, codec, batch_size, clock: As for
-            :class:`~prefect_memory.Memory`.
-    """
-
-    backend: HybridBackend
-    #: Seconds between reconciliations by the ``sync_hybrid`` flow (the config's
-    #: ``sync.interval``); ``None`` when periodic sync is off.
-    sync_interval: float | None = None
-
-    def __init__(
-        self,
-        primary: Backend | Memory | str,
-        secondary: Backend | Memory | str,
-        *,
-        strategy: Strategy = "write-through",
-        journal: str | None = None,
-        flush_batch: int = 500,
-        flush_interval: float = 1.0,
-        accept_degraded: bool = False,
-        recheck_after: float = 30.0,
-        retry: Retry | None = None,
-        breaker: CircuitBreaker | None = None,
-        deadline: float | None = None,
-        primary_options: dict[str, Any] | None = None,
-        secondary_options: dict[str, Any] | None = None,
-        namespace: str = "default",
-        ttl: TTL = None,
-        refresh: bool = False,
-        codec: Codec | None = None,
-        batch_size: int = 1000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        stores = {
-            name: protect(
-                _backend(spec, options), name, retry=retry, breaker=breaker, deadline=deadline
-            )
-            for name, spec, options in (
-                ("primary", primary, primary_options),
-                ("secondary", secondary, secondary_options),
-            )
-        }
-        backend = HybridBackend(
-            stores["primary"],
-            stores["secondary"],
-            strategy=strategy,
-            journal=journal,
-            flush_batch=flush_batch,
-            flush_interval=flush_interval,
-            accept_degraded=accept_degraded,
-            recheck_after=recheck_after,
-        )
-        super().__init__(
-            backend,
-            namespace,
-            ttl=ttl,
-            refresh=refresh,
-            codec=codec,
-            batch_size=batch_size,
-            clock=clock,
-        )
-
-    @property
-    def primary(self) -> Backend:
-        """The fast store."""
-        return self.backend.primary
-
-    @property
-    def secondary(self) -> Backend:
-        """The durable store."""
-        return self.backend.secondary
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Apply the journal to both stores now; return the entries applied."""
-        return self.backend.flush(timeout)
-
-    def settle(self, timeout: float = 60.0) -> None:
-        """Flush, then wait until no write a store timed out on can still land late.
-
-        A store may apply a write it did not answer in time after later writes of the
-        same key (a server holding a request). Such keys are rechecked ``recheck_after``
-        seconds after the failure and put right; ``settle`` waits for that.
-
-        Raises:
-            BackendTimeout: Keys are still in doubt after ``timeout`` seconds.
-        """
-        self.backend.settle(timeout)
-
-    def backlog(self, lane: str | None = None) -> int:
-        """Journal entries not yet applied (to ``"primary"``, ``"secondary"`` or either)."""
-        return self.backend.backlog(lane)
-
-    def in_doubt(self, lane: str | None = None) -> int:
-        """Keys whose write to a store may still land late, not yet rechecked there."""
-        return self.backend.in_doubt(lane)
-
-    def sync(self) -> SyncReport:
-        """Reconcile both stores for this namespace (newer write wins)."""
-        return self.backend.sync(self.namespace, now=self.clock())
-
-    def health(self, timeout: float = 5.0) -> HealthReport:
-        """Reachability, latency, breakers, journal backlog and usage of both stores."""
-        return health(self, timeout=timeout)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module("prefect_memory.hybrid"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

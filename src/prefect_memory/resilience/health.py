@@ -32,10 +32,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..hybrid.backend import HybridBackend
 from ..memory import register_memory_method
 from ..plugins.base import Backend, Part, walk
 from ..tiers.tiered import TieredBackend
-from .hybrid import HybridBackend
 from .resilient import ResilientBackend
 
 

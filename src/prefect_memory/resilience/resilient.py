@@ -365,3 +365,21 @@ class ResilientBackend(Backend):
 
 
 __all__ = ["ResilientBackend"]
+
+
+def protect(
+    backend: Backend,
+    name: str,
+    *,
+    retry: Retry | None,
+    breaker: CircuitBreaker | None,
+    deadline: float | None,
+) -> Backend:
+    """``backend`` wrapped in a :class:`ResilientBackend` when any protection is asked for.
+
+    ``breaker`` is a template: the store gets its own copy called ``name``.
+    """
+    if retry is None and breaker is None and deadline is None:
+        return backend
+    own = None if breaker is None else breaker.clone(f"{name} {backend.url}")
+    return ResilientBackend(backend, retry=retry, breaker=own, deadline=deadline)
