@@ -165,7 +165,7 @@ def test_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_missing_dependency_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` fail
-    monkeypatch.delitem(sys.modules, "prefect_memory.plugins.redisdb", raising=False)
+    monkeypatch.delitem(sys.modules, "prefect_memory.plugins.redis.backend", raising=False)
     with pytest.raises(pm.MissingDependencyError, match=r"prefect-memory\[redis\]"):
         pm.open_memory("redis://127.0.0.1:1/0")
 

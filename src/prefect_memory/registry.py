@@ -37,9 +37,12 @@ KNOWN_BACKENDS: dict[str, tuple[str, str | None]] = {
         "prefect_memory.plugins.parquet.backend:ParquetArchiveBackend",
         "pip install pyarrow s3fs",
     ),
-    "redis": ("prefect_memory.plugins.redisdb:RedisBackend", "pip install 'prefect-memory[redis]'"),
+    "redis": (
+        "prefect_memory.plugins.redis.backend:RedisBackend",
+        "pip install 'prefect-memory[redis]'",
+    ),
     "rediss": (
-        "prefect_memory.plugins.redisdb:RedisBackend",
+        "prefect_memory.plugins.redis.backend:RedisBackend",
         "pip install 'prefect-memory[redis]'",
     ),
     "mongodb": (

@@ -308,7 +308,7 @@ PRELOAD = [
     "_concurrent_actor",
     "prefect_memory.plugins.fs",
     "prefect_memory.plugins.mongodb",
-    "prefect_memory.plugins.redisdb",
+    "prefect_memory.plugins.redis.backend",
     "prefect_memory.plugins.sqlite",
     "prefect_memory.plugins.parquet.backend",
     "pymongo",

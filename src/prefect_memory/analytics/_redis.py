@@ -1,9 +1,10 @@
 """The Redis link of the analytics objects: a connection and a key space of their own.
 
-Streams, counters and time series reuse the connection handling of the Redis backend
-(URL parsing, credentials, the lazy pooled client that survives forks and pickling, one
-retry on a broken connection, errors translated to :class:`~prefect_memory.errors.BackendError`
-subclasses) but never touch its entries: every analytics key is
+Streams, counters and time series go through the backend's
+:class:`~prefect_memory.plugins.redis.connection.RedisConnection` (URL parsing, credentials,
+the lazy pooled client that survives forks and pickling, one retry on a broken connection,
+scripts loaded on NOSCRIPT, errors translated to :class:`~prefect_memory.errors.BackendError`
+subclasses) but never touch the backend's entries: every analytics key is
 
 ``{prefix}:{<ns token>}:<kind>:...`` with ``kind`` ``s`` (stream), ``c`` (counter),
 ``al`` (alert), ``ts`` (time series).
@@ -22,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
@@ -38,7 +38,7 @@ class RedisLink:
     """
 
     def __init__(self, backend: Any, namespace: str = "default") -> None:
-        if getattr(backend, "scheme", None) != "redis" or not hasattr(backend, "_run"):
+        if getattr(backend, "scheme", None) != "redis" or not hasattr(backend, "connection"):
             raise ConfigError(
                 "analytics streams, counters and time series need a Redis store "
                 f"(redis:// or rediss://), got {backend!r}"
@@ -46,7 +46,7 @@ class RedisLink:
         self.backend = backend
         self.namespace = validate_namespace(namespace)
         self.base = f"{backend.key_prefix}:{{{ns_token(self.namespace)}}}:"
-        self._shas: dict[str, str] = {}
+        self._scripts: dict[str, Any] = {}  # Lua source -> LuaScript
         self._raw: Any = None  # a redis-py client for :meth:`fetch`
 
     @classmethod
@@ -64,13 +64,18 @@ class RedisLink:
                 return source
             return cls(source.backend, namespace)
         if isinstance(source, str):
-            from ..plugins.redisdb import RedisBackend
+            from ..plugins.redis.backend import RedisBackend
 
             return cls(RedisBackend.from_url(source, **options), namespace or "default")
         backend = getattr(source, "backend", None)
         if backend is not None and hasattr(source, "namespace"):  # a Memory
             return cls(backend, namespace or source.namespace)
         return cls(source, namespace or "default")
+
+    @property
+    def connection(self) -> Any:
+        """The backend's :class:`~prefect_memory.plugins.redis.connection.RedisConnection`."""
+        return self.backend.connection
 
     @property
     def url(self) -> str:
@@ -83,19 +88,11 @@ class RedisLink:
 
     def run(self, *args: Any) -> Any:
         """Send one command and return its reply (errors translated)."""
-        execute = getattr(self.backend, "execute", None)
-        if execute is not None:
-            return execute(*args, route=self.base)
-        return self.backend._run(*args)  # pragma: no cover - older backends
+        return self.connection.execute(*args, route=self.base)
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies."""
-        if not commands:
-            return []
-        try:
-            return list(self.backend._run(pipeline=commands, route=self.base))
-        except TypeError:  # pragma: no cover - a backend without Cluster routing
-            return list(self.backend._run(pipeline=commands))
+        return self.connection.pipeline(commands, route=self.base)
 
     def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``commands`` atomically (MULTI/EXEC) in one round trip; return their replies."""
@@ -109,35 +106,24 @@ class RedisLink:
 
     def script(self, source: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script (EVALSHA, loaded on NOSCRIPT); ``keys`` share the namespace."""
-        sha = self._shas.get(source)
-        if sha is None:
-            sha = self._shas[source] = hashlib.sha1(
-                source.encode(), usedforsecurity=False
-            ).hexdigest()
-        try:
-            return self.run("EVALSHA", sha, len(keys), *keys, *args)
-        except BackendError as err:
-            cause = type(err.__cause__).__name__
-            if cause != "NoScriptError" and "NOSCRIPT" not in str(err):
-                raise
-        self.run("SCRIPT", "LOAD", source)
-        return self.run("EVALSHA", sha, len(keys), *keys, *args)
+        script = self._scripts.get(source)
+        if script is None:
+            from ..plugins.redis.scripts import LuaScript
+
+            script = self._scripts[source] = LuaScript(source)
+        conn = self.connection
+        return conn.request(len(keys), *keys, *args, script=script, route=self.base)
 
     def client(self, **overrides: Any) -> Any:
         """A dedicated redis-py client with the backend's settings (blocking reads)."""
-        make = getattr(self.backend, "redis_client", None)
-        if make is not None:
-            return make(**overrides)
-        import redis  # pragma: no cover - older backends
-
-        return redis.Redis.from_url(self.backend._pool_url, **overrides)  # pragma: no cover
+        return self.connection.redis_client(**overrides)
 
     def fetch(self, commands: list[tuple[Any, ...]], *, large: int = 65536) -> list[Any]:
         """Like :meth:`pipeline`, but bulk strings of ``large`` bytes or more come back as
         ``numpy.uint8`` arrays, read from the socket with one copy (see :mod:`._resp`).
 
         For reads only: a broken connection (server restarted) is retried once. On a Redis
-        Cluster (or a backend without ``redis_client``) this is :meth:`pipeline`.
+        Cluster this is :meth:`pipeline`.
         """
         if not commands:
             return []
@@ -156,11 +142,11 @@ class RedisLink:
 
         from ._resp import ReplyReader
 
-        where = f"Redis at {self.backend.host}:{self.backend.port}"
+        translate = self.connection.translate
         try:
             conn = pool.get_connection()
         except (RedisError, OSError) as err:
-            raise BackendUnavailable(f"{where} is unreachable: {err}") from err
+            raise translate(err) from err
         broken = True
         try:
             conn.send_packed_command(conn.pack_commands(commands))
@@ -180,17 +166,15 @@ class RedisLink:
             if error is not None:
                 raise error
             return replies
-        except TimeoutError as err:
-            raise BackendTimeout(f"{where} did not answer in time: {err}") from err
-        except (RedisError, OSError) as err:
-            raise BackendUnavailable(f"{where} is unreachable: {err}") from err
+        except (RedisError, OSError) as err:  # a timeout, a broken socket
+            raise translate(err) from err
         finally:
             if broken:
                 conn.disconnect()
             pool.release(conn)
 
     def _raw_pool(self) -> Any:
-        if getattr(self.backend, "cluster", None) or not hasattr(self.backend, "redis_client"):
+        if self.connection.cluster:
             return None
         client = self._raw
         if client is None:
@@ -212,5 +196,5 @@ class RedisLink:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._shas = {}
+        self._scripts = {}
         self._raw = None

@@ -6,7 +6,8 @@ that crashes while holding the lock would block every later run. These managers 
 give a lock an expiry (``hold_timeout``, 300 s by default), after which it is free again.
 
 - :class:`RedisLockManager` (for :class:`~prefect_memory.blocks.RedisMemory`): ``SET NX PX``
-  and compare-and-delete scripts, atomic across every process and machine.
+  and compare-and-delete scripts, atomic across every process and machine, sent through
+  the connection of the block's Redis backend (its TLS, ACL and Cluster settings).
 - :class:`MemoryLockManager` (every other block): the lock is an entry with a TTL in the
   namespace ``<namespace>/prefect-locks``, taken with a set-if-absent and released (or
   extended) with a compare-and-delete. On stores whose moves are atomic
@@ -33,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import ConfigError
 from ..keys import ns_token
 from ..memory import Memory
 
@@ -224,6 +225,9 @@ class MemoryLockManager:
 class RedisLockManager(MemoryLockManager):
     """Locks in Redis with ``SET NX PX``: atomic across processes, always expiring.
 
+    A lock is the string key ``<key_prefix>:lock:{<namespace token>}:<key>`` holding the
+    holder's id, with a Redis expiry.
+
     Args:
         block: A :class:`~prefect_memory.blocks.RedisMemory`.
         hold_timeout: Seconds after which a lock expires.
@@ -234,60 +238,46 @@ class RedisLockManager(MemoryLockManager):
         self, block: MemoryBlock, *, hold_timeout: float = 300.0, poll_interval: float = 0.05
     ) -> None:
         super().__init__(block, hold_timeout=hold_timeout, poll_interval=poll_interval)
-        self._client: Any = None
         self._scripts: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(_client=None, _scripts=None)
+        state.update(_scripts=None)
         return state
 
     def _redis(self) -> tuple[Any, Any]:
-        if self._client is None:
-            import redis
+        """The connection of the block's Redis backend and the two scripts."""
+        from ..plugins.redis.scripts import LuaScript
+        from ..shared._redis import redis_backend
 
-            block: Any = self.block
-            password = None if block.password is None else block.password.get_secret_value()
-            client = redis.Redis.from_url(
-                block.url,
-                password=password,
-                socket_timeout=block.timeout,
-                socket_connect_timeout=block.timeout,
-            )
-            self._scripts = (client.register_script(_ACQUIRE), client.register_script(_RELEASE))
-            self._client = client
-        return self._client, self._scripts
+        if self._scripts is None:
+            self._scripts = (LuaScript(_ACQUIRE), LuaScript(_RELEASE))
+        return redis_backend(self.block.memory).connection, self._scripts
 
     def _name(self, key: str) -> str:
         block: Any = self.block
         return f"{block.key_prefix}:lock:{{{ns_token(block.namespace)}}}:{key}"
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import redis
-
-        try:
-            return fn(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
-            raise BackendUnavailable(f"Redis lock manager: {type(err).__name__}") from err
-
     def _try_acquire(self, key: str, holder: str, hold: float) -> bool:
-        _, (acquire, _release) = self._redis()
+        conn, (acquire, _release) = self._redis()
         ms = max(int(hold * 1000), 1)
-        return bool(self._call(acquire, keys=[self._name(key)], args=[holder, ms]))
+        return bool(conn.run_script(acquire, [self._name(key)], [holder, ms]))
 
     def _release(self, key: str, holder: str) -> bool:
-        _, (_acquire, release) = self._redis()
-        return bool(self._call(release, keys=[self._name(key)], args=[holder]))
+        conn, (_acquire, release) = self._redis()
+        return bool(conn.run_script(release, [self._name(key)], [holder]))
 
     def _holder(self, key: str) -> str | None:
-        client, _ = self._redis()
-        value = self._call(client.get, self._name(key))
+        conn, _ = self._redis()
+        name = self._name(key)
+        value = conn.execute("GET", name, route=name)
         return None if value is None else value.decode("utf-8")
 
     def hold_remaining(self, key: str) -> float | None:
         """Seconds until the lock of ``key`` expires (``None`` when it is free)."""
-        client, _ = self._redis()
-        ms = self._call(client.pttl, self._name(key))
+        conn, _ = self._redis()
+        name = self._name(key)
+        ms = conn.execute("PTTL", name, route=name)
         return None if ms is None or ms < 0 else ms / 1000
 
 

@@ -2,7 +2,7 @@
 
 - :class:`SharedMemory`: a Memory with an in-process L1 that change broadcasts keep fresh.
 - Consistency per memory: ``pm.open_memory(url, consistency="strong", quorum=1, timeout=0.5)``
-  (see :class:`~prefect_memory.plugins.redisdb.RedisBackend`).
+  (see :class:`~prefect_memory.plugins.redis.backend.RedisBackend`).
 - CRDTs: :class:`GCounter`, :class:`PNCounter`, :class:`ORSet`, :class:`LWWMap`.
 - :class:`EventLog`: append, rebuild from a snapshot, broadcast of appended events.
 - :class:`Lease` / :class:`LeaderFollower`: leader election with fencing tokens.

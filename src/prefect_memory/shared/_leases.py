@@ -6,7 +6,7 @@ renew (or re-take) its own term, which keeps the token; once the term lapses, th
 holder gets a greater token, so a write carrying an older one can be refused.
 
 Example:
-    >>> from prefect_memory.plugins.redisdb import RedisBackend
+    >>> from prefect_memory.plugins.redis import RedisBackend
     >>> Terms(RedisBackend("redis://h:6379/0"), "pm:{x/lock/y}:").keys
     ['pm:{x/lock/y}:term', 'pm:{x/lock/y}:fence']
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import msgpack
 
-from ..plugins.redis_lua import LuaScript
-from ..plugins.redisdb import RedisBackend
+from ..plugins.redis.backend import RedisBackend
+from ..plugins.redis.scripts import LuaScript
 
 # KEYS: term (msgpack {holder, token}), fence counter. ARGV: holder, ms. Returns the token.
 _ACQUIRE = LuaScript("""

@@ -7,7 +7,7 @@ tokens never contain ``/``, so no name can collide with another's, nor with an e
 (``P:{N}:e:<key>``, whose tag holds no ``/``).
 
 Example:
-    >>> from prefect_memory.plugins.redisdb import RedisBackend
+    >>> from prefect_memory.plugins.redis import RedisBackend
     >>> backend = RedisBackend("redis://h:6379/0", key_prefix="app")
     >>> object_key(backend, "team:a", "gcounter", "visits/total")
     'app:{team%3Aa/gcounter/visits%2Ftotal}:'
@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..keys import ns_token
 from ..memory import Memory
 from ..plugins.base import Backend
-from ..plugins.redisdb import RedisBackend
+from ..plugins.redis.backend import RedisBackend
 
 
 def redis_backend(target: Any, **options: Any) -> RedisBackend:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..errors import BackendUnavailable
-from ..plugins.redisdb import RedisBackend
+from ..plugins.redis.backend import RedisBackend
 
 log = logging.getLogger(__name__)
 

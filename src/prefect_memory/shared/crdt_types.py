@@ -22,7 +22,7 @@ import msgpack
 from ..codecs import Codec
 from ..errors import ConfigError
 from ..memory import Memory
-from ..plugins.redis_lua import LuaScript
+from ..plugins.redis.scripts import LuaScript
 from . import crdt
 from ._redis import namespace_of, object_key, redis_backend
 

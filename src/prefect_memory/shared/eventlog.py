@@ -24,7 +24,7 @@ import msgpack
 
 from ..errors import ConfigError
 from ..memory import Memory
-from ..plugins.redis_lua import LuaScript
+from ..plugins.redis.scripts import LuaScript
 from ._redis import namespace_of, object_key, redis_backend
 from .broadcast import Listener
 

@@ -24,7 +24,7 @@ import msgpack
 
 from ..errors import ConfigError, FencingError
 from ..memory import Memory
-from ..plugins.redis_lua import LuaScript
+from ..plugins.redis.scripts import LuaScript
 from ._leases import Terms, pack
 from ._redis import namespace_of, object_key, redis_backend
 

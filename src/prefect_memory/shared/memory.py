@@ -32,7 +32,7 @@ from ..keys import validate_ttl
 from ..memory import Memory
 from ..plugins.base import Backend, Capabilities, Record
 from ..plugins.inprocess import InProcessBackend
-from ..plugins.redisdb import RedisBackend
+from ..plugins.redis.backend import RedisBackend
 from ._redis import redis_backend
 from .broadcast import Change, Listener, decode_changes, encode_changes
 

@@ -1,0 +1,660 @@
+"""Redis backend (``redis://host:port/db``, ``rediss://`` for TLS): shared, native expiry.
+
+Layout (``P`` = ``key_prefix``, ``N`` = :func:`~prefect_memory.keys.ns_token` of the namespace):
+
+- ``P:{N}:e:<key>``: one hash per entry with six fields: ``v`` the value; ``m`` the
+  metadata fixed by a write, msgpack ``[created, updated, ttl|false, sliding, [tags],
+  version]``; and the ones an access changes: ``n`` access count, ``a`` last access,
+  ``x`` expires at (``''``: never), ``s`` the ttl of a sliding entry (``''``: not sliding).
+  Six fields rather than one per attribute: a read costs Redis one field lookup and one
+  reply element per field, and the hot paths are bound by that server time. Expiry is
+  native: the hash carries a Redis TTL, so the server removes expired entries itself;
+  a sliding entry's TTL is pushed on every touch.
+- ``P:{N}:t:<tag>``: the tag index, a sorted set of keys scored by their ``expires_at``
+  (``+inf`` without expiry). Every write to it purges the expired members, and the set's
+  own TTL is that of its longest-lived member (none while a member never expires), so
+  it never grows with dead members. Rewriting or deleting a key removes it from the
+  sets of its old tags.
+
+The braces make ``N`` a Redis Cluster hash tag: all keys of a namespace live in one slot,
+so the multi-key Lua scripts of a namespace run on one node. Each script gets
+``P:{N}:`` as its only declared key (which routes it) and derives the entry and tag keys
+from it. Against a Cluster (detected with one ``INFO cluster`` when the first connection
+is made, or forced with ``cluster=True``) every request goes to the node serving its
+namespace's slot (``CLUSTER SLOTS``, refreshed on ``MOVED``), on the same lean connections.
+
+Consistency: ``consistency="strong"`` makes every write wait for ``quorum`` replicas to
+acknowledge it (``WAIT quorum timeout`` on the connection that wrote) and raise
+:class:`~prefect_memory.errors.ConsensusError` when fewer do within ``timeout``.
+Change notification: ``put_many``/``delete_many`` take ``notify=(channel, source)``; the
+script then PUBLISHes one message per batch (used by :mod:`prefect_memory.shared`).
+
+Hot paths are server-side Lua scripts (EVALSHA, reloaded on NOSCRIPT): ``put_many``,
+``get_many`` and ``delete_many`` are one call per batch. Keys, values and metadata travel
+as one msgpack blob (Redis's Lua has ``cmsgpack``) instead of thousands of command
+arguments, and ``get_many`` answers with one msgpack blob too; a batch whose records
+share their metadata (as ``Memory.set_many`` makes them) sends it once.
+
+Example:
+    >>> from prefect_memory.plugins.redis import RedisBackend
+    >>> backend = RedisBackend.from_url("redis://:s3cret@cache.local:6380/2", key_prefix="app")
+    >>> backend.url, backend.host, backend.port, backend.db, backend.key_prefix
+    ('redis://:***@cache.local:6380/2', 'cache.local', 6380, 2, 'app')
+    >>> "s3cret" in repr(backend)
+    False
+    >>> strong = RedisBackend.from_url("redis://h", consistency="strong", quorum=2, timeout=0.5)
+    >>> strong.consistency, strong.quorum, strong.timeout
+    ('strong', 2, 0.5)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import msgpack
+
+try:
+    import redis  # checked first, so that the registry can name the install
+except ImportError as _err:  # pragma: no cover - the registry turns this into a hint
+    raise ImportError(
+        "the redis:// backend needs redis-py: pip install 'prefect-memory[redis]'",
+        name="redis",
+    ) from _err
+
+from ...errors import ConfigError, InvalidTTLError
+from ...keys import glob_match, ns_token
+from ...urls import redact_url, split_credentials
+from ..base import Backend, Capabilities, Record, StoreUsage
+from .connection import (  # noqa: F401 - Connections, RedisConnector, SlotMap: re-exported
+    Connections,
+    RedisConnection,
+    RedisConnector,
+    Secret,
+    SlotMap,
+)
+from .scripts import DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED, LuaScript
+
+#: Options of ``from_url`` (besides ``ssl_*`` ones, which go to redis-py for ``rediss://``).
+_OPTIONS = frozenset(
+    {"timeout", "key_prefix", "max_connections", "password", "username", "consistency",
+     "quorum", "cluster"}
+)  # fmt: skip
+#: Options that may also come in the URL's query string.
+_QUERY_OPTIONS = ("timeout", "key_prefix", "max_connections", "consistency", "quorum", "cluster")
+#: Query parameters of the URL that stay in it for redis-py to parse.
+_URL_PASSTHROUGH = frozenset({"db"})
+_PREFIX_FORBIDDEN = frozenset("{}*?[]\\^ \t\r\n\x00")
+_SCAN_COUNT = 1000
+_REDIRECTS = 5  # most MOVED/ASK hops followed for one request
+
+_META = attrgetter(
+    "created_at", "updated_at", "last_access", "access_count", "expires_at", "ttl",
+    "sliding", "tags", "version",
+)  # fmt: skip
+_packb = msgpack.Packer(use_bin_type=False).pack  # Redis's cmsgpack knows no bin type
+_unpackb = msgpack.unpackb
+
+#: ``(channel, source)`` of a write that publishes its changes.
+Notify = tuple[str, str]
+
+
+def _redis_glob(pattern: str | None) -> str:
+    """A Redis MATCH glob matching at least every key the fnmatch ``pattern`` matches.
+
+    ``?`` matches one byte in Redis but one character in fnmatch, and the bracket syntaxes
+    differ, so ``?`` widens to ``*`` and a bracket or backslash ends the pattern with ``*``;
+    keys are filtered with the exact glob afterwards.
+    """
+    if not pattern:
+        return "*"
+    out: list[str] = []
+    for ch in pattern:
+        if ch in "*?[":
+            if not out or out[-1] != "*":
+                out.append("*")
+            if ch == "[":
+                break
+        elif ch in "\\]^":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class RedisBackend(Backend):
+    """Entries in Redis: hashes with native TTL, tag indexes, Lua scripts per batch.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
+        timeout: Seconds for connecting and for each reply; a dead server raises
+            :class:`~prefect_memory.errors.BackendUnavailable` within it. With
+            ``consistency="strong"`` also the longest wait for replica acknowledgements.
+        key_prefix: First part of every Redis key (no braces, glob characters or spaces).
+        max_connections: Bound of the connection pool (callers wait up to ``timeout`` for a
+            free connection); ``None`` for no bound.
+        password: Password (``str`` or pydantic ``SecretStr``); wins over one in the URL.
+        username: ACL user name; wins over one in the URL.
+        consistency: ``"eventual"`` (a write returns once the primary has it) or
+            ``"strong"`` (a write also waits until ``quorum`` replicas acknowledge it).
+        quorum: Replicas that must acknowledge a strong write (``WAIT quorum timeout``).
+        cluster: ``True`` for a Redis Cluster, ``False`` for a single server, ``None`` to
+            ask the server once (``INFO cluster``) when the first connection is made.
+        ssl_options: ``ssl_*`` keyword arguments of redis-py, for ``rediss://`` only.
+
+    Attributes:
+        connection: The :class:`~.connection.RedisConnection` every request goes through
+            (pools, Cluster routing, scripts, error translation); the analytics and shared
+            structures borrow it.
+    """
+
+    scheme: ClassVar[str] = "redis"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        native_ttl=True, server_scripts=True, atomic_moves=True, metadata_reads=True
+    )
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        timeout: float = 5.0,
+        key_prefix: str = "pm",
+        max_connections: int | None = None,
+        password: Any = None,
+        username: str | None = None,
+        consistency: str = "eventual",
+        quorum: int = 1,
+        cluster: bool | None = None,
+        ssl_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        url, url_password = split_credentials(url)  # a raw '/', '?', '#' or '@' in it
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("redis", "rediss"):
+            raise ConfigError(f"a Redis URL starts with redis:// or rediss://, got {scheme!r}")
+        try:
+            host = parts.hostname or "127.0.0.1"
+            port = parts.port or 6379
+        except ValueError:
+            raise ConfigError(f"invalid port in the Redis URL {redact_url(url)}") from None
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(k for k in query if k not in _URL_PASSTHROUGH and not k.startswith("ssl"))
+        if unknown:
+            raise ConfigError(f"unknown query options in the Redis URL: {', '.join(unknown)}")
+        if scheme == "redis" and (ssl_options or any(k.startswith("ssl") for k in query)):
+            raise ConfigError("ssl_* options need a rediss:// URL")
+        db_text = query.get("db") or parts.path.strip("/") or "0"
+        try:
+            db = int(db_text)
+        except ValueError:
+            raise ConfigError(f"the Redis database must be a number, got {db_text!r}") from None
+        timeout = _positive(timeout, "timeout")
+        if max_connections is not None and (
+            not isinstance(max_connections, int) or isinstance(max_connections, bool)
+            or max_connections < 1
+        ):  # fmt: skip
+            raise ConfigError(f"max_connections must be a positive int, got {max_connections!r}")
+        self.key_prefix = _check_prefix(key_prefix)
+        self.consistency, self.quorum = _check_consistency(consistency, quorum)
+        if cluster is not None and not isinstance(cluster, bool):
+            raise ConfigError(f"cluster must be True, False or None, got {cluster!r}")
+        if cluster and db:
+            raise ConfigError(f"a Redis Cluster has database 0 only, got {db}")
+        secret = password if password is not None else url_password
+        if secret is not None and not isinstance(secret, str):
+            if not callable(getattr(secret, "get_secret_value", None)):
+                raise ConfigError(
+                    f"password must be a str or a SecretStr, got {type(secret).__name__}"
+                )
+            secret = secret.get_secret_value()
+        hidden = Secret(secret) if secret else None
+        user = username if username is not None else (
+            unquote(parts.username) if parts.username else None
+        )  # fmt: skip
+        user = user or None
+        # The URL without credentials: shown by repr, and what the pool is built from.
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        shown = (user or "") + (":***" if hidden else "")
+        shown_query = urlencode(
+            [(k, "***" if "password" in k else v) for k, v in query.items() if k != "db"]
+        )
+        self.url = urlunsplit(
+            (scheme, f"{shown}@{netloc}" if shown else netloc, f"/{db}", shown_query, "")
+        )
+        self._bases: dict[str, str] = {}
+        self.connection = RedisConnection(
+            host, port, db, timeout=timeout, max_connections=max_connections, username=user,
+            password=hidden, scheme=scheme, cluster=cluster,
+            passthrough=urlencode({k: v for k, v in query.items() if k != "db"}),
+            ssl_options=dict(ssl_options or {}),
+            wait=(self.quorum, timeout) if self.consistency == "strong" else None,
+        )  # fmt: skip
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        """Build from ``redis://...`` or ``rediss://...`` and keyword options.
+
+        ``timeout``, ``key_prefix``, ``max_connections``, ``consistency``, ``quorum`` and
+        ``cluster`` may also be given in the query string (keyword options win).
+
+        Raises:
+            ConfigError: An option is unknown or invalid (every unknown one is named).
+        """
+        url, url_password = split_credentials(url)
+        if url_password is not None:
+            options.setdefault("password", Secret(url_password))
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        kept = []
+        for name, value in query:
+            if name in _QUERY_OPTIONS:
+                options.setdefault(name, _from_query(name, value))
+            else:
+                kept.append((name, value))
+        url = urlunsplit(parts._replace(query=urlencode(kept)))
+        ssl_options = {k: options.pop(k) for k in list(options) if k.startswith("ssl_")}
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown redis:// options: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(_OPTIONS))}, ssl_* for rediss://)"
+            )
+        return cls(url, ssl_options=ssl_options, **options)
+
+    # -- settings, kept by the connection -------------------------------------------------
+    @property
+    def host(self) -> str:
+        """Host of the (seed) server."""
+        return self.connection.host
+
+    @property
+    def port(self) -> int:
+        """Port of the (seed) server."""
+        return self.connection.port
+
+    @property
+    def db(self) -> int:
+        """Database number."""
+        return self.connection.db
+
+    @property
+    def timeout(self) -> float:
+        """Seconds for connecting, for each reply and for replica acknowledgements."""
+        return self.connection.timeout
+
+    @property
+    def max_connections(self) -> int | None:
+        """Bound of the connections of one node (``None``: no bound)."""
+        return self.connection.max_connections
+
+    @property
+    def username(self) -> str | None:
+        """ACL user name (``None``: the default user)."""
+        return self.connection.username
+
+    @property
+    def ssl_options(self) -> dict[str, Any]:
+        """``ssl_*`` keyword arguments of redis-py (``rediss://``)."""
+        return self.connection.ssl_options
+
+    @property
+    def cluster(self) -> bool | None:
+        """``True`` on a Redis Cluster (``None`` until the first connection tells)."""
+        return self.connection.cluster
+
+    @cluster.setter
+    def cluster(self, value: bool | None) -> None:
+        self.connection.cluster = value
+
+    @property
+    def _client(self) -> Connections | None:
+        """The connections of the seed node (``None`` before the first request)."""
+        return self.connection._pool
+
+    @property
+    def _slots(self) -> SlotMap | None:
+        """The slot map of a Cluster (``None`` before the first routed request)."""
+        return self.connection._slots
+
+    def _base(self, ns: str) -> str:
+        base = self._bases.get(ns)
+        if base is None:
+            if len(self._bases) > 4096:
+                self._bases.clear()
+            base = self._bases[ns] = f"{self.key_prefix}:{{{ns_token(ns)}}}:"
+        return base
+
+    def ping(self) -> None:
+        self.connection.request("PING")
+
+    def close(self) -> None:
+        """Close the connections (the next request reconnects)."""
+        self.connection.close()
+
+    # -- for the layers above (prefect_memory.shared, analytics): see :attr:`connection` ------
+    def execute(self, *args: Any, route: str | None = None) -> Any:
+        """Send one raw command (see :meth:`.RedisConnection.execute`)."""
+        return self.connection.execute(*args, route=route)
+
+    def run_script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Any] = (),
+        *,
+        wait: bool = False,
+    ) -> Any:
+        """Run a Lua script on the node of ``keys[0]`` (see :meth:`.RedisConnection.run_script`)."""
+        return self.connection.run_script(script, keys, args, wait=wait)
+
+    def redis_client(self, **overrides: Any) -> redis.Redis:
+        """A plain redis-py client of the seed node (see :meth:`.RedisConnection.redis_client`)."""
+        return self.connection.redis_client(**overrides)
+
+    def usage(self) -> StoreUsage:
+        """``used_memory`` against ``maxmemory`` (``INFO memory``; no limit when 0)."""
+        reply = self.connection.request("INFO", "memory")
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return StoreUsage(
+            used_bytes=int(info["used_memory"]),
+            limit_bytes=int(info.get("maxmemory", "0") or 0) or None,
+            details={"maxmemory_policy": info.get("maxmemory_policy")},
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_bases"] = {}
+        state["connection"] = copy.copy(self.connection)  # its settings, never its sockets
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "connection" not in state:  # pickled before the connection was its own object
+            state = dict(state)
+            for name in ("_client", "_slots", "_pool_url"):
+                state.pop(name, None)
+            state["connection"] = RedisConnection(
+                state.pop("host"), state.pop("port"), state.pop("db"),
+                timeout=state.pop("timeout"), max_connections=state.pop("max_connections"),
+                username=state.pop("username"), password=state.pop("_password"),
+                scheme=state.pop("_scheme"), passthrough=state.pop("_passthrough"),
+                ssl_options=state.pop("ssl_options"), cluster=state.pop("cluster"),
+                wait=state.pop("_wait"),
+            )  # fmt: skip
+        super().__setstate__(state)
+
+    # -- protocol -------------------------------------------------------------------------
+    def get_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        if not keys:
+            return {}
+        if not isinstance(keys, (list, tuple)):
+            keys = list(keys)
+        raw = self.connection.request(
+            1, self._base(ns), now, b"1" if touch else b"0", _packb(keys), script=GET
+        )
+        out: dict[str, Record] = {}
+        metas: dict[bytes, tuple[Any, ...]] = {}  # a batch written together shares its m
+        for v, m, n, a, x, i in _unpackb(raw, raw=True):
+            meta = metas.get(m)
+            if meta is None:
+                c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
+                meta = metas[m] = (c, u, l or None, s, tuple(tags), r)
+            c, u, l, s, tags, r = meta  # noqa: E741
+            out[keys[i - 1]] = Record(v, c, u, a, n, x or None, l, s, tags, r)
+        return out
+
+    def put_many(
+        self, ns: str, records: Mapping[str, Record], *, now: float, notify: Notify | None = None
+    ) -> None:
+        """Upsert ``records``; ``notify=(channel, source)`` publishes the batch's changes."""
+        self._put(ns, records, now=now, notify=notify, absent=False)
+
+    def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Write the records whose key has no live entry, atomically (one script call)."""
+        return set(self._put(ns, records, now=now, notify=None, absent=True))
+
+    def delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
+    ) -> set[str]:
+        """Delete keys still holding the write ``(version, updated_at)``, atomically."""
+        if not expected:
+            return set()
+        items = [[key, int(token[0]), float(token[1])] for key, token in expected.items()]
+        gone = self.connection.request(
+            1, self._base(ns), now, _packb(items), script=DELETE, wait=self.connection.wait
+        )
+        return {key.decode("utf-8") for key in gone}
+
+    def _put(
+        self,
+        ns: str,
+        records: Mapping[str, Record],
+        *,
+        now: float,
+        notify: Notify | None,
+        absent: bool,
+    ) -> list[str]:
+        if not records:
+            return []
+        keys = list(records)
+        recs = list(records.values())
+        metas = list(map(_META, recs))
+        first = metas[0]
+        mode = 2 if absent else 0
+        if metas.count(first) == len(metas):  # one header for the batch
+            _check_expiry(keys[0], first, now)
+            flat: list[Any] = [None] * (6 + 2 * len(keys))
+            flat[:6] = (mode + 1, *_put_meta(first))
+            flat[6::2] = keys
+            flat[7::2] = [rec.value for rec in recs]
+        else:
+            flat = [mode]
+            for key, rec, meta in zip(keys, recs, metas, strict=True):
+                _check_expiry(key, meta, now)
+                flat += (key, rec.value, *_put_meta(meta))
+        extra = () if notify is None else (notify[0], ns, notify[1])
+        reply = self.connection.request(
+            1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=self.connection.wait
+        )
+        return [key.decode("utf-8") for key in reply] if absent else keys
+
+    def delete_many(
+        self, ns: str, keys: Sequence[str], *, now: float, notify: Notify | None = None
+    ) -> int:
+        """Delete ``keys``; ``notify=(channel, source)`` publishes the batch's deletions."""
+        if not keys:
+            return 0
+        extra = () if notify is None else (notify[0], ns, notify[1])
+        return int(
+            self.connection.request(
+                1,
+                self._base(ns),
+                now,
+                _packb(list(keys)),
+                *extra,
+                script=DELETE,
+                wait=self.connection.wait,
+            )
+        )
+
+    def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
+        """One pipeline of ``HMGET <entry> m n a x`` and ``HSTRLEN <entry> v`` per key: the
+        metadata and the stored size of the value, never the value."""
+        if not keys:
+            return {}
+        base = self._base(ns)
+        prefix = base + "e:"
+        commands: list[tuple[Any, ...]] = []
+        for key in keys:
+            entry = prefix + key
+            commands += (("HMGET", entry, "m", "n", "a", "x"), ("HSTRLEN", entry, "v"))
+        replies = self.connection.request(pipeline=commands, route=base)
+        out: dict[str, Record] = {}
+        for key, (m, n, a, x), size in zip(keys, replies[::2], replies[1::2], strict=True):
+            expires = float(x) if x else None
+            if m is None or (expires is not None and expires <= now):
+                continue
+            c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
+            last = float(a) if a else float(c)
+            count = int(n or 0)
+            out[key] = Record(
+                b"", c, u, last, count, expires, l or None, s, tuple(tags), r, stored_size=size
+            )
+        return out
+
+    def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
+        """One pipeline of ``HGET <entry> x``: only the expiry travels, never the value.
+
+        (Rather than ``EXISTS``: an entry that ``now`` finds expired but Redis has not
+        dropped yet, e.g. under a caller's own clock, is not live, as for ``get_many``.)
+        """
+        if not keys:
+            return set()
+        base = self._base(ns)
+        prefix = base + "e:"
+        if len(keys) == 1:
+            found = [self.connection.request("HGET", prefix + keys[0], "x", route=base)]
+        else:
+            found = self.connection.request(
+                pipeline=[("HGET", prefix + key, "x") for key in keys], route=base
+            )
+        return {
+            key for key, x in zip(keys, found, strict=True) if x is not None and _live_x(x, now)
+        }
+
+    def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
+        base = self._base(ns)
+        prefix = base + "e:"
+        start = len(prefix.encode())
+        for name in self._scan_names(prefix + _redis_glob(pattern), base):
+            key = name[start:].decode("utf-8", "surrogateescape")
+            if glob_match(key, pattern):
+                yield key
+
+    def _scan_names(self, match: str, route: str) -> Iterator[bytes]:
+        """Yield the Redis key names matching ``match`` on the node of ``route`` (each once)."""
+        seen: set[bytes] = set()
+        cursor: bytes | int = 0
+        while True:
+            cursor, found = self.connection.request(
+                "SCAN", cursor, "MATCH", match, "COUNT", _SCAN_COUNT, route=route
+            )
+            for name in found:
+                if name not in seen:  # SCAN may return a key twice
+                    seen.add(name)
+                    yield name
+            if int(cursor) == 0:
+                return
+
+    def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        tags = list(tags)
+        if not tags:
+            return set()
+        found = self.connection.request(1, self._base(ns), now, _packb(tags), script=TAGGED)
+        return {key.decode("utf-8", "surrogateescape") for key in found}
+
+    def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
+        removed = super().clear(ns, now=now, batch_size=batch_size)
+        # Tag indexes left over (members that expired natively): drop them all.
+        base = self._base(ns)
+        names = list(self._scan_names(base + "t:*", base))
+        for start in range(0, len(names), batch_size):
+            self.connection.request("DEL", *names[start : start + batch_size], route=base)
+        return removed
+
+    def purge_expired(self, ns: str, *, now: float) -> int:
+        """Nothing to do: Redis removes expired entries itself."""
+        return 0
+
+
+def _check_consistency(consistency: Any, quorum: Any) -> tuple[str, int]:
+    if consistency not in ("eventual", "strong"):
+        raise ConfigError(f"consistency must be 'eventual' or 'strong', got {consistency!r}")
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
+        raise ConfigError(f"quorum must be a positive int (replicas), got {quorum!r}")
+    return consistency, quorum
+
+
+def _live_x(x: bytes, now: float) -> bool:
+    """Whether the ``x`` field of an entry is live at ``now``, read as the scripts read it
+    (``tonumber``: empty or not a number is no expiry)."""
+    try:
+        return not x or float(x) > now
+    except ValueError:
+        return True
+
+
+def _check_expiry(key: str, meta: tuple[Any, ...], now: float) -> None:
+    """Refuse a record whose expiry ``PEXPIRE`` cannot take, before anything is sent.
+
+    (The put script checks it too, before its first write, against any other caller.)
+    """
+    expires_at, ttl, sliding = meta[4], meta[5], meta[6]
+    for value, what, base in (
+        (expires_at, "expires_at", now),
+        (ttl if sliding else None, "ttl", 0),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidTTLError(f"entry {key!r}: {what} must be a number, got {value!r}")
+        if not (value - base) * 1000 <= MAX_EXPIRY_MS or (what == "ttl" and not value > 0):
+            raise InvalidTTLError(
+                f"entry {key!r}: {what} {value!r} is out of the range Redis holds "
+                f"(at most {MAX_EXPIRY_MS // 1000} seconds from now)"
+            )
+
+
+def _put_meta(meta: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``(m, n, a, x, s)`` of the put script for ``_META`` of a record."""
+    created, updated, last_access, count, expires_at, ttl, sliding, tags, version = meta
+    m = _packb(
+        [created, updated, False if ttl is None else ttl, bool(sliding), list(tags), version]
+    )
+    return (
+        m,
+        count,
+        last_access,
+        "" if expires_at is None else expires_at,
+        ttl if sliding and ttl is not None else "",
+    )
+
+
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    if math.isinf(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(f"key_prefix must be a non-empty str, got {prefix!r}")
+    bad = sorted(set(prefix) & _PREFIX_FORBIDDEN)
+    if bad:
+        raise ConfigError(
+            f"key_prefix may not contain braces, glob characters or whitespace, got {prefix!r} "
+            f"(offending: {''.join(bad)!r})"
+        )
+    return prefix
+
+
+def _from_query(name: str, value: str) -> Any:
+    if name in ("key_prefix", "consistency"):
+        return value
+    if name == "cluster":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no", "auto"):
+            raise ConfigError(f"cluster in the Redis URL must be true, false or auto: {value!r}")
+        return None if value.lower() == "auto" else value.lower() in ("true", "1", "yes")
+    try:
+        return float(value) if name == "timeout" else int(value)
+    except ValueError:
+        raise ConfigError(f"{name} in the Redis URL must be a number, got {value!r}") from None
