@@ -2,7 +2,11 @@
 
 Issue 16 split ``prefect_memory.resilience`` into the hybrid machinery
 (:mod:`prefect_memory.hybrid`) and resilience proper; ``resilience/lanes.py`` became
-``hybrid/pending.py``.
+``hybrid/pending.py``. Modules whose names did not say their job were renamed: ``_twins`` ->
+``aio``, ``_exports`` -> ``lazy_exports``, ``lazy`` -> ``lazy_view``, ``blocks/parts`` ->
+``blocks/composite_parts``, ``blocks/payloads`` -> ``blocks/result_payloads``, ``shared/memory``
+-> ``shared/cached``, ``plugins/_paths`` -> ``plugins/local_paths`` and ``plugins/_sqlite`` ->
+``plugins/sqlite_wal``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ MOVED_MODULES = {
     "prefect_memory.resilience.journal": "prefect_memory.hybrid.journal",
     "prefect_memory.resilience.fallback": "prefect_memory.hybrid.fallback",
     "prefect_memory.resilience.sync": "prefect_memory.hybrid.sync",
+    "prefect_memory._twins": "prefect_memory.aio",
+    "prefect_memory._exports": "prefect_memory.lazy_exports",
+    "prefect_memory.lazy": "prefect_memory.lazy_view",
+    "prefect_memory.blocks.parts": "prefect_memory.blocks.composite_parts",
+    "prefect_memory.blocks.payloads": "prefect_memory.blocks.result_payloads",
+    "prefect_memory.shared.memory": "prefect_memory.shared.cached",
+    "prefect_memory.plugins._paths": "prefect_memory.plugins.local_paths",
+    "prefect_memory.plugins._sqlite": "prefect_memory.plugins.sqlite_wal",
 }
 
 #: every name ``prefect_memory.resilience`` exported before the split
@@ -66,6 +78,31 @@ FORMER_NAMES = {
     "prefect_memory.resilience.journal": ("Journal", "Entry", "Doubt", "pack_record"),
     "prefect_memory.resilience.fallback": ("FallbackReads", "apply_entries", "coalesce", "merge"),
     "prefect_memory.resilience.sync": ("SyncReport", "reconcile"),
+    "prefect_memory._twins": ("async_twin",),
+    "prefect_memory._exports": ("lazy_exports",),
+    "prefect_memory.lazy": ("LazyView",),
+    "prefect_memory.blocks.parts": (
+        "MemoryTier",
+        "TierRule",
+        "StoreBlock",
+        "STORE_BLOCKS",
+        "fix_part_types",
+        "resolve_reference",
+        "tier_references",
+    ),
+    "prefect_memory.blocks.payloads": (
+        "MIN_SIGNING_KEY_LENGTH",
+        "READ_GRACE_SECONDS",
+        "RESULT_TAG",
+        "ResultSignatureError",
+        "_RecentReads",
+        "payload_kind",
+        "sign_result",
+        "verify_result",
+    ),
+    "prefect_memory.shared.memory": ("SharedBackend", "SharedMemory"),
+    "prefect_memory.plugins._paths": ("local_path_from_url",),
+    "prefect_memory.plugins._sqlite": ("connect_wal",),
 }
 
 
@@ -162,6 +199,33 @@ def test_a_hybrid_memory_pickled_under_its_former_name_loads(tmp_path: Path) -> 
     clone = pickle.loads(_as_before_the_move(blob))
     assert type(clone) is pm.HybridMemory
     assert clone.get("k") == 1
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_MODULES))
+def test_a_former_module_path_can_be_imported_first(old: str) -> None:
+    """A fresh process that imports only the former path gets the new module."""
+    code = (
+        "import importlib\n"
+        f"old = importlib.import_module({old!r})\n"
+        f"assert old is importlib.import_module({MOVED_MODULES[old]!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_renamed_modules_objects_pickled_under_their_former_names_load() -> None:
+    from prefect_memory.blocks import ResultSignatureError, TierRule
+
+    rule = TierRule(**{"from": "hot", "to": "cold", "condition": "idle > 1h"})
+    error = ResultSignatureError("the stored result 'r' has a wrong signature")
+    for obj in (rule, error):
+        blob = _as_before_the_move(pickle.dumps(obj, protocol=0))
+        assert b"prefect_memory.blocks.parts\n" in blob or b"blocks.payloads\n" in blob
+        clone = pickle.loads(blob)
+        assert type(clone) is type(obj)
+    assert pickle.loads(_as_before_the_move(pickle.dumps(rule, protocol=0))) == rule
 
 
 def test_the_journal_file_is_unchanged(tmp_path: Path) -> None:

@@ -1,27 +1,11 @@
-"""Derive the async twin of a blocking method, so that each body is written once."""
+"""Moved to :mod:`prefect_memory.aio`; this former path is the same module.
 
-from __future__ import annotations
+Kept so that imports and pickles made before the move (which name
+``prefect_memory._twins``) keep working.
+"""
 
-import asyncio
-import functools
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+import sys
 
-P = ParamSpec("P")
-R = TypeVar("R")
+from . import aio as _moved
 
-
-def async_twin(method: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Return an ``async`` version of ``method`` that runs it in a worker thread.
-
-    The event loop never blocks on a store; the body exists once, in the sync method.
-    """
-
-    @functools.wraps(method)
-    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
-        return await asyncio.to_thread(method, *args, **kwargs)
-
-    twin.__name__ = "a" + method.__name__
-    twin.__qualname__ = twin.__qualname__.rsplit(".", 1)[0] + "." + twin.__name__
-    twin.__doc__ = f"Async twin of :meth:`{method.__name__}` (same arguments and result)."
-    return twin
+sys.modules[__name__] = _moved

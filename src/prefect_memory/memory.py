@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._twins import async_twin
+from .aio import async_twin
 from .codecs import Codec
 from .errors import ConfigError, EntryNotFound, SerializationError
 from .keys import (
@@ -40,7 +40,7 @@ from .keys import (
 from .plugins.base import Backend, Record
 
 if TYPE_CHECKING:
-    from .lazy import LazyView
+    from .lazy_view import LazyView
 
 _UNSET: Any = object()
 TTL = float | int | _dt.timedelta | None
@@ -413,7 +413,7 @@ class Memory:
 
     def lazy(self) -> LazyView:
         """A mapping view loading each value on first access and keeping it locally."""
-        from .lazy import LazyView
+        from .lazy_view import LazyView
 
         return LazyView(self)
 

@@ -3,13 +3,16 @@
 Generated passwords often hold ``/``, ``?``, ``#``, ``@``, ``:`` or ``%`` unencoded, which
 ``urllib`` reads as the path, the query or the fragment: these helpers read the user info
 up to the LAST ``@`` that a host follows. Blocks, the CLI and the stores use them to move a
-password into a secret field and to show a URL without its secrets. No Prefect import:
+password into a secret field and to show a URL without its secrets; every store keeps
+its credentials in a :class:`Secret`. No Prefect import (nor pydantic):
 ``prefect-memory info`` starts without Prefect.
 """
 
 from __future__ import annotations
 
+import base64
 import re
+from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 #: A query option whose name holds one of these carries a secret (masked, or moved to a field).
@@ -97,4 +100,73 @@ def redact_url(url: str) -> str:
     return f"{head}?{''.join(masked)}{hash_}{fragment}"
 
 
-__all__ = ["SECRET_WORDS", "redact_url", "split_credentials"]
+#: Not a cipher: only keeps a credential's plain text out of pickled bytes (see Secret).
+_MASK = b"prefect-memory/storage-options-mask"
+
+
+class Secret:
+    """A credential (a password, an S3 secret, a URL with passwords): masked everywhere.
+
+    ``repr``, ``str``, error messages and logs show ``**********``; the plain text is
+    taken out only to build a client. A pickle must let another process reach the store,
+    so it carries the credential, but never as plain text (it is masked, not encrypted:
+    whoever can read a pickle of a store can use its credentials). The one wrapper of
+    every store (``plugins.redis.connection.Secret``, ``plugins.mongodb._Secret`` and
+    ``plugins.fs.SecretOption`` are this class); pickles made with those old classes load.
+
+    Example:
+        >>> import pickle
+        >>> secret = Secret("s3cr3t")
+        >>> secret, str(secret), b"s3cr3t" in pickle.dumps(secret)
+        (Secret('**********'), '**********', False)
+        >>> pickle.loads(pickle.dumps(secret)).get_secret_value()
+        's3cr3t'
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """The plain text (for a client's constructor only)."""
+        return self._value
+
+    @property
+    def value(self) -> str:
+        """The plain text, under the name the MongoDB wrapper gave it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and self._value == other._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _unmask, (_mask(self._value),)
+
+    def __setstate__(self, state: str) -> None:
+        # Pickles of the old Redis and MongoDB wrappers: the plain text as the state.
+        self._value = state
+
+
+def _mask(text: str) -> str:
+    data = text.encode("utf-8")
+    pad = _MASK * (len(data) // len(_MASK) + 1)
+    return base64.b64encode(bytes(b ^ m for b, m in zip(data, pad, strict=False))).decode()
+
+
+def _unmask(masked: str) -> Secret:
+    data = base64.b64decode(masked)
+    pad = _MASK * (len(data) // len(_MASK) + 1)
+    return Secret(bytes(b ^ m for b, m in zip(data, pad, strict=False)).decode("utf-8"))
+
+
+__all__ = ["SECRET_WORDS", "Secret", "redact_url", "split_credentials"]

@@ -169,7 +169,7 @@ def test_ttl_takes_a_timedelta() -> None:
 
 def test_refresh_and_compression_are_applied(tmp_path: Path) -> None:
     from prefect_memory.blocks import HybridMemory, TieredMemory
-    from prefect_memory.blocks.parts import MemoryTier
+    from prefect_memory.blocks.composite_parts import MemoryTier
 
     sqlite = SqliteMemory(path=str(tmp_path / "m.db"), ttl=60, refresh=True, compression=True)
     hybrid = HybridMemory(primary=InProcessMemory(name=f"h-{tmp_path.name}"),

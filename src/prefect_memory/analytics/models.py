@@ -15,14 +15,14 @@ Example:
 
 import datetime as _dt
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
+from ..tabular.models import UtcTimestamp  # one definition (re-exported: the old name stays)
 
 
 def _is_label_object(text: object) -> bool:

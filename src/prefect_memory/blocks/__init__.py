@@ -18,10 +18,10 @@ from __future__ import annotations
 from .archive import ParquetArchiveMemory
 from .base import MemoryBlock
 from .composite import HybridMemory, TieredMemory
+from .composite_parts import MemoryTier, TierRule
 from .from_config import ConfigBlocks, blocks_from_config
 from .local import InProcessMemory, JsonMemory, SqliteMemory
 from .locks import MemoryLockManager, RedisLockManager
-from .parts import MemoryTier, TierRule
 from .remote import MongoMemory, RedisMemory, S3Memory
 from .results import ResultNotFound, ResultSignatureError, StoredResult
 

@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pydantic import Field, field_validator
 
 from ..errors import ConfigError
-from ..plugins._paths import local_path_from_url
+from ..plugins.local_paths import local_path_from_url
 from ..units import parse_size
 from .base import MemoryBlock
 from .remote import S3Access, check_bucket_url

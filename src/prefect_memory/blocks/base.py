@@ -34,11 +34,11 @@ from prefect.blocks.system import Secret
 from prefect.filesystems import WritableFileSystem
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from .._twins import async_twin
+from ..aio import async_twin
 from ..errors import PrefectMemoryError
 from ..keys import MAX_TTL, validate_namespace
 from ..memory import _UNSET, TTL, EntryInfo, Memory
-from .payloads import MIN_SIGNING_KEY_LENGTH, _RecentReads
+from .result_payloads import MIN_SIGNING_KEY_LENGTH, _RecentReads
 from .results import ResultStorageMixin
 
 #: Base URL of the documentation site (the ``site_url`` of ``mkdocs.yml`` when it has one).

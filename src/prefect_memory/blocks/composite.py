@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from .._twins import async_twin
+from ..aio import async_twin
 from ..memory import Memory
 from .base import MemoryBlock
-from .locks import MemoryLockManager, RedisLockManager
-from .parts import (
+from .composite_parts import (
     MemoryTier,
     StoreBlock,
     TierRule,
@@ -44,6 +43,7 @@ from .parts import (
     resolve_reference,
     tier_references,
 )
+from .locks import MemoryLockManager, RedisLockManager
 
 if TYPE_CHECKING:
     from ..hybrid import SyncReport

@@ -52,8 +52,8 @@ from ..units import parse_duration
 from .archive import ParquetArchiveMemory
 from .base import MemoryBlock
 from .composite import HybridMemory, TieredMemory, slugify
+from .composite_parts import MemoryTier
 from .local import InProcessMemory, JsonMemory, SqliteMemory
-from .parts import MemoryTier
 from .remote import MongoMemory, RedisMemory, S3Memory
 
 _NAME = re.compile(r"^[a-z0-9-]+$")

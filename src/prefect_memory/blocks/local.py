@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import Field, field_validator
 
-from ..plugins._paths import local_path_from_url
+from ..plugins.local_paths import local_path_from_url
 from .base import MemoryBlock
 from .remote import check_scheme
 

@@ -37,7 +37,7 @@ Example:
     >>> block.read_path("result-1", _sync=True)
     Traceback (most recent call last):
     ...
-    prefect_memory.blocks.payloads.ResultSignatureError: the stored result 'result-1' ...
+    prefect_memory.blocks.result_payloads.ResultSignatureError: the stored result 'result-1' ...
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 
-from .._twins import async_twin
+from ..aio import async_twin
 from ..errors import EntryNotFound, SerializationError
 from ..memory import Memory
-from .payloads import (
+from .result_payloads import (
     FLOW_TAG,
     MIN_SIGNING_KEY_LENGTH,
     READ_GRACE_SECONDS,

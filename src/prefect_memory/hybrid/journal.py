@@ -50,8 +50,8 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..errors import BackendUnavailable
-from ..plugins._sqlite import connect_wal
 from ..plugins.base import Record
+from ..plugins.sqlite_wal import connect_wal
 
 try:
     import fcntl

@@ -160,18 +160,56 @@ class Record:
         return replace(self, value=b"", stored_size=self.size)
 
 
+# The names of a record's fields in stored documents, hashes and headers (MongoDB, JSON
+# file, fsspec objects, Redis hashes): one letter each, to keep every stored entry small.
+# The letters are the on-disk format: they never change (a store written before reads the
+# same after); Python code names them through these constants, never through bare letters
+# (the Lua scripts of plugins/redis/scripts.py spell the Redis hash fields in their text).
+F_KEY = "k"  #: the key (documents that do not keep it in their id)
+F_VALUE = "v"  #: the encoded value
+F_CREATED = "c"  #: ``created_at``
+F_UPDATED = "u"  #: ``updated_at``
+F_ACCESSED = "a"  #: ``last_access``
+F_ACCESS_COUNT = "n"  #: ``access_count``
+F_EXPIRES = "x"  #: ``expires_at`` (``None``: never)
+F_TTL = "l"  #: ``ttl`` (``None``: no TTL)
+F_SLIDING = "s"  #: ``sliding`` (Redis hashes: the TTL of a sliding entry)
+F_TAGS = "g"  #: ``tags`` (a list)
+F_VERSION = "r"  #: ``version``
+F_META = "m"  #: Redis hashes: the metadata fixed by a write, in one msgpack field
+
+#: Each :class:`Record` attribute and the letter that stores it (a table to read; the
+#: stores use the constants above).
+FIELD_OF: Mapping[str, str] = {
+    "created_at": F_CREATED,
+    "updated_at": F_UPDATED,
+    "last_access": F_ACCESSED,
+    "access_count": F_ACCESS_COUNT,
+    "expires_at": F_EXPIRES,
+    "ttl": F_TTL,
+    "sliding": F_SLIDING,
+    "tags": F_TAGS,
+    "version": F_VERSION,
+}
+
+
 def record_fields(record: Record) -> dict[str, Any]:
-    """The metadata of a record as a short-keyed dict (for stores that keep documents)."""
+    """The metadata of a record as a short-keyed dict (for stores that keep documents).
+
+    Example:
+        >>> record_fields(Record(b"v", 1.0, 2.0, 3.0, tags=("t",)))
+        {'c': 1.0, 'u': 2.0, 'a': 3.0, 'n': 0, 'x': None, 'l': None, 's': False, 'g': ['t'], 'r': 1}
+    """
     return {
-        "c": record.created_at,
-        "u": record.updated_at,
-        "a": record.last_access,
-        "n": record.access_count,
-        "x": record.expires_at,
-        "l": record.ttl,
-        "s": record.sliding,
-        "g": list(record.tags),
-        "r": record.version,
+        F_CREATED: record.created_at,
+        F_UPDATED: record.updated_at,
+        F_ACCESSED: record.last_access,
+        F_ACCESS_COUNT: record.access_count,
+        F_EXPIRES: record.expires_at,
+        F_TTL: record.ttl,
+        F_SLIDING: record.sliding,
+        F_TAGS: list(record.tags),
+        F_VERSION: record.version,
     }
 
 
@@ -179,15 +217,15 @@ def record_from_fields(fields: Mapping[str, Any], value: bytes) -> Record:
     """Inverse of :func:`record_fields`, with the value."""
     return Record(
         value,
-        fields["c"],
-        fields["u"],
-        fields["a"],
-        fields["n"],
-        fields["x"],
-        fields["l"],
-        fields["s"],
-        tuple(fields["g"]),
-        fields["r"],
+        fields[F_CREATED],
+        fields[F_UPDATED],
+        fields[F_ACCESSED],
+        fields[F_ACCESS_COUNT],
+        fields[F_EXPIRES],
+        fields[F_TTL],
+        fields[F_SLIDING],
+        tuple(fields[F_TAGS]),
+        fields[F_VERSION],
     )
 
 

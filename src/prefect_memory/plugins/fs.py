@@ -45,7 +45,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import functools
@@ -71,8 +70,26 @@ from ..errors import (
     PrefectMemoryError,
 )
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
+from ..urls import Secret
+from ..urls import _unmask as _unmask  # old pickles of SecretOption name plugins.fs._unmask
 from . import fs_atomic as atomic
-from .base import Backend, Capabilities, Record, record_fields, record_from_fields
+from .base import (
+    F_ACCESS_COUNT,
+    F_ACCESSED,
+    F_CREATED,
+    F_EXPIRES,
+    F_KEY,
+    F_SLIDING,
+    F_TAGS,
+    F_TTL,
+    F_UPDATED,
+    F_VERSION,
+    Backend,
+    Capabilities,
+    Record,
+    record_fields,
+    record_from_fields,
+)
 
 MAGIC = b"PMR1"
 _HEAD = struct.Struct(">4sI")
@@ -96,62 +113,31 @@ _S3_REFUSED = frozenset({
 })  # fmt: skip
 #: ``storage_options`` names (top level or in ``client_kwargs``) whose values are credentials.
 _SECRET_OPTION = re.compile(r"secret|token|password|passwd|credential|account_key|sas", re.I)
-#: Not a cipher: only keeps a credential's plain text out of pickled bytes (see SecretOption).
-_MASK = b"prefect-memory/storage-options-mask"
-
 log = logging.getLogger(__name__)
 
 
-class SecretOption(SecretStr):
-    """A credential of ``storage_options`` (e.g. the S3 ``secret``): masked everywhere.
-
-    ``repr``, ``str``, error messages and logs show ``**********``; the plain text is
-    taken out only to build the fsspec filesystem. A pickle must let another process
-    reach the store, so it carries the credential, but never as plain text (it is masked,
-    not encrypted: whoever can read a pickle of a store can use its credentials).
-
-    Example:
-        >>> import pickle
-        >>> secret = SecretOption("s3cr3t")
-        >>> secret, b"s3cr3t" in pickle.dumps(secret)
-        (SecretOption('**********'), False)
-        >>> pickle.loads(pickle.dumps(secret)).get_secret_value()
-        's3cr3t'
-    """
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return _unmask, (_mask(self.get_secret_value()),)
-
-
-def _mask(text: str) -> str:
-    data = text.encode("utf-8")
-    pad = _MASK * (len(data) // len(_MASK) + 1)
-    return base64.b64encode(bytes(b ^ m for b, m in zip(data, pad, strict=False))).decode()
-
-
-def _unmask(masked: str) -> SecretOption:
-    data = base64.b64decode(masked)
-    pad = _MASK * (len(data) // len(_MASK) + 1)
-    return SecretOption(bytes(b ^ m for b, m in zip(data, pad, strict=False)).decode("utf-8"))
+#: The credential wrapper of ``storage_options`` (one class for every store; the old
+#: name and ``_unmask``, which old pickles name, stay importable here).
+SecretOption = Secret
 
 
 def hide_secrets(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` with every credential (``secret``, ``token``, ``password``...; also in
-    ``client_kwargs``) wrapped in :class:`SecretOption`.
+    ``client_kwargs``) wrapped in :class:`~prefect_memory.urls.Secret`.
 
     Example:
         >>> hide_secrets({"key": "AK", "secret": "s", "client_kwargs": {"aws_session_token": "t"}})
-        {'key': 'AK', 'secret': SecretOption('**********'), \
-'client_kwargs': {'aws_session_token': SecretOption('**********')}}
+        {'key': 'AK', 'secret': Secret('**********'), \
+'client_kwargs': {'aws_session_token': Secret('**********')}}
     """
     out: dict[str, Any] = {}
     for name, value in options.items():
         if name == "client_kwargs" and isinstance(value, Mapping):
             value = hide_secrets(value)
         elif isinstance(value, SecretStr):
-            value = SecretOption(value.get_secret_value())
+            value = Secret(value.get_secret_value())
         elif isinstance(value, str) and _SECRET_OPTION.search(name):
-            value = SecretOption(value)
+            value = Secret(value)
         out[name] = value
     return out
 
@@ -162,7 +148,7 @@ def reveal_secrets(options: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in options.items():
         if name == "client_kwargs" and isinstance(value, Mapping):
             value = reveal_secrets(value)
-        elif isinstance(value, SecretStr):
+        elif isinstance(value, (Secret, SecretStr)):
             value = value.get_secret_value()
         out[name] = value
     return out
@@ -183,7 +169,7 @@ def _drop_tracebacks(results: Iterable[Any]) -> None:
 
 def pack_object(key: str, record: Record) -> bytes:
     """Serialize a record (with its key) into the bytes of one object."""
-    header = msgpack.packb({"k": key, **record_fields(record)}, use_bin_type=True)
+    header = msgpack.packb({F_KEY: key, **record_fields(record)}, use_bin_type=True)
     return _HEAD.pack(MAGIC, len(header)) + header + record.value
 
 
@@ -227,9 +213,9 @@ def delete_errors(replies: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 _NUMBER = (int, float)
 #: The type of each header field (``None`` allowed where the tuple says so).
 _HEADER_TYPES: dict[str, tuple[type, ...]] = {
-    "k": (str,), "c": _NUMBER, "u": _NUMBER, "a": _NUMBER, "n": (int,),
-    "x": (*_NUMBER, type(None)), "l": (*_NUMBER, type(None)), "s": (bool,),
-    "g": (list, tuple), "r": (int,),
+    F_KEY: (str,), F_CREATED: _NUMBER, F_UPDATED: _NUMBER, F_ACCESSED: _NUMBER,
+    F_ACCESS_COUNT: (int,), F_EXPIRES: (*_NUMBER, type(None)), F_TTL: (*_NUMBER, type(None)),
+    F_SLIDING: (bool,), F_TAGS: (list, tuple), F_VERSION: (int,),
 }  # fmt: skip
 
 
@@ -294,8 +280,8 @@ def _header_problem(header: Any) -> str | None:
         ):
             found = "missing" if value is ... else type(value).__name__
             return f"header field {name!r} is {found}"
-    if not all(isinstance(tag, str) for tag in header["g"]):
-        return "header field 'g' holds a tag that is not a str"
+    if not all(isinstance(tag, str) for tag in header[F_TAGS]):
+        return f"header field {F_TAGS!r} holds a tag that is not a str"
     return None
 
 
@@ -316,9 +302,11 @@ def parse_stats(data: bytes | None) -> dict[str, Any] | None:
         return None
     if not isinstance(stats, dict):
         return None
-    if not isinstance(stats.get("n"), int) or not isinstance(stats.get("a"), _NUMBER):
+    if not isinstance(stats.get(F_ACCESS_COUNT), int):
         return None
-    if not isinstance(stats.get("x"), (*_NUMBER, type(None))):
+    if not isinstance(stats.get(F_ACCESSED), _NUMBER):
+        return None
+    if not isinstance(stats.get(F_EXPIRES), (*_NUMBER, type(None))):
         return None
     return stats
 
@@ -333,27 +321,28 @@ def stats_of(record: Record, *, expires_at: float | None) -> bytes:
     """
     return msgpack.packb(
         {
-            "n": record.access_count,
-            "a": record.last_access,
-            "x": expires_at,
-            "r": record.version,
-            "u": record.updated_at,
+            F_ACCESS_COUNT: record.access_count,
+            F_ACCESSED: record.last_access,
+            F_EXPIRES: expires_at,
+            F_VERSION: record.version,
+            F_UPDATED: record.updated_at,
         }
     )
 
 
 def _stats_match(header: dict[str, Any], stats: dict[str, Any]) -> bool:
     """Statistics apply to the entry whose write they name (older ones name none)."""
-    return stats.get("r", header["r"]) == header["r"] and stats.get("u", header["u"]) == header["u"]
+    version, updated = header[F_VERSION], header[F_UPDATED]
+    return stats.get(F_VERSION, version) == version and stats.get(F_UPDATED, updated) == updated
 
 
 def _record(header: dict[str, Any], value: bytes, stats: dict[str, Any] | None) -> Record:
     record = record_from_fields(header, value)
     if stats and _stats_match(header, stats):
-        record.access_count = stats["n"]
-        record.last_access = max(record.last_access, stats["a"])
-        if stats.get("x") is not None:
-            record.expires_at = stats["x"]
+        record.access_count = stats[F_ACCESS_COUNT]
+        record.last_access = max(record.last_access, stats[F_ACCESSED])
+        if stats.get(F_EXPIRES) is not None:
+            record.expires_at = stats[F_EXPIRES]
     return record
 
 
@@ -376,7 +365,7 @@ class FsspecBackend(Backend):
         storage_options: Passed to fsspec (for S3: ``key``, ``secret``,
             ``client_kwargs={"endpoint_url": ...}``...). Credentials (``secret``,
             ``token``, ``password``..., plain or ``SecretStr``) are kept as
-            :class:`SecretOption` and unwrapped only to build the filesystem.
+            :class:`~prefect_memory.urls.Secret` and unwrapped only to build the filesystem.
         timeout: Connect and read timeout in seconds for network filesystems.
         retries: Attempts s3fs makes per S3 request (``None``: its default, 5, with
             backoff). A retried read timeout costs another ``timeout``, so ``1`` makes a
@@ -881,7 +870,7 @@ class FsspecBackend(Backend):
         out: dict[str, tuple[Record, dict[str, Any] | None]] = {}
         for path, (header, value) in heads.items():
             key = entries[path]
-            if header.get("k") != key:  # a hash collision or a foreign object
+            if header.get(F_KEY) != key:  # a hash collision or a foreign object
                 continue
             stat = parse_stats(blobs.get(self._stats(ns, key)))
             out[key] = (_record(header, value, stat), stat)
@@ -963,7 +952,7 @@ class FsspecBackend(Backend):
         for path, (data, size) in heads.items():
             key = entries[path]
             parsed = self._header(path, data)
-            if parsed is None or parsed[0].get("k") != key:  # foreign, or another key's
+            if parsed is None or parsed[0].get(F_KEY) != key:  # foreign, or another key's
                 continue
             record = _record(parsed[0], b"", parse_stats(found.get(self._stats(ns, key))))
             if not record.expired(now):
@@ -1138,7 +1127,7 @@ class FsspecBackend(Backend):
                 continue
             found[key] = got[0]
             parsed = self._header(self._entry(ns, key), got[1])
-            if parsed is None or parsed[0].get("k") != key:  # truncated, foreign, another key's
+            if parsed is None or parsed[0].get(F_KEY) != key:  # truncated, foreign, another key's
                 continue
             stat = parse_stats(stat_got[1]) if stat_got is not None else None
             loaded[key] = _record(parsed[0], b"", stat)
@@ -1264,8 +1253,8 @@ class FsspecBackend(Backend):
         blobs: dict[str, bytes] = {}
         for key, tags in removed.items():
             head = heads.get(self._entry(ns, key))
-            if head is not None and head[0].get("k") == key:
-                blobs.update(self._markers(ns, key, set(head[0]["g"]) & set(tags)))
+            if head is not None and head[0].get(F_KEY) == key:
+                blobs.update(self._markers(ns, key, set(head[0][F_TAGS]) & set(tags)))
         self._write(blobs)
 
     def _names(self, folder: str) -> list[str]:
@@ -1355,8 +1344,8 @@ class FsspecBackend(Backend):
         paths = [f"{folder}/{n}" for n in hashed]
         if folder.endswith("/e"):
             for path, (header, _) in self._heads(paths).items():
-                if file_name(header["k"]) == path.rsplit("/", 1)[-1]:
-                    keys.append(header["k"])
+                if file_name(header[F_KEY]) == path.rsplit("/", 1)[-1]:
+                    keys.append(header[F_KEY])
                 else:
                     self._foreign(path, "holds another name's entry")
         else:  # tag markers: they hold the key

@@ -30,8 +30,21 @@ from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, ConfigError, SerializationError
 from ..keys import glob_match
-from ._paths import local_path_from_url
-from .base import Backend, Capabilities, Record, record_fields, record_from_fields
+from .base import (
+    F_ACCESS_COUNT,
+    F_ACCESSED,
+    F_EXPIRES,
+    F_TAGS,
+    F_UPDATED,
+    F_VALUE,
+    F_VERSION,
+    Backend,
+    Capabilities,
+    Record,
+    record_fields,
+    record_from_fields,
+)
+from .local_paths import local_path_from_url
 
 FORMAT = "prefect-memory.json"
 
@@ -39,15 +52,15 @@ Doc = dict[str, dict[str, dict[str, Any]]]
 
 
 def _encode(record: Record) -> dict[str, Any]:
-    return {"v": base64.b64encode(record.value).decode("ascii"), **record_fields(record)}
+    return {F_VALUE: base64.b64encode(record.value).decode("ascii"), **record_fields(record)}
 
 
 def _decode(raw: dict[str, Any]) -> Record:
-    return record_from_fields(raw, base64.b64decode(raw["v"]))
+    return record_from_fields(raw, base64.b64decode(raw[F_VALUE]))
 
 
 def _live(raw: dict[str, Any], now: float) -> bool:
-    return raw["x"] is None or raw["x"] > now
+    return raw[F_EXPIRES] is None or raw[F_EXPIRES] > now
 
 
 _open_backends: weakref.WeakSet[JsonFileBackend] = weakref.WeakSet()
@@ -153,10 +166,10 @@ class JsonFileBackend(Backend):
         for (ns, key), (count, last, expires) in self._pending.items():
             raw = doc.get(ns, {}).get(key)
             if raw is not None:
-                raw["n"] = raw.get("n", 0) + count
-                raw["a"] = max(raw["a"], last)
+                raw[F_ACCESS_COUNT] = raw.get(F_ACCESS_COUNT, 0) + count
+                raw[F_ACCESSED] = max(raw[F_ACCESSED], last)
                 if expires is not None:
-                    raw["x"] = expires
+                    raw[F_EXPIRES] = expires
 
     def _save(self, doc: Doc) -> None:
         """Write ``doc`` (the cached document, changed in place by the caller) to the file.
@@ -239,7 +252,7 @@ class JsonFileBackend(Backend):
                 raw = entries.get(key)
                 if raw is None or not _live(raw, now):
                     continue
-                text = raw["v"]
+                text = raw[F_VALUE]
                 record = record_from_fields(raw, b"")
                 record.stored_size = len(text) // 4 * 3 - text[-2:].count("=")
                 out[key] = record
@@ -279,7 +292,7 @@ class JsonFileBackend(Backend):
                 for k, (version, updated) in expected.items()
                 if k in entries
                 and _live(entries[k], now)
-                and (entries[k]["r"], entries[k]["u"]) == (version, updated)
+                and (entries[k][F_VERSION], entries[k][F_UPDATED]) == (version, updated)
             }
             for key in same:
                 del entries[key]
@@ -322,7 +335,7 @@ class JsonFileBackend(Backend):
             return {
                 key
                 for key, raw in doc.get(ns, {}).items()
-                if _live(raw, now) and wanted.intersection(raw["g"])
+                if _live(raw, now) and wanted.intersection(raw[F_TAGS])
             }
 
     def purge_expired(self, ns: str, *, now: float) -> int:

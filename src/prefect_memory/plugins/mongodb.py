@@ -52,8 +52,25 @@ from ..errors import (
     SerializationError,
 )
 from ..keys import glob_match, literal_prefix, ns_token
-from ..urls import SECRET_WORDS, split_credentials
-from .base import Backend, Capabilities, Record, StoreUsage
+from ..urls import SECRET_WORDS, Secret, split_credentials
+from .base import (
+    F_ACCESS_COUNT,
+    F_ACCESSED,
+    F_CREATED,
+    F_EXPIRES,
+    F_KEY,
+    F_SLIDING,
+    F_TAGS,
+    F_TTL,
+    F_UPDATED,
+    F_VALUE,
+    F_VERSION,
+    FIELD_OF,
+    Backend,
+    Capabilities,
+    Record,
+    StoreUsage,
+)
 
 try:
     import pymongo
@@ -105,11 +122,15 @@ _UTC = _dt.timezone.utc
 _CODEC_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=_UTC)
 _MAX_DATETIME = _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_UTC)
 _INDEXES = [
-    pymongo.IndexModel([("x", pymongo.ASCENDING)], name="pm_expiry_ttl", expireAfterSeconds=0),
-    pymongo.IndexModel([("ns", pymongo.ASCENDING), ("k", pymongo.ASCENDING)], name="pm_ns_k"),
-    pymongo.IndexModel([("ns", pymongo.ASCENDING), ("g", pymongo.ASCENDING)], name="pm_ns_g"),
+    pymongo.IndexModel(
+        [(F_EXPIRES, pymongo.ASCENDING)], name="pm_expiry_ttl", expireAfterSeconds=0
+    ),
+    pymongo.IndexModel([("ns", pymongo.ASCENDING), (F_KEY, pymongo.ASCENDING)], name="pm_ns_k"),
+    pymongo.IndexModel([("ns", pymongo.ASCENDING), (F_TAGS, pymongo.ASCENDING)], name="pm_ns_g"),
 ]
-_META_PROJECTION = {"k": 1, "c": 1, "a": 1, "n": 1, "r": 1}
+#: Projection of the key alone (listings).
+_KEY_ONLY = {F_KEY: 1, "_id": 0}
+_META_PROJECTION = dict.fromkeys((F_KEY, F_CREATED, F_ACCESSED, F_ACCESS_COUNT, F_VERSION), 1)
 _DB_FORBIDDEN = frozenset('/\\. "$\x00')
 _MAX_MESSAGE = 600
 #: Server error codes of refused credentials or operations: AuthenticationFailed,
@@ -119,9 +140,10 @@ _NUMBER = (int, float)
 _MAYBE_NUMBER = (int, float, type(None))
 #: The type of each field of an entry document (what ``_record`` reads).
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "k": (str,), "v": (bytes,), "c": _NUMBER, "u": _NUMBER, "a": _NUMBER,
-    "n": (int, type(None)), "x": (_dt.datetime, type(None)), "l": _MAYBE_NUMBER,
-    "s": (bool, type(None)), "g": (list, type(None)), "r": (int, type(None)),
+    F_KEY: (str,), F_VALUE: (bytes,), F_CREATED: _NUMBER, F_UPDATED: _NUMBER,
+    F_ACCESSED: _NUMBER, F_ACCESS_COUNT: (int, type(None)),
+    F_EXPIRES: (_dt.datetime, type(None)), F_TTL: _MAYBE_NUMBER, F_SLIDING: (bool, type(None)),
+    F_TAGS: (list, type(None)), F_VERSION: (int, type(None)),
 }  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -139,7 +161,7 @@ def _to_datetime(ts: float | None) -> _dt.datetime | None:
 
 def _live(now: _dt.datetime) -> dict[str, Any]:
     """Filter of the entries still alive at ``now`` (no expiry, or expiry in the future)."""
-    return {"$or": [{"x": None}, {"x": {"$gt": now}}]}
+    return {"$or": [{F_EXPIRES: None}, {F_EXPIRES: {"$gt": now}}]}
 
 
 def _expired(now: _dt.datetime | None) -> dict[str, Any]:
@@ -163,9 +185,9 @@ def _doc_problem(doc: Mapping[str, Any], fields: Iterable[str] = _FIELD_TYPES) -
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             wanted = " or ".join(t.__name__ for t in types if t is not type(None))
             return f"field {name!r} is {type(value).__name__}, not {wanted}"
-    tags = doc.get("g")
-    if "g" in fields and tags and not all(isinstance(t, str) for t in tags):
-        return "field 'g' holds a tag that is not a str"
+    tags = doc.get(F_TAGS)
+    if F_TAGS in fields and tags and not all(isinstance(t, str) for t in tags):
+        return f"field {F_TAGS!r} holds a tag that is not a str"
     return None
 
 
@@ -187,23 +209,24 @@ def _record(doc: Mapping[str, Any], ns: str | None = None) -> Record:
     problem = _doc_problem(doc)
     if problem:
         raise _not_ours(doc, ns, problem)
-    expires = doc.get("x")
+    expires = doc.get(F_EXPIRES)
+    ttl = doc.get(F_TTL)
     return Record(
-        value=bytes(doc["v"]),
-        created_at=float(doc["c"]),
-        updated_at=float(doc["u"]),
-        last_access=float(doc["a"]),
-        access_count=int(doc.get("n") or 0),
+        value=bytes(doc[F_VALUE]),
+        created_at=float(doc[F_CREATED]),
+        updated_at=float(doc[F_UPDATED]),
+        last_access=float(doc[F_ACCESSED]),
+        access_count=int(doc.get(F_ACCESS_COUNT) or 0),
         expires_at=None if expires is None else expires.timestamp(),
-        ttl=None if doc.get("l") is None else float(doc["l"]),
-        sliding=bool(doc.get("s")),
-        tags=tuple(doc.get("g") or ()),
-        version=int(doc.get("r") or 1),
+        ttl=None if ttl is None else float(ttl),
+        sliding=bool(doc.get(F_SLIDING)),
+        tags=tuple(doc.get(F_TAGS) or ()),
+        version=int(doc.get(F_VERSION) or 1),
     )
 
 
 def _is_sliding(doc: Mapping[str, Any]) -> bool:
-    return bool(doc.get("s")) and doc.get("l") is not None
+    return bool(doc.get(F_SLIDING)) and doc.get(F_TTL) is not None
 
 
 def _secret(value: Any) -> str | None:
@@ -358,8 +381,8 @@ class MongoBackend(Backend):
         self.hosts = parsed.display_hosts()
         self.username = username if username is not None else parsed.username
         plain = _secret(password) if password is not None else parsed.password
-        self._password = None if plain is None else _Secret(plain)
-        self._client_url = _Secret(parsed.client_url())  # may hold passwords of TLS files
+        self._password = None if plain is None else Secret(plain)
+        self._client_url = Secret(parsed.client_url())  # may hold passwords of TLS files
         userinfo = ""
         if self.username:
             userinfo = quote(self.username, safe="") + (":***" if plain is not None else "") + "@"
@@ -391,7 +414,7 @@ class MongoBackend(Backend):
     # -- client -------------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
         if self._password is not None:
-            secret = self._password.value
+            secret = self._password.get_secret_value()
             if secret:
                 for form in {secret, quote_plus(secret), quote(secret, safe="")}:
                     text = text.replace(form, "***")
@@ -451,10 +474,10 @@ class MongoBackend(Backend):
                 if self.username is not None:
                     kwargs["username"] = self.username
                 if self._password is not None:
-                    kwargs["password"] = self._password.value
+                    kwargs["password"] = self._password.get_secret_value()
                 kwargs.update(self.client_kwargs)
                 with self._errors("connect"):
-                    client = pymongo.MongoClient(self._client_url.value, **kwargs)
+                    client = pymongo.MongoClient(self._client_url.get_secret_value(), **kwargs)
                 self._client = client
                 self._collection = client.get_database(
                     self.database,
@@ -517,17 +540,17 @@ class MongoBackend(Backend):
         return {
             "_id": f"{token}:{key}",
             "ns": ns,
-            "k": key,
-            "v": Binary(record.value),
-            "c": record.created_at,
-            "u": record.updated_at,
-            "a": record.last_access,
-            "n": record.access_count,
-            "x": _to_datetime(record.expires_at),
-            "l": record.ttl,
-            "s": bool(record.sliding),
-            "g": list(record.tags),
-            "r": record.version,
+            F_KEY: key,
+            F_VALUE: Binary(record.value),
+            F_CREATED: record.created_at,
+            F_UPDATED: record.updated_at,
+            F_ACCESSED: record.last_access,
+            F_ACCESS_COUNT: record.access_count,
+            F_EXPIRES: _to_datetime(record.expires_at),
+            F_TTL: record.ttl,
+            F_SLIDING: bool(record.sliding),
+            F_TAGS: list(record.tags),
+            F_VERSION: record.version,
         }
 
     @staticmethod
@@ -551,8 +574,8 @@ class MongoBackend(Backend):
         for doc in docs:  # checked before the touch, which reads some of the fields
             key = str(doc["_id"])[skip:]
             records[key] = _record(doc, ns)
-            if doc["k"] != key:
-                raise _not_ours(doc, ns, f"field 'k' is {doc['k'][:100]!r}, not its key")
+            if doc[F_KEY] != key:
+                raise _not_ours(doc, ns, f"field {F_KEY!r} is {doc[F_KEY][:100]!r}, not its key")
         if touch and docs:
             with self._errors("get"):
                 self._touch(coll, docs, now, when)
@@ -567,11 +590,11 @@ class MongoBackend(Backend):
         if not keys:
             return {}
         coll = self._coll()
-        fields = dict.fromkeys(("k", "c", "u", "a", "n", "x", "l", "s", "g", "r"), 1)
-        binary = {"$eq": [{"$type": "$v"}, "binData"]}
+        fields = dict.fromkeys((F_KEY, *FIELD_OF.values()), 1)
+        binary = {"$eq": [{"$type": "$" + F_VALUE}, "binData"]}
         pipeline = [
             {"$match": {"_id": {"$in": self._ids(ns, keys)}, **_live(_to_datetime(now))}},
-            {"$project": {**fields, "z": {"$cond": [binary, {"$binarySize": "$v"}, -1]}}},
+            {"$project": {**fields, "z": {"$cond": [binary, {"$binarySize": "$" + F_VALUE}, -1]}}},
         ]
         with self._errors("get metadata"):
             docs = list(coll.aggregate(pipeline))
@@ -579,9 +602,10 @@ class MongoBackend(Backend):
         out: dict[str, Record] = {}
         for doc in docs:
             key, size = str(doc["_id"])[skip:], doc.get("z")
-            record = _record({**doc, "v": b"" if isinstance(size, int) and size >= 0 else None}, ns)
-            if doc["k"] != key:
-                raise _not_ours(doc, ns, f"field 'k' is {doc['k'][:100]!r}, not its key")
+            value = b"" if isinstance(size, int) and size >= 0 else None
+            record = _record({**doc, F_VALUE: value}, ns)
+            if doc[F_KEY] != key:
+                raise _not_ours(doc, ns, f"field {F_KEY!r} is {doc[F_KEY][:100]!r}, not its key")
             record.stored_size = size
             out[key] = record
         return out
@@ -593,15 +617,19 @@ class MongoBackend(Backend):
         sliding: dict[float, list[str]] = {}
         for doc in docs:
             if _is_sliding(doc):
-                sliding.setdefault(float(doc["l"]), []).append(doc["_id"])
+                sliding.setdefault(float(doc[F_TTL]), []).append(doc["_id"])
         ops: list[Any] = []
         if plain:
-            ops.append(UpdateMany({"_id": {"$in": plain}}, {"$inc": {"n": 1}, "$set": {"a": now}}))
+            touch = {"$inc": {F_ACCESS_COUNT: 1}, "$set": {F_ACCESSED: now}}
+            ops.append(UpdateMany({"_id": {"$in": plain}}, touch))
         for ttl, ids in sliding.items():
             ops.append(
                 UpdateMany(
                     {"_id": {"$in": ids}, **_live(when)},
-                    {"$inc": {"n": 1}, "$set": {"a": now, "x": _to_datetime(now + ttl)}},
+                    {
+                        "$inc": {F_ACCESS_COUNT: 1},
+                        "$set": {F_ACCESSED: now, F_EXPIRES: _to_datetime(now + ttl)},
+                    },
                 )
             )
         coll.bulk_write(ops, ordered=False)
@@ -615,13 +643,13 @@ class MongoBackend(Backend):
         ids = [f"{token}:{key}" for key in records]
         with self._errors("put"):
             old = {
-                doc["k"]: Record(
+                doc[F_KEY]: Record(
                     value=b"",
-                    created_at=float(doc["c"]),
-                    updated_at=float(doc["c"]),
-                    last_access=float(doc["a"]),
-                    access_count=int(doc.get("n") or 0),
-                    version=int(doc.get("r") or 1),
+                    created_at=float(doc[F_CREATED]),
+                    updated_at=float(doc[F_CREATED]),
+                    last_access=float(doc[F_ACCESSED]),
+                    access_count=int(doc.get(F_ACCESS_COUNT) or 0),
+                    version=int(doc.get(F_VERSION) or 1),
                 )
                 for doc in coll.find(
                     {"_id": {"$in": ids}, **_live(_to_datetime(now))}, _META_PROJECTION
@@ -651,7 +679,7 @@ class MongoBackend(Backend):
         docs = [self._doc(token, ns, key, records[key]) for key in keys]
         with self._errors("put if absent"):
             expired = _expired(_to_datetime(now))
-            coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "x": expired})
+            coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, F_EXPIRES: expired})
             try:
                 coll.insert_many(docs, ordered=False)
             except BulkWriteError as err:
@@ -687,7 +715,7 @@ class MongoBackend(Backend):
             UpdateOne(
                 {
                     "$and": [
-                        {"_id": f"{token}:{key}", "r": int(t[0]), "u": float(t[1])},
+                        {"_id": f"{token}:{key}", F_VERSION: int(t[0]), F_UPDATED: float(t[1])},
                         _live(when),
                         free,
                     ]
@@ -721,7 +749,7 @@ class MongoBackend(Backend):
         when = _to_datetime(now)
         with self._errors("delete"):
             result = coll.delete_many({"_id": {"$in": ids}, **_live(when)})
-            coll.delete_many({"_id": {"$in": ids}, "x": _expired(when)})
+            coll.delete_many({"_id": {"$in": ids}, F_EXPIRES: _expired(when)})
         return result.deleted_count if result.acknowledged else 0
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
@@ -730,11 +758,11 @@ class MongoBackend(Backend):
         query: dict[str, Any] = {"ns": ns, **_live(_to_datetime(now))}
         prefix = literal_prefix(pattern)
         if prefix and prefix == pattern:
-            query["k"] = prefix
+            query[F_KEY] = prefix
         elif prefix:
-            query["k"] = {"$regex": "^" + re.escape(prefix)}
+            query[F_KEY] = {"$regex": "^" + re.escape(prefix)}
         with self._errors("scan"):
-            cursor = coll.find(query, {"k": 1, "_id": 0}, sort=[("k", 1)], batch_size=1000)
+            cursor = coll.find(query, _KEY_ONLY, sort=[(F_KEY, 1)], batch_size=1000)
             with cursor:
                 for doc in cursor:
                     key = _listed_key(doc, ns)
@@ -746,7 +774,7 @@ class MongoBackend(Backend):
         coll = self._coll()
         full = {"$and": [{"ns": ns, **_live(_to_datetime(now))}, query]}
         with self._errors("scan"):
-            cursor = coll.find(full, {"k": 1, "_id": 0}, batch_size=1000)
+            cursor = coll.find(full, _KEY_ONLY, batch_size=1000)
             with cursor:
                 for doc in cursor:
                     key = _listed_key(doc, ns)
@@ -759,9 +787,9 @@ class MongoBackend(Backend):
         if not wanted:
             return set()
         coll = self._coll()
-        query = {"ns": ns, "g": {"$in": wanted}, **_live(_to_datetime(now))}
+        query = {"ns": ns, F_TAGS: {"$in": wanted}, **_live(_to_datetime(now))}
         with self._errors("tagged"):
-            found = (_listed_key(doc, ns) for doc in coll.find(query, {"k": 1, "_id": 0}))
+            found = (_listed_key(doc, ns) for doc in coll.find(query, _KEY_ONLY))
             return {key for key in found if key is not None}
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
@@ -786,14 +814,14 @@ class MongoBackend(Backend):
         """Delete the expired entries of ``ns`` the TTL monitor has not removed yet."""
         coll = self._coll()
         with self._errors("purge expired"):
-            result = coll.delete_many({"ns": ns, "x": _expired(_to_datetime(now))})
+            result = coll.delete_many({"ns": ns, F_EXPIRES: _expired(_to_datetime(now))})
         return result.deleted_count if result.acknowledged else 0
 
 
 def _listed_key(doc: Mapping[str, Any], ns: str) -> str | None:
     """The key of a listed document (``{k}``); ``None``, with a warning, for a document
     that is not an entry (no ``k``, or not a ``str``)."""
-    key = doc.get("k")
+    key = doc.get(F_KEY)
     if isinstance(key, str):
         return key
     log.warning(
@@ -803,22 +831,8 @@ def _listed_key(doc: Mapping[str, Any], ns: str) -> str | None:
     return None
 
 
-class _Secret:
-    """A password holder whose ``repr`` never shows it (picklable, unlike a closure)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __getstate__(self) -> str:
-        return self.value
-
-    def __setstate__(self, state: str) -> None:
-        self.value = state
-
-    def __repr__(self) -> str:
-        return "_Secret('***')"
+#: The password wrapper (one class for every store; the old name stays for old pickles).
+_Secret = Secret
 
 
 def _check_database(name: str) -> str:

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, ConfigError, SerializationError
 from ..keys import glob_match, literal_prefix
-from ._paths import local_path_from_url
-from ._sqlite import connect_wal
 from .base import Backend, Capabilities, Record, StoreUsage
+from .local_paths import local_path_from_url
+from .sqlite_wal import connect_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pm_entries (

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from . import crdt
 from .broadcast import Change
+from .cached import SharedMemory
 from .crdt_types import GCounter, LWWMap, ORSet, PNCounter
 from .eventlog import EventLog
 from .leader import LeaderFollower, Lease
 from .lock import DistributedLock, DistributedLockManager
-from .memory import SharedMemory
 
 __all__ = [
     "Change",

@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from .._exports import lazy_exports
+from ..lazy_exports import lazy_exports
 from .accessor import Frames as Frames  # importing registers mem.frames
 
 _EXPORTS = {

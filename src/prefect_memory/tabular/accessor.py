@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._twins import async_twin
+from ..aio import async_twin
 from ..memory import Memory, register_memory_accessor, register_memory_method
 
 _UNSET: Any = object()

@@ -31,6 +31,7 @@ from pandera.typing import Series
 #: Aggregations a downsampled bucket may hold.
 AGGREGATIONS = ("avg", "sum", "min", "max", "count", "first", "last", "std")
 
+#: A pandera column dtype: timezone-aware, UTC, nanoseconds (analytics models use it too).
 UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
 
 

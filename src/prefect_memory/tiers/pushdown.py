@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from ..plugins.base import F_ACCESS_COUNT, F_ACCESSED, F_CREATED, F_EXPIRES, F_TAGS, F_UPDATED
 from .rules import Compare, Node, Not, Rule
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "==": "$eq", "=": "$eq", "!=": "$ne"}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "=": "==", "!=": "!="}
-_SINCE = {"age": "c", "lastAccess": "a", "idle": "a"}
+_SINCE = {"age": F_CREATED, "lastAccess": F_ACCESSED, "idle": F_ACCESSED}
 
 
 def _date(ts: float) -> dt.datetime:
@@ -38,15 +39,15 @@ def _date(ts: float) -> dt.datetime:
 def _compare(node: Compare, now: float) -> dict[str, Any] | None:
     op, value = node.op, node.value
     if node.field == "tag":
-        return {"g": value} if op in ("==", "=") else {"g": {"$ne": value}}
+        return {F_TAGS: value} if op in ("==", "=") else {F_TAGS: {"$ne": value}}
     if node.field == "accessCount":
-        return {"n": {_OPS[op]: value}}
+        return {F_ACCESS_COUNT: {_OPS[op]: value}}
     if node.field in _SINCE:  # seconds since a time: compare the time, the other way round
         return {_SINCE[node.field]: {_OPS[_FLIP[op]]: now - float(value)}}
     if node.field == "ttlLeft":  # entries without expiry have an infinite ttlLeft
-        bound = {"x": {"$type": "date", _OPS[op]: _date(now + float(value))}}
+        bound = {F_EXPIRES: {"$type": "date", _OPS[op]: _date(now + float(value))}}
         if op in (">", ">=", "!="):
-            return {"$or": [{"x": None}, bound]}
+            return {"$or": [{F_EXPIRES: None}, bound]}
         return bound
     return None  # size: not stored as a field
 
@@ -85,7 +86,7 @@ def candidates_query(backend: TieredBackend, index: int, now: float) -> dict[str
                 return None
             queries.append(query)
     if tier.ttl is not None and index + 1 < len(backend.tiers):
-        queries.append({"u": {"$lt": now - tier.ttl}})
+        queries.append({F_UPDATED: {"$lt": now - tier.ttl}})
     if not queries:
         return None
     return queries[0] if len(queries) == 1 else {"$or": queries}

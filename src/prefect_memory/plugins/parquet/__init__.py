@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from ..._exports import lazy_exports
+from ...lazy_exports import lazy_exports
 
 _EXPORTS = {
     "ParquetArchiveBackend": "backend",

@@ -56,9 +56,9 @@ import pyarrow.compute as pc
 
 from ...errors import ConfigError
 from ...keys import glob_match, literal_prefix
-from .._paths import local_path_from_url
 from ..base import Backend, Capabilities, Record
 from ..fs import FsspecBackend
+from ..local_paths import local_path_from_url
 from .index import NsIndex
 from .store import ArchiveStore, Encoded, in_background
 

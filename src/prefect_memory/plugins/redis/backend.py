@@ -69,7 +69,17 @@ except ImportError as _err:  # pragma: no cover - the registry turns this into a
 from ...errors import ConfigError, InvalidTTLError
 from ...keys import glob_match, ns_token
 from ...urls import redact_url, split_credentials
-from ..base import Backend, Capabilities, Record, StoreUsage
+from ..base import (
+    F_ACCESS_COUNT,
+    F_ACCESSED,
+    F_EXPIRES,
+    F_META,
+    F_VALUE,
+    Backend,
+    Capabilities,
+    Record,
+    StoreUsage,
+)
 from .connection import (  # noqa: F401 - Connections, RedisConnector, SlotMap: re-exported
     Connections,
     RedisConnection,
@@ -90,6 +100,8 @@ _QUERY_OPTIONS = ("timeout", "key_prefix", "max_connections", "consistency", "qu
 _URL_PASSTHROUGH = frozenset({"db"})
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\^ \t\r\n\x00")
 _SCAN_COUNT = 1000
+#: The hash fields :meth:`RedisBackend.meta_many` reads (all but the value).
+_META_FIELDS = (F_META, F_ACCESS_COUNT, F_ACCESSED, F_EXPIRES)
 _REDIRECTS = 5  # most MOVED/ASK hops followed for one request
 
 _META = attrgetter(
@@ -494,7 +506,7 @@ class RedisBackend(Backend):
         commands: list[tuple[Any, ...]] = []
         for key in keys:
             entry = prefix + key
-            commands += (("HMGET", entry, "m", "n", "a", "x"), ("HSTRLEN", entry, "v"))
+            commands += (("HMGET", entry, *_META_FIELDS), ("HSTRLEN", entry, F_VALUE))
         replies = self.connection.request(pipeline=commands, route=base)
         out: dict[str, Record] = {}
         for key, (m, n, a, x), size in zip(keys, replies[::2], replies[1::2], strict=True):
@@ -520,10 +532,10 @@ class RedisBackend(Backend):
         base = self._base(ns)
         prefix = base + "e:"
         if len(keys) == 1:
-            found = [self.connection.request("HGET", prefix + keys[0], "x", route=base)]
+            found = [self.connection.request("HGET", prefix + keys[0], F_EXPIRES, route=base)]
         else:
             found = self.connection.request(
-                pipeline=[("HGET", prefix + key, "x") for key in keys], route=base
+                pipeline=[("HGET", prefix + key, F_EXPIRES) for key in keys], route=base
             )
         return {
             key for key, x in zip(keys, found, strict=True) if x is not None and _live_x(x, now)

@@ -48,6 +48,7 @@ from ...errors import (
     ConfigError,
     ConsensusError,
 )
+from ...urls import Secret  # the one password wrapper (old import path kept)
 from .scripts import LuaScript
 
 #: Bumped in a forked child: a client made before the fork holds the parent's sockets.
@@ -63,27 +64,6 @@ _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 #: How Redis words an ACL refusal: top level (NOPERM) or inside a Lua script (Redis 7).
 _NOPERM = ("NOPERM", "no permissions", "user executing the script can't")
 _TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
-
-
-class Secret:
-    """A password that never shows in a repr or a log line."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get_secret_value(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __getstate__(self) -> str:
-        return self._value
-
-    def __setstate__(self, state: str) -> None:
-        self._value = state
 
 
 def plain_options(options: dict[str, Any]) -> dict[str, Any]:
