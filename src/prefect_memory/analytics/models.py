@@ -22,17 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from ..tabular.models import UtcTimestamp  # one definition (re-exported: the old name stays)
-
-
-def _is_label_object(text: object) -> bool:
-    if text is None or (isinstance(text, float) and text != text):
-        return True
-    try:
-        labels = json.loads(str(text))
-    except ValueError:
-        return False
-    return isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
+from ..tabular.models import UtcTimestamp, is_label_object  # one definition of each
 
 
 class PointsModel(pa.DataFrameModel):
@@ -54,7 +44,7 @@ class PointsModel(pa.DataFrameModel):
 
     @pa.check("labels", element_wise=True, name="labels_are_json_objects")
     def _labels_are_json_objects(cls, text: object) -> bool:
-        return _is_label_object(text)
+        return is_label_object(text)
 
 
 def to_epoch_ns(value: Any) -> int:

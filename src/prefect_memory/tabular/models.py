@@ -35,7 +35,8 @@ AGGREGATIONS = ("avg", "sum", "min", "max", "count", "first", "last", "std")
 UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
 
 
-def _is_label_object(text: object) -> bool:
+def is_label_object(text: object) -> bool:
+    """Whether ``text`` is empty or a JSON object of string values (a row's labels)."""
     if text is None or (isinstance(text, float) and text != text):
         return True
     try:
@@ -66,7 +67,7 @@ class EventsModel(pa.DataFrameModel):
 
     @pa.check("labels", element_wise=True, name="labels_are_json_objects")
     def _labels_are_json_objects(cls, text: object) -> bool:
-        return _is_label_object(text)
+        return is_label_object(text)
 
 
 class AggregatesModel(pa.DataFrameModel):
