@@ -289,3 +289,12 @@ def test_info_masks_secret_query_options(mongo_auth: MongoWireServer) -> None:
     assert "tlsCertificateKeyFilePassword=***" in result.output
     assert secret not in result.output
     assert_no_part(result.output, SECRETS[0])
+
+
+def test_a_wrong_mongodb_password_is_a_permission_error(mongo_auth: MongoWireServer) -> None:
+    """A refused login is permanent (never retried) and does not echo the password."""
+    wrong = "Zq8/Xv7?Kw5#Jm3"
+    mem = pm.open_memory(mongo_url(mongo_auth, "u0", wrong), timeout=5)
+    with pytest.raises(pm.BackendPermissionError) as caught:
+        mem.set("k", 1)
+    assert_no_part(str(caught.value), wrong)

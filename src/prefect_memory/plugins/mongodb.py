@@ -136,6 +136,7 @@ _MAX_MESSAGE = 600
 #: Server error codes of refused credentials or operations: AuthenticationFailed,
 #: Unauthorized, UserNotFound, and Atlas's authentication error.
 _REFUSED_CODES = frozenset({18, 13, 11, 8000})
+_REFUSED_WORDS = ("authentication failed", "not authorized", "requires authentication")
 _NUMBER = (int, float)
 _MAYBE_NUMBER = (int, float, type(None))
 #: The type of each field of an entry document (what ``_record`` reads).
@@ -250,6 +251,15 @@ def _redact_query(query: str) -> str:
             segment = f"{name}=***"
         parts.append(segment)
     return "&".join(parts)
+
+
+def _refused(err: OperationFailure) -> bool:
+    """Whether the server refused the credentials or the operation (by code, or by message
+    for servers that answer a failed login without a code)."""
+    if err.code in _REFUSED_CODES:
+        return True
+    text = str(err).lower()
+    return any(words in text for words in _REFUSED_WORDS)
 
 
 class _ParsedUrl:
@@ -436,7 +446,7 @@ class MongoBackend(Backend):
             return BackendUnavailable(message)
         if isinstance(err, ConfigurationError):
             return ConfigError(message)
-        if isinstance(err, OperationFailure) and err.code in _REFUSED_CODES:
+        if isinstance(err, OperationFailure) and _refused(err):
             return BackendPermissionError(
                 f"{message} (check the user name, the password and the user's roles on "
                 f"{self.database}.{self.collection})"
