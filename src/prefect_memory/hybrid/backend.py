@@ -181,6 +181,33 @@ class HybridBackend(FallbackReads, Backend):
         """The two stores: ``primary`` and ``secondary``."""
         return (("primary", self.primary), ("secondary", self.secondary))
 
+    def child_facts(self, role: str, above: Mapping[str, Any]) -> dict[str, Any]:
+        """Nothing: the journal has a row of its own; each store is checked as it is."""
+        return {}
+
+    def report_rows(self, path: str) -> tuple[dict[str, Any], ...]:
+        """The row of the journal: its backlog and what this hybrid counts."""
+        journal = self.journal
+        lanes = (PRIMARY, SECONDARY)
+        return (
+            {
+                "path": f"{path}/journal" if path else "journal",
+                "kind": "Journal",
+                "url": journal.path,
+                "reachable": True,
+                "journal_backlog": {lane: journal.backlog(lane) for lane in lanes},
+                "details": {
+                    "strategy": self.strategy,
+                    "degraded_writes": self.degraded_writes,
+                    "primary_down_since": self.primary_down_since,
+                    "last_flush_error": self.last_flush_error,
+                    "last_replay_error": self.last_replay_error,
+                    "in_doubt": {lane: journal.in_doubt(lane) for lane in lanes},
+                    "repaired_late_writes": dict(self.repaired),
+                },
+            },
+        )
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.lanes.on_applied = self._applied

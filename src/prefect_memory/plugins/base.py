@@ -392,6 +392,32 @@ class Backend(ABC):
         """
         return ()
 
+    def child_facts(self, role: str, above: Mapping[str, Any]) -> dict[str, Any]:
+        """What a health report says of the child at ``role`` because of this backend.
+
+        ``above`` is what the parts above this one already say; the default passes it on
+        unchanged. A wrapper adds its breaker state, tiers add a tier's budget, a hybrid
+        starts afresh (each of its stores is checked as it is).
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> InProcessBackend().child_facts("", {"breaker": "closed"})
+            {'breaker': 'closed'}
+        """
+        return dict(above)
+
+    def report_rows(self, path: str) -> tuple[dict[str, Any], ...]:
+        """Rows of its own for a health report, as fields of a ``BackendHealth``.
+
+        ``()`` by default; a hybrid memory reports its journal (backlog, degraded writes).
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> InProcessBackend().report_rows("store")
+            ()
+        """
+        return ()
+
     def scan_query(self, ns: str, query: Mapping[str, Any], *, now: float) -> Iterator[str]:
         """Yield the live keys of ``ns`` whose entries match ``query`` (query pushdown).
 

@@ -32,11 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..hybrid.backend import HybridBackend
 from ..memory import register_memory_method
 from ..plugins.base import Backend, Part, walk
-from ..tiers.tiered import TieredBackend
-from .resilient import ResilientBackend
 
 
 @dataclass(frozen=True)
@@ -175,45 +172,7 @@ def _inherited(part: Part, known: dict[int, dict[str, Any]]) -> dict[str, Any]:
     parent = part.parent
     if parent is None:
         return {}
-    above, outer = known[id(parent)], parent.backend
-    if isinstance(outer, ResilientBackend):
-        extra: dict[str, Any] = {
-            "details": {**above.get("details", {}), "stuck_calls": outer.stuck}
-        }
-        if outer.breaker is not None:
-            extra["breaker"] = outer.breaker.state.value
-            extra["breaker_failures"] = outer.breaker.failures
-            if outer.breaker.last_error:
-                extra["details"]["breaker_last_error"] = outer.breaker.last_error
-        return {**above, **extra}
-    if isinstance(outer, TieredBackend):
-        tier = outer.tiers[outer.tier_index(part.role.removeprefix("tier:"))]
-        limits = {"max_bytes": tier.max_bytes, "max_entries": tier.max_entries}
-        return {**above, **limits, "tier": True}
-    if isinstance(outer, HybridBackend):
-        return {}  # the journal has a row of its own; each store is checked as it is
-    return above
-
-
-def _journal(path: str, backend: HybridBackend) -> BackendHealth:
-    """The row of a hybrid memory's journal: its backlog and what the hybrid counts."""
-    journal = backend.journal
-    return BackendHealth(
-        path=f"{path}/journal" if path else "journal",
-        kind="Journal",
-        url=journal.path,
-        reachable=True,
-        journal_backlog={lane: journal.backlog(lane) for lane in ("primary", "secondary")},
-        details={
-            "strategy": backend.strategy,
-            "degraded_writes": backend.degraded_writes,
-            "primary_down_since": backend.primary_down_since,
-            "last_flush_error": backend.last_flush_error,
-            "last_replay_error": backend.last_replay_error,
-            "in_doubt": {lane: journal.in_doubt(lane) for lane in ("primary", "secondary")},
-            "repaired_late_writes": dict(backend.repaired),
-        },
-    )
+    return parent.backend.child_facts(part.role, known[id(parent)])
 
 
 def _items(backend: Backend) -> Iterator[_Probe | BackendHealth]:
@@ -221,8 +180,8 @@ def _items(backend: Backend) -> Iterator[_Probe | BackendHealth]:
     known: dict[int, dict[str, Any]] = {}
     for part in walk(backend):
         known[id(part)] = mine = _inherited(part, known)
-        if isinstance(part.backend, HybridBackend):
-            yield _journal(part.path, part.backend)
+        for row in part.backend.report_rows(part.path):
+            yield BackendHealth(**row)
         if part.backend.children():
             continue
         budget = None

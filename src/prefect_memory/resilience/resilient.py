@@ -202,6 +202,17 @@ class ResilientBackend(Backend):
         """The wrapped backend (an empty role: the same store, behind retries and a breaker)."""
         return (("", self.inner),)
 
+    def child_facts(self, role: str, above: Mapping[str, Any]) -> dict[str, Any]:
+        """The state of the breaker and the stuck calls, for the store inside."""
+        details = {**above.get("details", {}), "stuck_calls": self.stuck}
+        extra: dict[str, Any] = {"details": details}
+        if self.breaker is not None:
+            extra["breaker"] = self.breaker.state.value
+            extra["breaker_failures"] = self.breaker.failures
+            if self.breaker.last_error:
+                details["breaker_last_error"] = self.breaker.last_error
+        return {**above, **extra}
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ResilientBackend:
         """Open ``url`` with the registry and wrap it (``retry``, ``breaker``, ``deadline``)."""

@@ -165,6 +165,12 @@ class TieredBackend(Backend):
         """The store of each tier, hottest first, as ``tier:<name>``."""
         return tuple((f"tier:{tier.name}", tier.backend) for tier in self.tiers)
 
+    def child_facts(self, role: str, above: Mapping[str, Any]) -> dict[str, Any]:
+        """The budget of the tier at ``role`` (``tier:<name>``), for its store's health."""
+        tier = self.tiers[self.tier_index(role.removeprefix("tier:"))]
+        return {**above, "max_bytes": tier.max_bytes, "max_entries": tier.max_entries,
+                "tier": True}  # fmt: skip
+
     def tier_index(self, name: str) -> int:
         """Position of the tier called ``name``."""
         for i, tier in enumerate(self.tiers):
