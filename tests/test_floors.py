@@ -1,6 +1,6 @@
 """Prefect lives on the Prefect floor: the core imports without it (docs/architecture.md).
 
-Floors 6-8 (``blocks/``, ``prefect_bridge.py``, ``tasks.py``, ``flows/``, ``cli.py``,
+Floors 6-8 (``blocks/``, ``prefect_bridge.py``, ``tasks.py``, ``flows/``, ``cli/``,
 ``demo/``) may use Prefect; everything below reports through logging and callbacks, and
 the four places where a callback becomes a Prefect call (breaker events, alert events,
 plot artifacts, Secret-block keys) go through :mod:`prefect_memory.prefect_bridge`.
@@ -17,7 +17,7 @@ import prefect_memory
 
 ROOT = Path(prefect_memory.__file__).resolve().parent
 #: Modules and packages on the Prefect floor or above (relative to the package root).
-PREFECT_FLOOR = ("blocks", "flows", "demo", "tasks.py", "cli.py", "prefect_bridge.py")
+PREFECT_FLOOR = ("blocks", "flows", "demo", "cli", "tasks.py", "prefect_bridge.py")
 
 
 def _module_name(path: Path) -> str:
@@ -40,6 +40,15 @@ def _imports_prefect(tree: ast.AST) -> list[int]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
+        elif (  # importlib.import_module("prefect...") / __import__("prefect...")
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names = [node.args[0].value]
         else:
             continue
         if any(n == "prefect" or n.startswith("prefect.") for n in names):
