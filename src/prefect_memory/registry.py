@@ -157,7 +157,11 @@ def open_backend(url: str, **options: Any) -> Backend:
         raise ConfigError(
             f"a memory URL looks like 'scheme://...' (e.g. 'redis://127.0.0.1:6379/0'), got {url!r}"
         )
-    scheme = urlsplit(url).scheme or url.split("://", 1)[0]
+    try:
+        scheme = urlsplit(url).scheme or url.split("://", 1)[0]
+    except ValueError as err:  # e.g. "Invalid IPv6 URL"
+        shown = url.split("://", 1)[0][:20]  # the rest may hold a password: not shown
+        raise ConfigError(f"the {shown}:// URL is not a valid URL: {err}") from None
     backend = resolve_factory(scheme)(url, **options)
     if not isinstance(backend, Backend):
         raise ConfigError(

@@ -84,11 +84,18 @@ def redact_url(url: str) -> str:
     Example:
         >>> redact_url("mongodb://bob:s/3#c@db:27017/app?tlsCertificateKeyFilePassword=k&w=1")
         'mongodb://bob:***@db:27017/app?tlsCertificateKeyFilePassword=***&w=1'
+        >>> redact_url("redis://bob:s3cr3t@[::1/0")  # malformed: masked all the same
+        'redis://bob:***@[::1/0'
     """
     found = _userinfo(url)
     if found is not None:
         scheme, user, password, rest = found
         url = f"{scheme}://{user}{'' if password is None else ':***'}@{rest}"
+    else:  # no host we recognise after an '@' (a malformed URL): mask all that may be one
+        scheme, sep, rest = url.partition("://")
+        at, colon = rest.rfind("@"), rest.find(":")
+        if sep and 0 <= colon < at and not re.search(r"[/?#]", rest[:colon]):
+            url = f"{scheme}://{rest[:colon]}:***{rest[at:]}"
     head, question, query = url.partition("?")
     if not question:
         return url

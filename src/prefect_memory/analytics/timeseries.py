@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ..errors import EntryNotFound
 from ..keys import ns_token
 from ._redis import RedisLink
 from .aggregate import finalize, normalize_aggregation, sort_points
@@ -96,11 +97,15 @@ class TimeSeries:
     def open(
         cls, source: Any, name: str, *, namespace: str | None = None, **options: Any
     ) -> TimeSeries:
-        """The series ``name`` with the config stored by its writer (KeyError if unknown)."""
+        """The series ``name`` with the config stored by its writer.
+
+        Raises:
+            EntryNotFound: No series ``name`` in the namespace (a ``KeyError``).
+        """
         link = RedisLink.open(source, namespace=namespace, **options)
         raw = link.run("HGET", link.key("ts", ns_token(name)) + ":m", "config")
         if raw is None:
-            raise KeyError(f"no time series {name!r} in namespace {link.namespace!r}")
+            raise EntryNotFound(f"no time series {name!r} in namespace {link.namespace!r}")
         return cls(link, name, config=SeriesConfig.from_json(raw))
 
     @staticmethod

@@ -67,6 +67,7 @@ from ..errors import (
     BackendUnavailable,
     ConfigError,
     InvalidKeyError,
+    MissingDependencyError,
     PrefectMemoryError,
 )
 from ..keys import file_name, glob_match, key_from_file_name, literal_prefix, ns_token
@@ -508,8 +509,11 @@ class FsspecBackend(Backend):
                 options["skip_instance_cache"] = True
         try:
             fs, root = fsspec.core.url_to_fs(self.url, **options)
-        except ImportError as err:
-            raise ConfigError(f"{self.protocol}:// needs an fsspec implementation: {err}") from err
+        except ImportError as err:  # e.g. s3fs not installed
+            hint = "pip install 'prefect-memory[s3]'" if self.protocol == "s3" else str(err)
+            raise MissingDependencyError(
+                f"{self.protocol}:// needs an fsspec implementation; install it with: {hint}"
+            ) from err
         root = root.rstrip("/")
         if self.retries is not None and self.protocol == "s3":
             fs.retries = self.retries

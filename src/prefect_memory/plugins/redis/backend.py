@@ -205,6 +205,8 @@ class RedisBackend(Backend):
             db = int(db_text)
         except ValueError:
             raise ConfigError(f"the Redis database must be a number, got {db_text!r}") from None
+        if db < 0:
+            raise ConfigError(f"the Redis database must be 0 or more, got {db}")
         timeout = _positive(timeout, "timeout")
         if max_connections is not None and (
             not isinstance(max_connections, int) or isinstance(max_connections, bool)

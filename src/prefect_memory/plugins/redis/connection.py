@@ -463,6 +463,11 @@ class RedisConnection:
                 "refuses this client; if the server checks clients (tls-auth-clients), set "
                 f"ssl_certfile and ssl_keyfile to a certificate of its CA ({err})"
             )
+        if isinstance(err, RedisError) and "DB index is out of range" in str(err):
+            return ConfigError(
+                f"{where}: the server has no database {self.db} (it has as many as its "
+                "'databases' setting, 16 by default): use a smaller number in the URL"
+            )
         files = {k: v for k, v in self.ssl_options.items() if k in _TLS_FILES and v}
         if files and _cause(err, (FileNotFoundError, IsADirectoryError)) is not None:
             named = ", ".join(f"{k}={v!r}" for k, v in files.items())
