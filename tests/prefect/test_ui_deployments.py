@@ -120,7 +120,7 @@ def test_scheduled_migration_runs_and_deployments_show_in_the_ui(
 
 
 def test_examples_prefect_yaml_deploys_with_schedules(server: Any, tmp_path: Path) -> None:
-    env = {**server.env(), "PREFECT_MEMORY_PROJECT_DIR": str(ROOT)}
+    env = server.env()
     pool = subprocess.run(
         [_bin("prefect"), "work-pool", "create", "memory-maintenance", "--type", "process"],
         env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
@@ -128,22 +128,23 @@ def test_examples_prefect_yaml_deploys_with_schedules(server: Any, tmp_path: Pat
     assert pool.returncode == 0 or "already exists" in pool.stdout, pool.stdout + pool.stderr
     deploy = subprocess.run(
         [_bin("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
-         "examples/prefect.yaml"],
-        env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=ROOT,
+         str(ROOT / "examples" / "prefect.yaml")],
+        env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
     )  # fmt: skip
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     deployed = {d["name"]: d for d in server.post("/deployments/filter", {})}
     assert {
-        "migrate-tiers-shop",
-        "archive-to-parquet-shop",
-        "cleanup-expired-shop",
-        "memory-health-report-shop",
+        "migrate_tiers-shop",
+        "archive_to_parquet-shop",
+        "cleanup_expired-shop",
+        "memory_health_report-shop",
     } <= set(deployed)
-    migrate = deployed["migrate-tiers-shop"]
+    migrate = deployed["migrate_tiers-shop"]
     assert migrate["schedules"][0]["schedule"]["interval"] == 3600
     assert migrate["parameters"] == {"block": "tiered-memory/shop", "batch_size": 500}
-    assert deployed["cleanup-expired-shop"]["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
-    for name in ("migrate-tiers-shop", "archive-to-parquet-shop", "cleanup-expired-shop",
-                 "memory-health-report-shop"):  # fmt: skip
+    assert deployed["cleanup_expired-shop"]["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+    for name in ("migrate_tiers-shop", "archive_to_parquet-shop", "cleanup_expired-shop",
+                 "memory_health_report-shop"):  # fmt: skip
         assert deployed[name]["global_concurrency_limit"]["limit"] == 1, deployed[name]
         assert deployed[name]["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"

@@ -16,6 +16,11 @@ calls one engine method, logs what it did and publishes its report as a Prefect 
 deployment concurrency limit of one run (see :mod:`prefect_memory.flows.schedules`).
 Overlapping runs are safe anyway; ``migrate_tiers`` and ``archive_to_parquet`` count the keys
 another run or a writer moved, changed or deleted first as skipped, in their artifact.
+
+For ``prefect deploy`` and a work pool, their entrypoints are the module paths
+``prefect_memory.flows.maintenance.<flow>`` (as in ``examples/prefect.yaml``): a worker
+imports them from the installed package, no project files needed. ``serve`` and such a
+``prefect.yaml`` name a deployment the same way, ``<flow name>-<block name>``.
 """
 
 from __future__ import annotations
