@@ -24,6 +24,12 @@ Usage::
 
     python benchmarks/bench_archive.py            # starts its own SeaweedFS
     python benchmarks/bench_archive.py --quick    # 40,000 entries, fewer repeats
+    python benchmarks/bench_archive.py --value-json   # archive with value_json=True
+
+Values are what a memory stores (codec format byte, then msgpack). With ``--value-json``
+the archive's ``value_json`` column (off by default) is computed for every row, and the
+pyarrow side writes the same table, that column included (its building, JSON included,
+is not charged to pyarrow).
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def make_records(n: int) -> dict[str, Record]:
     rng = random.Random(7)
     out: dict[str, Record] = {}
     for i in range(n):
-        value = msgpack.packb(
+        value = b"\x01" + msgpack.packb(  # as Memory's codec stores it (format byte 0x01)
             {
                 "order": i,
                 "customer": f"cust-{rng.randrange(10**6):06d}",
@@ -126,9 +132,11 @@ def pyarrow_writer(fs: Any, tables: list[pa.Table], base: str) -> Callable[[], N
     return write
 
 
-def arrow(batch: dict[str, Record]) -> pa.Table:
+def arrow(batch: dict[str, Record], value_json: bool = True) -> pa.Table:
     """A batch as the Arrow table both writers store (our schema, sorted by key)."""
-    return build_table(NS, list(batch), list(batch.values()), seq=1, archived_at=NOW)
+    return build_table(
+        NS, list(batch), list(batch.values()), seq=1, archived_at=NOW, value_json=value_json
+    )
 
 
 def measure_writes(args: Any, warm: SqliteBackend, options: dict[str, Any]) -> dict[str, Any]:
@@ -140,8 +148,12 @@ def measure_writes(args: Any, warm: SqliteBackend, options: dict[str, Any]) -> d
     for round_ in range(args.repeat + 1):  # round 0 warms up the server, sockets and caches
         batches: list[dict[str, Record]] = []
         read = timed(lambda b=batches: b.extend(read_source(warm, args.batch)))
-        build = timed(lambda bs=batches: [arrow(b) for b in bs])
-        tables = [arrow(b).append_column("date", pa.array([day_of(NOW)] * len(b))) for b in batches]
+        json_on = options["value_json"]
+        build = timed(lambda bs=batches, j=json_on: [arrow(b, j) for b in bs])
+        tables = [
+            arrow(b, json_on).append_column("date", pa.array([day_of(NOW)] * len(b)))
+            for b in batches
+        ]
         run = uuid.uuid4().hex[:8]
         archive = ParquetArchiveBackend(f"parquet::s3://bench/ours-{run}", **options)
         archive.ping()  # connected first: both sides write through a connected s3fs
@@ -208,6 +220,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--lookups", type=int, default=200)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--value-json", action="store_true", help="archive value_json=True")
     args = parser.parse_args()
     if args.quick:
         args.n, args.batch, args.repeat, args.lookups = 40_000, 10_000, 3, 50
@@ -215,7 +228,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pm-bench-archive-"))
     with servers.S3Server() as s3:
         s3.make_bucket("bench")
-        options = {"storage_options": s3.storage_options}
+        options = {"storage_options": s3.storage_options, "value_json": args.value_json}
         records = make_records(args.n)
         size = sum(len(r.value) for r in records.values()) / len(records)
         warm = SqliteBackend(str(work / "warm.db"))
@@ -223,7 +236,8 @@ def main() -> None:
         for start in range(0, args.n, 10_000):
             warm.put_many(NS, dict(items[start : start + 10_000]), now=T0)
         print(f"N={args.n:,} entries of ~{size:.0f} B values, batches of {args.batch:,} "
-              f"(one file each), SeaweedFS {s3.endpoint_url}, median of {args.repeat}")  # fmt: skip
+              f"(one file each), SeaweedFS {s3.endpoint_url}, median of {args.repeat}, "
+              f"value_json={options['value_json']}")  # fmt: skip
         writes = measure_writes(args, warm, options)
         lat = measure_lookups(args, writes["archive"], writes["base"], records, options)
         cold = ParquetArchiveBackend(f"parquet::s3://bench/mig-{uuid.uuid4().hex[:8]}", **options)

@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .format import COLUMNS, PartFile, fetch_tables
+from .format import COLUMNS, PartFile, conform, fetch_tables
 from .index import NsIndex
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ def _rows(plan: _Plan, file: PartFile, table: pa.Table) -> pa.Table:
         empty = pa.scalar(b"", table.schema.field("value").type)
         value = pc.if_else(convert, empty, table.column("value"))
         table = table.set_column(names.index("value"), "value", value)
+        blank = pa.scalar(None, table.schema.field("value_json").type)
+        text = pc.if_else(convert, blank, table.column("value_json"))
+        table = table.set_column(names.index("value_json"), "value_json", text)
         deleted = pa.array(file.deleted | plan.convert)
         table = table.set_column(names.index("deleted"), "deleted", deleted)
     return table.filter(pa.array(plan.keep))
@@ -261,6 +264,7 @@ def _compact_day(
     tables = fetch_tables(
         backend.fetch, [f.request(range(f.metadata.num_row_groups), COLUMNS) for f in group]
     )
+    tables = [conform(t, value_json=backend.value_json) for t in tables]  # any schema version
     kept = [_rows(plans[f.path], f, t) for f, t in zip(group, tables, strict=True)]
     merged = pa.concat_tables(kept)
     merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending")]))

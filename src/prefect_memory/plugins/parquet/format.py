@@ -2,26 +2,52 @@
 
 Every data file holds the rows of one write (a batch, a batch of tombstones, or the
 output of a compaction), sorted by key, with row groups of about ``row_group_bytes``.
-Columns (times are epoch seconds as ``float64``, exactly the floats of
-:class:`~prefect_memory.plugins.base.Record`, so a ``(version, updated_at)`` token read
-back compares equal)::
 
-    key, namespace, created_at, updated_at, last_access, access_count, expires_at, ttl,
-    sliding, tags (list<string>), version, archived_at, seq, deleted, value (binary)
+On-disk schema, version 2 (:data:`SCHEMA_VERSION`, also in each file's key-value
+metadata as ``prefect_memory.archive_schema``). Times are epoch seconds as ``float64``,
+exactly the floats of :class:`~prefect_memory.plugins.base.Record`, so a
+``(version, updated_at)`` token read back compares equal:
+
+==============  ==================  =====================================================
+column          type                meaning
+==============  ==================  =====================================================
+key             string, not null    the entry's key
+namespace       string              the memory's namespace (the folder is its token)
+created_at      float64             first write of the key
+updated_at      float64             this version's write
+last_access     float64             last read (access statistics folded in by compaction)
+access_count    int64               reads (same)
+expires_at      float64, null       expiry time; null: never
+ttl             float64, null       time to live in seconds; null: none
+sliding         bool                an access pushes ``expires_at`` to now + ``ttl``
+tags            list<string>        tags of the entry
+version         int64               write counter of the key
+archived_at     float64             when the row was written here (its ``date=``)
+seq             int64               write order: the latest row of a key wins
+deleted         bool                a tombstone (the key was deleted)
+value           large_binary        the exact stored bytes (what reads use)
+value_json      large_string, null  the value as JSON text when exact (:mod:`.value_json`;
+                                    written when the archive's ``value_json`` is on)
+==============  ==================  =====================================================
+
+The partition folder adds ``date`` (``date=YYYY-MM-DD``, the UTC day of ``archived_at``).
+Version 1 (files written before ``value_json`` existed) is the same without that last
+column: every reader here accepts both (a missing ``value_json`` reads as null, and a
+compaction rewriting such a file fills it in when the archive's ``value_json`` is on).
 
 ``seq`` orders writes (the latest row of a key wins, compaction keeps it; the rows of a
 write take the slot of its claim in the commit log, see :mod:`.log`, whatever
-they hold); ``deleted`` marks a tombstone. ``value`` is the last column, so every other
-column of a row group is one contiguous byte range: the key index reads that range, a
-lookup reads the value chunk of one row group, and neither reads anything else
-(:func:`fetch_tables`).
+they hold); ``deleted`` marks a tombstone. ``value`` and ``value_json`` are the last
+columns, so every other column of a row group is one contiguous byte range: the key
+index reads that range, a lookup reads the value chunk of one row group, and neither
+reads anything else (:func:`fetch_tables`).
 
 Example:
     >>> from prefect_memory.plugins.base import Record
-    >>> records = [Record(b"2", 1.0, 1.0, 1.0), Record(b"1", 1.0, 1.0, 1.0)]
-    >>> table = build_table("ns", ["b", "a"], records, seq=7, archived_at=0.0)
-    >>> table.column("key").to_pylist(), day_of(0.0)
-    (['a', 'b'], '1970-01-01')
+    >>> records = [Record(b"\\x01\\x02", 1.0, 1.0, 1.0), Record(b"1", 1.0, 1.0, 1.0)]
+    >>> table = build_table("ns", ["b", "a"], records, seq=7, archived_at=0.0, value_json=True)
+    >>> table.column("key").to_pylist(), table.column("value_json").to_pylist(), day_of(0.0)
+    (['a', 'b'], [None, '2'], '1970-01-01')
 """
 
 from __future__ import annotations
@@ -43,7 +69,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..base import Record
+from .value_json import json_column
 
+#: Version of the data files' schema (see the module docstring).
+SCHEMA_VERSION = 2
+#: Key of the schema version in a data file's key-value metadata.
+SCHEMA_KEY = "prefect_memory.archive_schema"
 SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -61,11 +92,17 @@ SCHEMA = pa.schema(
         pa.field("seq", pa.int64()),
         pa.field("deleted", pa.bool_()),
         pa.field("value", pa.large_binary()),
-    ]
+        pa.field("value_json", pa.large_string()),
+    ],
+    metadata={SCHEMA_KEY: str(SCHEMA_VERSION).encode()},
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
-#: Everything but the value: what the key index keeps in memory.
-META_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("value", "namespace"))
+#: Columns of every schema version (version 1 files have exactly these).
+COLUMNS_V1: tuple[str, ...] = COLUMNS[:-1]
+#: Everything but the values: what the key index keeps in memory.
+META_COLUMNS: tuple[str, ...] = tuple(
+    c for c in COLUMNS if c not in ("value", "value_json", "namespace")
+)
 TIME_COLUMNS = ("created_at", "updated_at", "last_access", "expires_at", "archived_at")
 _STATS_COLUMNS = ["key", "seq", "archived_at", "expires_at", "updated_at", "version"]
 _FOOTER_READ = 64 * 1024
@@ -113,9 +150,12 @@ def build_table(
     archived_at: float,
     deleted: bool = False,
     sort: bool = True,
+    value_json: bool = False,
 ) -> pa.Table:
-    """The rows of one write, sorted by key (``records[i]`` belongs to ``keys[i]``)."""
+    """The rows of one write, sorted by key (``records[i]`` belongs to ``keys[i]``);
+    ``value_json`` fills that column (else it is null)."""
     n = len(keys)
+    values = list(map(attrgetter("value"), records))
     data = {
         "key": pa.array(keys, pa.string()),
         "namespace": pa.repeat(pa.scalar(ns, pa.string()), n),
@@ -131,7 +171,8 @@ def build_table(
         "archived_at": pa.array(np.full(n, archived_at, dtype=np.float64)),
         "seq": pa.array(np.full(n, seq, dtype=np.int64)),
         "deleted": pa.array(np.full(n, deleted, dtype=np.bool_)),
-        "value": pa.array(list(map(attrgetter("value"), records)), pa.large_binary()),
+        "value": pa.array(values, pa.large_binary()),
+        "value_json": json_column(values, deleted or not value_json),
     }
     table = pa.table(data, schema=SCHEMA)
     if sort and n > 1:
@@ -160,6 +201,7 @@ def write_rows(
     deleted: bool = False,
     row_group_bytes: int,
     compression: str,
+    value_json: bool = False,
 ) -> tuple[bytes, pa.Table]:
     """One Parquet file of rows whose ``keys`` are sorted; return it and its non-value columns.
 
@@ -179,7 +221,7 @@ def write_rows(
         for start in range(0, max(n, 1), step):
             rows = slice(start, start + step)
             chunk = build_table(ns, keys[rows], records[rows], seq=seq, archived_at=archived_at,
-                                deleted=deleted, sort=False)  # fmt: skip
+                                deleted=deleted, sort=False, value_json=value_json)  # fmt: skip
             if pending is not None:
                 pending.result()
             pending = encoder.submit(writer.write_table, chunk, row_group_size=group)
@@ -188,6 +230,23 @@ def write_rows(
             pending.result()
     writer.close()
     return sink.getvalue().to_pybytes(), pa.concat_tables(metas)
+
+
+def conform(table: pa.Table, *, value_json: bool = False) -> pa.Table:
+    """Rows read from a data file of any schema version, as :data:`SCHEMA` (a version 1
+    file's ``value_json`` is computed from ``value`` with ``value_json``, else null).
+
+    Example:
+        >>> old = build_table("ns", ["k"], [Record(b"\\x01\\x05", 0.0, 0.0, 0.0)], seq=1,
+        ...                   archived_at=0.0).drop_columns(["value_json"])
+        >>> conform(old, value_json=True).column("value_json").to_pylist()
+        ['5']
+    """
+    if "value_json" not in table.schema.names:
+        values = table.column("value").to_pylist()  # a tombstone's b"" has no JSON form
+        table = table.append_column("value_json", json_column(values, not value_json))
+    columns = [table.column(c) for c in COLUMNS]
+    return pa.Table.from_arrays(columns, names=list(COLUMNS)).cast(SCHEMA)
 
 
 def encode_table(table: pa.Table, *, row_group_bytes: int, compression: str) -> bytes:

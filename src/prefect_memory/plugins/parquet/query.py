@@ -209,7 +209,8 @@ def _frame(
 
 def dataset(backend: ParquetArchiveBackend, ns: str) -> ds.Dataset:
     """Every data file of ``ns`` that counts as a pyarrow dataset (hive ``date`` partition),
-    through fsspec.
+    through fsspec, with the columns of the current schema (:mod:`.format`; ``value_json``
+    is null in files written before it existed).
 
     Raw rows: superseded versions and tombstones included (filter on ``deleted`` and keep
     the highest ``seq`` per key for the current state, or use :func:`query`). Files not
@@ -224,6 +225,9 @@ def dataset(backend: ParquetArchiveBackend, ns: str) -> ds.Dataset:
     import pyarrow.parquet as pq
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
+    from .format import SCHEMA, conform
+
+    date = pa.schema([pa.field("date", pa.string())])
     with backend._errors("list"), backend._lock:
         index = backend.refresh(ns)
         files = sorted(index.files.values(), key=lambda f: f.path)
@@ -231,9 +235,10 @@ def dataset(backend: ParquetArchiveBackend, ns: str) -> ds.Dataset:
         fixed = [f for f in files if _rewritten(f)]
         whole = pds.dataset(
             plain,
+            schema=pa.unify_schemas([SCHEMA, date]),  # version 1 files: value_json null
             format="parquet",
             filesystem=PyFileSystem(FSSpecHandler(backend.fs)),
-            partitioning=pds.partitioning(flavor="hive"),
+            partitioning=pds.partitioning(date, flavor="hive"),
             partition_base_dir=backend.ns_root(ns),
         )
         if not fixed:
@@ -241,7 +246,7 @@ def dataset(backend: ParquetArchiveBackend, ns: str) -> ds.Dataset:
         tables = []
         for file in fixed:
             with backend.fs.open(file.path, "rb") as fh:
-                table = pq.read_table(fh)
+                table = conform(pq.read_table(fh), value_json=False)
             names = table.schema.names
             table = table.set_column(names.index("seq"), "seq", pa.array(file.seq))
             if file.void_rows is not None:

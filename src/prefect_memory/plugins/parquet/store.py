@@ -134,6 +134,7 @@ class ArchiveStore:
     conn: FsspecBackend
     row_group_bytes: int
     compression: str
+    value_json: bool
     stats_fold_at: int
     _lock: threading.RLock
     _indexes: dict[str, NsIndex] | None
@@ -538,7 +539,8 @@ class ArchiveStore:
         """A new data file of records (``keys`` sorted) archived at ``now``, not yet stored."""
         data, meta = write_rows(ns, keys, records, seq=seq, archived_at=now, deleted=deleted,
                                 row_group_bytes=self.row_group_bytes,
-                                compression=self.compression)  # fmt: skip
+                                compression=self.compression,
+                                value_json=self.value_json)  # fmt: skip
         return Encoded(day_of(now), seq, data, meta, keys)
 
     def remove_files(self, paths: Sequence[str]) -> None:
