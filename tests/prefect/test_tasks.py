@@ -91,14 +91,14 @@ def test_tasks_in_an_async_flow(make_block: MakeBlock, unique: str) -> None:
 
     @flow
     async def async_flow() -> tuple[Any, ...]:
-        memory_set(block, "a", 1)
-        memory_set_many(slug, {"b": 2, "c": 3}, tags=["grp"])  # by saved block name
+        await memory_set(block, "a", 1)  # awaitable in an async flow (Prefect's dispatch)
+        await memory_set_many(slug, {"b": 2, "c": 3}, tags=["grp"])  # by saved block name
         future = memory_get_many.submit(block, ["a", "b", "c"])
         return (
-            memory_get(slug, "a"),
+            await memory_get(slug, "a"),
             future.result(),
-            memory_delete(block, "a"),
-            memory_invalidate_tags(slug, ["grp"]),
+            await memory_delete(block, "a"),
+            await memory_invalidate_tags(slug, ["grp"]),
         )
 
     assert asyncio.run(async_flow()) == (1, {"a": 1, "b": 2, "c": 3}, True, 2)

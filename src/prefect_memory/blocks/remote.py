@@ -15,129 +15,63 @@ Example:
 
 from __future__ import annotations
 
-import re
 from abc import ABC
 from typing import Any, ClassVar
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from ..urls import _secret_name, redact_url, split_credentials
+from ..errors import ConfigError
+from ..urls import redact_url, split_credentials  # noqa: F401 - importable from here too
 from .base import MemoryBlock
+from .clients import ClientCache, MongoClients, RedisClients, S3Clients
+from .credentials import (
+    _MONGO_SECRETS,
+    _REDIS_SECRETS,
+    _TLS_FIELDS,
+    AwsCredentialsField,
+    _check_refused,
+    _move_secrets,
+    _no_secret,
+    _RefusedUrl,  # noqa: F401 - the old import path
+    _secret,
+    aws_storage_options,
+    check_scheme,
+    check_typed_field,
+    compose_url,
+    minio_as_aws,
+    url_when_host,
+)
 
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\ \t\r\n")
-
-
-class _RefusedUrl(str):
-    """A url, its secrets removed, that the ``url`` field refuses with ``reason``.
-
-    A before-validator that raised would attach its raw input (the secret) to the
-    ``ValidationError``; the url field raises instead, its input already clean.
-    """
-
-    reason = ""
-
-
-def _refused(url: str, reason: str) -> _RefusedUrl:
-    refused = _RefusedUrl(url)
-    refused.reason = reason
-    return refused
-
-
-def _check_refused(value: Any) -> Any:
-    """The ``url`` field's before-validator: raise what :func:`_move_secrets` found."""
-    if isinstance(value, _RefusedUrl):
-        raise ValueError(value.reason)
-    return value
-
-
-def _move_secrets(values: Any, query_fields: dict[str, str], secret_fields: tuple[str, ...]) -> Any:
-    """Before validation: a password in ``url`` moves to the ``password`` field, and each
-    secret query option to its field (``query_fields``: lower-case option name -> field).
-
-    Secret fields given as ``str`` are wrapped first, so that no later error shows them. A
-    secret query option with no field is refused (it would stay in plain text), and so is
-    a secret given both in the url and in its field.
-    """
-    if not isinstance(values, dict):
-        return values
-    values = {
-        k: SecretStr(v) if k in secret_fields and isinstance(v, str) else v
-        for k, v in values.items()
-    }
-    if not isinstance(values.get("url"), str):
-        return values
-    url, password = split_credentials(values["url"])
-    moved: dict[str, SecretStr] = {}
-    if password is not None:
-        moved["password"] = SecretStr(password)
-    refused: list[str] = []
-    head, question, query = url.partition("?")
-    if question:
-        kept = []
-        for item in re.split("[&;]", query):
-            name, eq, value = item.partition("=")
-            if not (eq and _secret_name(name)):
-                kept.append(item)
-                continue
-            field = query_fields.get(unquote_plus(name).lower())
-            if field is None:
-                refused.append(
-                    f"the query option {unquote_plus(name)!r} holds a secret, which a block "
-                    "must not keep in its plain url field: remove it"
-                )
-            else:
-                moved[field] = SecretStr(unquote_plus(value))
-        url = head + ("?" + "&".join(kept) if kept else "")
-    refused += [
-        f"{field} given twice, in the url and in the {field} field"
-        for field in moved
-        if values.get(field) is not None
-    ]
-    if refused:
-        return {**values, "url": _refused(url, "; ".join(refused))}
-    if not moved and url == values["url"]:
-        return values
-    return {**values, "url": url, **moved}
-
-
-def _no_secret(url: str) -> str:
-    # Only on assignment (construction moved them): the url field never keeps a secret.
-    if split_credentials(url)[1] is not None:
-        raise ValueError("holds a password: set the password field instead")
-    if redact_url(url).partition("?")[2] != url.partition("?")[2]:
-        raise ValueError("holds a secret query option: set its block field instead")
-    return url
-
-
-def check_scheme(url: str, schemes: tuple[str, ...], example: str) -> str:
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme not in schemes:
-        prefixes = " or ".join(s + "://" for s in schemes)
-        raise ValueError(f"must start with {prefixes}, e.g. {example}")
-    return url
-
-
-_REDIS_SECRETS = ("password", "ssl_password")
-_TLS_FIELDS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_password")
-_MONGO_SECRETS = ("password", "tls_key_password")
 #: A ValidationError of a block with secrets never echoes the input (it may hold one).
 _NO_INPUT_IN_ERRORS = ConfigDict(validate_assignment=True, hide_input_in_errors=True)
 
 
-def _secret(value: SecretStr | None) -> str | None:
-    return None if value is None else value.get_secret_value()
+class RedisMemory(MemoryBlock, RedisClients):
+    """A memory in Redis: shared by every worker, native TTL, one round trip per batch.
 
+    The server is given by ``url``, or by typed fields as prefect-redis's ``RedisDatabase``
+    has them (``host``, ``port``, ``db``, ``username``, ``password``, ``ssl``): exactly one
+    of ``url`` and ``host``. :meth:`get_client` and :meth:`get_async_client` hand out pooled
+    redis-py clients of the same server.
 
-class RedisMemory(MemoryBlock):
-    """A memory in Redis: shared by every worker, native TTL, one round trip per batch."""
+    Example:
+        >>> from prefect_memory.blocks import RedisMemory
+        >>> block = RedisMemory(host="cache.local", port=6380, db=2, password="s3cret")
+        >>> block.as_connection_params()["host"], block.as_connection_params()["db"]
+        ('cache.local', 2)
+        >>> RedisMemory(url="redis://cache.local:6380/2").as_connection_params()["port"]
+        6380
+    """
 
     model_config = _NO_INPUT_IN_ERRORS
     _block_type_name: ClassVar[str] = "Redis Memory"
@@ -155,6 +89,7 @@ memory = RedisMemory.load("BLOCK_NAME")
 memory.set("session:42", {"user": 7}, ttl=1800, tags=["user:7"])
 memory.get("session:42")
 memory.invalidate_tags("user:7")
+client = memory.get_client()  # a pooled redis-py client of the same server
 
 @task(cache_policy=INPUTS, result_storage=memory)  # the loaded block, not a slug string
 def features(day: str):
@@ -162,14 +97,29 @@ def features(day: str):
 ```
 """
 
-    url: str = Field(
+    url: str | None = Field(
         default="redis://localhost:6379/0",
         description=(
             "Redis URL: redis://host:port/db, or rediss:// for TLS; a password in it moves "
-            "to the password field."
+            "to the password field (empty: give host instead)."
         ),
     )
+    host: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="Host of the Redis server, instead of a url (then give url empty).",
+    )
+    port: int | None = Field(
+        default=None, gt=0, lt=65536, description="Port of the server, with host (empty: 6379)."
+    )
+    db: int | None = Field(default=None, ge=0, description="Database number, with host (empty: 0).")
+    username: str | None = Field(
+        default=None, description="ACL user name, with host (a url has it in the url)."
+    )
     password: SecretStr | None = Field(default=None, description="Password of the Redis server.")
+    ssl: bool = Field(
+        default=False, description="Connect with TLS, with host (a url uses rediss:// instead)."
+    )
     timeout: float = Field(
         default=5.0,
         gt=0,
@@ -184,7 +134,7 @@ def features(day: str):
         default=None,
         description=(
             "Path of the CA certificate(s) that signed the server's certificate (rediss:// "
-            "only; empty: the system's CAs)."
+            "or ssl only; empty: the system's CAs)."
         ),
     )
     ssl_certfile: str | None = Field(
@@ -198,9 +148,14 @@ def features(day: str):
         default=None, description="Password of the client's private key, if it is encrypted."
     )
 
+    _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_out_of_url(cls, values: Any) -> Any:
+        values = url_when_host(values)
+        if isinstance(values, dict) and hasattr(values.get("username"), "get_secret_value"):
+            values = {**values, "username": values["username"].get_secret_value()}
         return _move_secrets(values, {"ssl_password": "ssl_password"}, _REDIS_SECRETS)
 
     @field_validator("url", mode="before")
@@ -210,19 +165,34 @@ def features(day: str):
 
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if "host" in info.data and info.data["host"] is None:  # assignment
+                raise ValueError("give the server's url or its host")
+            return None
         value = _no_secret(check_scheme(value, ("redis", "rediss"), "redis://localhost:6379/0"))
+        if info.data.get("host") is not None:  # assignment
+            raise ValueError("give either url or host, not both (set host=None to use url)")
         tls = [name for name in _TLS_FIELDS if info.data.get(name) is not None]  # assignment
         if tls and not value.lower().startswith("rediss://"):
             raise ValueError(f"{', '.join(tls)} need a rediss:// url")
         return value
+
+    @field_validator("host", "port", "db", "username", "ssl")
+    @classmethod
+    def _typed_or_url(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_typed_field(value, info, "ssl")
 
     @field_validator(*_TLS_FIELDS)
     @classmethod
     def _tls_needs_rediss(cls, value: Any, info: ValidationInfo) -> Any:
         # A field check, not a model one: a model validator's error shows the raw input.
         url = info.data.get("url")
-        if value is not None and isinstance(url, str) and not url.lower().startswith("rediss:"):
+        if value is None or "url" not in info.data:
+            return value
+        if url is None and not info.data.get("ssl"):
+            raise ValueError("TLS options need ssl=True (or a rediss:// url)")
+        if isinstance(url, str) and not url.lower().startswith("rediss:"):
             raise ValueError("TLS options need a rediss:// url")
         return value
 
@@ -237,19 +207,30 @@ def features(day: str):
         return value
 
     def _memory_url(self) -> str:
-        return self.url
+        if self.url is not None:
+            return self.url
+        assert self.host is not None  # validated: one of url and host
+        scheme = "rediss" if self.ssl else "redis"
+        return compose_url(scheme, self.host, self.port or 6379, f"/{self.db or 0}")
 
     def _memory_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"timeout": self.timeout, "key_prefix": self.key_prefix}
         if self.password is not None:
             options["password"] = self.password
+        if self.username is not None:
+            options["username"] = self.username
         for name in _TLS_FIELDS:  # the key's password stays a SecretStr down to the socket
             if getattr(self, name) is not None:
                 options[name] = getattr(self, name)
         return options
 
+    def close(self) -> None:
+        """Release the connections of the memory and of the clients it handed out."""
+        super().close()
+        self._clients.close()
 
-class MongoMemory(MemoryBlock):
+
+class MongoMemory(MemoryBlock, MongoClients):
     """A memory in a MongoDB collection: one document per entry, TTL index, bulk writes."""
 
     model_config = _NO_INPUT_IN_ERRORS
@@ -269,12 +250,26 @@ memory.list_keys("doc:*")
 ```
 """
 
-    url: str = Field(
+    url: str | None = Field(
         default="mongodb://localhost:27017/prefect_memory",
         description=(
             "MongoDB URL: mongodb://host:port/database or mongodb+srv://...; a password in "
-            "it moves to the password field."
+            "it moves to the password field (empty: give host instead)."
         ),
+    )
+    host: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="Host of the MongoDB server, instead of a url (then give url empty).",
+    )
+    port: int | None = Field(
+        default=None, gt=0, lt=65536, description="Port of the server, with host (empty: 27017)."
+    )
+    username: str | None = Field(
+        default=None, description="User name, with host (a url has it in the url)."
+    )
+    tls: bool = Field(
+        default=False, description="Connect with TLS, with host (a url says tls=true instead)."
     )
     collection: str | None = Field(
         default=None,
@@ -298,9 +293,14 @@ memory.list_keys("doc:*")
         description="Seconds to wait for the server or a reply before MongoDB counts as down.",
     )
 
+    _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_out_of_url(cls, values: Any) -> Any:
+        values = url_when_host(values)
+        if isinstance(values, dict) and hasattr(values.get("username"), "get_secret_value"):
+            values = {**values, "username": values["username"].get_secret_value()}
         return _move_secrets(
             values, {"tlscertificatekeyfilepassword": "tls_key_password"}, _MONGO_SECRETS
         )
@@ -312,9 +312,20 @@ memory.list_keys("doc:*")
 
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if "host" in info.data and info.data["host"] is None:  # assignment
+                raise ValueError("give the server's url or its host")
+            return None
+        if info.data.get("host") is not None:  # assignment
+            raise ValueError("give either url or host, not both (set host=None to use url)")
         example = "mongodb://localhost:27017/db"
         return _no_secret(check_scheme(value, ("mongodb", "mongodb+srv"), example))
+
+    @field_validator("host", "port", "username", "tls")
+    @classmethod
+    def _typed_or_url(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_typed_field(value, info, "tls")
 
     @field_validator("collection", "database")
     @classmethod
@@ -324,10 +335,16 @@ memory.list_keys("doc:*")
         return value
 
     def _memory_url(self) -> str:
-        return self.url
+        if self.url is not None:
+            return self.url
+        assert self.host is not None  # validated: one of url and host
+        query = "tls=true" if self.tls else ""
+        return compose_url("mongodb", self.host, self.port or 27017, "/", query)
 
     def _memory_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"timeout": self.timeout}
+        if self.username is not None:
+            options["username"] = self.username
         if self.collection is not None:
             options["collection"] = self.collection
         if self.database is not None:
@@ -339,8 +356,13 @@ memory.list_keys("doc:*")
             options["client_kwargs"] = {"tlsCertificateKeyFilePassword": key_password}
         return options
 
+    def close(self) -> None:
+        """Release the connections of the memory and of the clients it handed out."""
+        super().close()
+        self._clients.close()
 
-class S3Access(MemoryBlock, ABC):
+
+class S3Access(MemoryBlock, S3Clients, ABC):
     """The S3 fields of a block: ``url``, endpoint, credentials (``SecretStr``), timeout.
 
     ``ABC`` among the direct bases keeps Prefect from registering this class as a block type.
@@ -361,6 +383,15 @@ class S3Access(MemoryBlock, ABC):
     aws_secret_access_key: SecretStr | None = Field(
         default=None, description="Secret access key that goes with the access key id."
     )
+    credentials: AwsCredentialsField = Field(
+        default=None,
+        repr=False,  # prefect-aws keeps the session token as plain text
+        description=(
+            "A prefect-aws AwsCredentials block (key, secret, session token, profile, region, "
+            "endpoint), instead of the access key fields; a MinIOCredentials block is taken "
+            "as the AwsCredentials it stands for."
+        ),
+    )
     timeout: float = Field(
         default=10.0,
         gt=0,
@@ -371,9 +402,13 @@ class S3Access(MemoryBlock, ABC):
     @classmethod
     def _wrap_secret(cls, values: Any) -> Any:
         # Wrapped first: a later error of another field never shows the secret.
-        secret = values.get("aws_secret_access_key") if isinstance(values, dict) else None
+        if not isinstance(values, dict):
+            return values
+        secret = values.get("aws_secret_access_key")
         if isinstance(secret, str):
-            return {**values, "aws_secret_access_key": SecretStr(secret)}
+            values = {**values, "aws_secret_access_key": SecretStr(secret)}
+        if "credentials" in values:  # a MinIOCredentials block: as the AwsCredentials it is
+            values = {**values, "credentials": minio_as_aws(values["credentials"])}
         return values
 
     @field_validator("endpoint_url")
@@ -383,8 +418,39 @@ class S3Access(MemoryBlock, ABC):
             check_scheme(value, ("http", "https"), "http://127.0.0.1:9000")
         return value
 
+    @field_validator("aws_access_key_id", "aws_secret_access_key", "credentials")
+    @classmethod
+    def _keys_or_credentials(cls, value: Any, info: ValidationInfo) -> Any:
+        keys = [k for k in ("aws_access_key_id", "aws_secret_access_key") if info.data.get(k)]
+        if value is not None and (info.data.get("credentials") is not None or (
+            info.field_name == "credentials" and keys
+        )):  # fmt: skip
+            raise ValueError(
+                "give either a credentials block or aws_access_key_id/aws_secret_access_key, "
+                "not both"
+            )
+        return value
+
     def _storage_options(self) -> dict[str, Any]:
-        """The fsspec/s3fs options of these fields (the secret only leaves here)."""
+        """The fsspec/s3fs options of these fields (the secret only leaves here).
+
+        Raises:
+            ConfigError: The credentials block cannot be used (see
+                :func:`~prefect_memory.blocks.credentials.aws_storage_options`), or its
+                endpoint differs from ``endpoint_url``.
+        """
+        if self.credentials is not None:
+            storage = aws_storage_options(self.credentials)
+            client = storage.setdefault("client_kwargs", {})
+            endpoint = client.get("endpoint_url")
+            if self.endpoint_url is not None and endpoint not in (None, self.endpoint_url):
+                raise ConfigError(
+                    f"endpoint_url {self.endpoint_url!r} differs from the credentials "
+                    f"block's endpoint {endpoint!r}: give one of them"
+                )
+            if self.endpoint_url is not None:
+                client["endpoint_url"] = self.endpoint_url
+            return storage
         storage: dict[str, Any] = {}
         if self.aws_access_key_id is not None:
             storage["key"] = self.aws_access_key_id
