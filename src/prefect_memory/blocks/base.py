@@ -32,7 +32,15 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from prefect.filesystems import WritableFileSystem
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from ..aio import async_twin
 from ..errors import PrefectMemoryError
@@ -88,6 +96,38 @@ class _Lazy:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Lazy:
         return _Lazy()
+
+
+def _comparable(value: Any, *, hashable: bool = False) -> Any:
+    """A setting as compared by :meth:`MemoryBlock.__eq__` (``hashable``: and hashed).
+
+    Nested pydantic models other than memory blocks (a tier, a rule, a Prefect credentials
+    block) become their type and fields, so that their private state (a document id) does
+    not count either. With ``hashable``, lists become tuples and mappings and sets
+    frozensets; ``SecretStr`` compares and hashes its value, as pydantic does (never shown).
+    """
+    if isinstance(value, MemoryBlock):
+        return value
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        return (
+            type(value),
+            tuple((n, _comparable(getattr(value, n), hashable=hashable)) for n in fields),
+        )
+    if isinstance(value, (list, tuple)):
+        items = [_comparable(item, hashable=hashable) for item in value]
+        return tuple(items) if hashable or isinstance(value, tuple) else items
+    if isinstance(value, Mapping):
+        pairs = {key: _comparable(item, hashable=hashable) for key, item in value.items()}
+        return frozenset(pairs.items()) if hashable else pairs
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_comparable(item, hashable=hashable) for item in value)
+    if hashable:
+        try:
+            hash(value)
+        except TypeError:  # an unhashable setting of an unknown kind: only its type counts
+            return type(value)
+    return value
 
 
 class _EntryOrBlockDocument:
@@ -317,6 +357,26 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
         for name, value in (update or {}).items():
             setattr(copied, name, value)
         return copied
+
+    # -- equality: the settings, not the private state -----------------------------------------
+    # pydantic's equality also compares private attributes: the lazily built memory (never
+    # equal between two instances) and Prefect's document id. Two blocks with the same settings
+    # are the same storage, so that Prefect can tell that two cache policies (or a policy and
+    # a task) use one storage: ``INPUTS.configure(key_storage=B.load(n)) + TASK_SOURCE...``.
+    def _settings(self, *, hashable: bool = False) -> tuple[tuple[str, Any], ...]:
+        """``(field, value)`` of every field, in declaration order (see :func:`_comparable`)."""
+        fields = type(self).model_fields
+        return tuple((n, _comparable(getattr(self, n), hashable=hashable)) for n in fields)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a block of the same type with equal settings (secrets compared too)."""
+        if not isinstance(other, MemoryBlock):
+            return NotImplemented
+        return type(self) is type(other) and self._settings() == other._settings()
+
+    def __hash__(self) -> int:
+        """A hash of the type and the settings, consistent with ``==``."""
+        return hash((type(self), self._settings(hashable=True)))
 
     def close(self) -> None:
         """Release the connections of the memory (it reconnects if used again)."""

@@ -15,6 +15,9 @@ give a lock an expiry (``hold_timeout``, 300 s by default), after which it is fr
   that enforce conditional requests, in-process) that holds across processes; elsewhere
   only between the threads of one process.
 
+Releasing a lock that nobody holds any more (released already, or expired) is a no-op, as in
+prefect-redis; releasing a lock that another holder holds raises ``ValueError``.
+
 Example:
     >>> from prefect_memory.blocks import InProcessMemory
     >>> locks = InProcessMemory(name="docs-locks").lock_manager(hold_timeout=30)
@@ -25,6 +28,7 @@ Example:
     >>> locks.release_lock("cache-key", holder="run-1")
     >>> locks.is_locked("cache-key")
     False
+    >>> locks.release_lock("cache-key", holder="run-1")  # released already: a no-op
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
 from ..keys import ns_token
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 
 LOCKS_SUFFIX = "/prefect-locks"
 _PROCESS_LOCK = threading.Lock()
+
+Release = Literal["released", "free", "other"]
+"""What a release found: the holder's lock (now released), no lock, or another's lock."""
 
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
@@ -56,12 +63,20 @@ if current == ARGV[1] then
 end
 return 0
 """
+# 1: released; 0: nobody holds it (a no-op); -1: another holder has it. One script, so that
+# "free" and "another's" are told apart atomically with the delete.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local current = redis.call('GET', KEYS[1])
+if not current then
+  return 0
 end
-return 0
+if current == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return -1
 """
+_OUTCOMES = {1: "released", 0: "free", -1: "other"}
 
 
 class MemoryLockManager:
@@ -97,6 +112,19 @@ class MemoryLockManager:
         state["_memory"] = None
         return state
 
+    # Prefect refuses to add two cache policies whose lock managers differ (``!=``): two
+    # managers of equal blocks with equal settings are the same locks.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MemoryLockManager):
+            return NotImplemented
+        return type(self) is type(other) and self._settings() == other._settings()
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self._settings()))
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (self.block, self.hold_timeout, self.poll_interval)
+
     # -- primitives (overridden by the Redis manager) ----------------------------------------
     @property
     def memory(self) -> Memory:
@@ -105,14 +133,19 @@ class MemoryLockManager:
             self._memory = self.block.memory.with_namespace(self.block.namespace + LOCKS_SUFFIX)
         return self._memory
 
-    def _held_by(self, key: str, holder: str) -> tuple[int, float] | None:
-        """The token of the lock entry of ``key`` when ``holder`` holds it, else ``None``."""
+    def _entry(self, key: str) -> tuple[Any, tuple[int, float]] | None:
+        """``(holder, token)`` of the lock entry of ``key``, or ``None`` when it is free."""
         memory = self.memory
         found = memory.backend.get_many(memory.namespace, [key], now=memory.clock(), touch=False)
         record = found.get(key)
-        if record is None or memory._decode(key, record.value) != holder:  # hooks applied
+        if record is None:
             return None
-        return record.token
+        return memory._decode(key, record.value), record.token  # hooks applied
+
+    def _held_by(self, key: str, holder: str) -> tuple[int, float] | None:
+        """The token of the lock entry of ``key`` when ``holder`` holds it, else ``None``."""
+        entry = self._entry(key)
+        return entry[1] if entry is not None and entry[0] == holder else None
 
     def _drop(self, key: str, token: tuple[int, float]) -> bool:
         memory = self.memory
@@ -132,10 +165,17 @@ class MemoryLockManager:
             # was taken by someone else meanwhile is never overwritten.
             return self._drop(key, token) and self.memory.add(key, holder, ttl=hold)
 
-    def _release(self, key: str, holder: str) -> bool:
+    def _release(self, key: str, holder: str) -> Release:
         with _PROCESS_LOCK:
-            token = self._held_by(key, holder)
-            return token is not None and self._drop(key, token)
+            for _ in range(100):  # the entry changed between read and delete: look again
+                entry = self._entry(key)
+                if entry is None:
+                    return "free"
+                if entry[0] != holder:
+                    return "other"
+                if self._drop(key, entry[1]):
+                    return "released"
+            return "other"  # ours at every look, yet changed under every delete: not ours alone
 
     def _holder(self, key: str) -> str | None:
         return self.memory.get(key)
@@ -187,12 +227,16 @@ class MemoryLockManager:
             await asyncio.sleep(self.poll_interval)
 
     def release_lock(self, key: str, holder: str) -> None:
-        """Release the lock of ``key``.
+        """Release the lock of ``key``; a no-op when nobody holds it any more.
+
+        Prefect releases a transaction's lock again at commit when a retried task already
+        rolled the transaction back (and released the lock): that second release must not
+        fail the flow (PrefectHQ/prefect#17676, as prefect-redis's manager does).
 
         Raises:
-            ValueError: ``holder`` does not hold it (as Prefect's own managers do).
+            ValueError: Another holder holds the lock of ``key``.
         """
-        if not self._release(key, holder):
+        if self._release(key, holder) == "other":
             raise ValueError(f"No lock held by {holder} for transaction with key {key}")
 
     def is_locked(self, key: str) -> bool:
@@ -263,9 +307,10 @@ class RedisLockManager(MemoryLockManager):
         ms = max(int(hold * 1000), 1)
         return bool(conn.run_script(acquire, [self._name(key)], [holder, ms]))
 
-    def _release(self, key: str, holder: str) -> bool:
+    def _release(self, key: str, holder: str) -> Release:
         conn, (_acquire, release) = self._redis()
-        return bool(conn.run_script(release, [self._name(key)], [holder]))
+        outcome: Release = _OUTCOMES[int(conn.run_script(release, [self._name(key)], [holder]))]
+        return outcome
 
     def _holder(self, key: str) -> str | None:
         conn, _ = self._redis()

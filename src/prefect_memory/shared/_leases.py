@@ -13,12 +13,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 
 from ..plugins.redis.backend import RedisBackend
 from ..plugins.redis.scripts import LuaScript
+
+Release = Literal["released", "free", "other"]
+"""What ending a term found: the holder's term (now ended), no term, or another term."""
 
 # KEYS: term (msgpack {holder, token}), fence counter. ARGV: holder, ms. Returns the token.
 _ACQUIRE = LuaScript("""
@@ -44,14 +47,18 @@ if term[1] ~= ARGV[1] or term[2] ~= tonumber(ARGV[2]) then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """)
-# KEYS: term. ARGV: holder (token optional). 1 when released.
+# KEYS: term. ARGV: holder (token optional). 1: released; 0: no term (free); -1: another
+# term (another holder's, or with a token given, another term of this holder's). One script, so
+# that "free" and "another's" are told apart atomically with the delete.
 _RELEASE = LuaScript("""
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 local term = cmsgpack.unpack(cur)
-if term[1] ~= ARGV[1] or (ARGV[2] and term[2] ~= tonumber(ARGV[2])) then return 0 end
-return redis.call('DEL', KEYS[1])
+if term[1] ~= ARGV[1] or (ARGV[2] and term[2] ~= tonumber(ARGV[2])) then return -1 end
+redis.call('DEL', KEYS[1])
+return 1
 """)
+_OUTCOMES: dict[int, Release] = {1: "released", 0: "free", -1: "other"}
 # KEYS: term, fence counter. Returns {holder, token, pttl} or {false, last token, -2}.
 _READ = LuaScript("""
 local cur = redis.call('GET', KEYS[1])
@@ -84,8 +91,17 @@ class Terms:
 
     def release(self, holder: str, token: int | None = None) -> bool:
         """End ``holder``'s term (``token``: only that term); whether it was ours."""
+        return self.end(holder, token) == "released"
+
+    def end(self, holder: str, token: int | None = None) -> Release:
+        """End ``holder``'s term (``token``: only that term) and say what was found.
+
+        Returns:
+            ``"released"`` (it was ours), ``"free"`` (no term: lapsed or ended already) or
+            ``"other"`` (another holder's term, or another term than ``token``).
+        """
         args: list[Any] = [holder] if token is None else [holder, token]
-        return bool(self.backend.run_script(_RELEASE, self.keys[:1], args))
+        return _OUTCOMES[int(self.backend.run_script(_RELEASE, self.keys[:1], args))]
 
     def current(self) -> tuple[str | None, int, float | None]:
         """``(holder, token, seconds left)`` of the term, or ``(None, last token, None)``."""

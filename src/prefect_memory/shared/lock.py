@@ -8,7 +8,7 @@ against the lock itself). Not re-entrant: every lock object is its own holder.
 
 :class:`DistributedLockManager` offers the same locks through Prefect's ``LockManager``
 protocol, for ``cache_policy.configure(lock_manager=...)`` (re-entrant per holder there,
-as Prefect expects).
+as Prefect expects; releasing a lock nobody holds is a no-op, another holder's raises).
 
 Example:
     >>> DistributedLockManager.__name__, hasattr(DistributedLockManager, "aacquire_lock")
@@ -180,8 +180,15 @@ class DistributedLockManager:
         return True
 
     def release_lock(self, key: str, holder: str) -> None:
-        """Release; raise ``ValueError`` when ``holder`` does not hold it (as Prefect does)."""
-        if not self.terms(key).release(holder):
+        """Release the lock of ``key``; a no-op when nobody holds it any more.
+
+        Prefect releases a transaction's lock a second time at commit when a retried task
+        rolled the transaction back already (PrefectHQ/prefect#17676): that must not fail.
+
+        Raises:
+            ValueError: Another holder holds the lock of ``key`` (as Prefect's managers do).
+        """
+        if self.terms(key).end(holder) == "other":
             raise ValueError(f"No lock held by {holder} for transaction with key {key}")
 
     def is_locked(self, key: str) -> bool:
