@@ -34,7 +34,9 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..errors import ConfigError, PrefectMemoryError
 from ..units import parse_duration
@@ -80,6 +82,52 @@ class AnalyticsReport:
             )
         lines += [f"| {name} | failed: {error} | | | | | |" for name, error in self.failed.items()]
         return "\n".join(lines)
+
+
+class StreamSection(BaseModel):
+    """A ``streams.<name>`` section of ``type: "redis-stream"``, checked (values as written)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    type: Literal["redis-stream"] = "redis-stream"
+    max_length: int | None = Field(100_000, alias="maxLength")
+    trim: str = Field("MAXLEN", alias="trimStrategy")
+    approximate: bool = True
+    max_age: Any = Field(None, alias="maxAge")
+
+
+class SeriesSection(BaseModel):
+    """A ``streams.<name>`` section of ``type: "time-series"``, checked (values as written)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    type: Literal["time-series"] = "time-series"
+    retention: Any = 86400
+    downsampling: list[Any] | None = None
+    late_window: Any = Field(None, alias="lateWindow")
+    chunk: Any = None
+
+
+#: One ``streams.<name>`` section, told apart by ``type``.
+Section = Annotated[StreamSection | SeriesSection, Field(discriminator="type")]
+_SECTION: TypeAdapter[Any] = TypeAdapter(Section)
+
+
+def read_sections(
+    streams: Any, processing: Any
+) -> tuple[dict[str, StreamSection | SeriesSection] | None, list[str]]:
+    """The ``streams`` sections by name, typed, or ``None`` and every problem of ``streams``
+    and ``processing`` (see :func:`check_sections`).
+
+    Example:
+        >>> sections, problems = read_sections({"events": {"type": "redis-stream"}}, None)
+        >>> sections["events"].max_length, problems
+        (100000, [])
+    """
+    problems = check_sections(streams, processing)
+    if problems:
+        return None, problems
+    return {name: _SECTION.validate_python(spec) for name, spec in (streams or {}).items()}, []
 
 
 def check_sections(streams: Any, processing: Any) -> list[str]:
@@ -185,9 +233,11 @@ class Analytics:
         self.link = RedisLink.open(source, namespace=namespace, **options)
         self.streams = dict(streams or {})
         self.processing = dict(processing or {})
-        problems = check_sections(self.streams, self.processing)
-        if problems:
+        sections, problems = read_sections(self.streams, self.processing)
+        if sections is None:
             raise ConfigError("invalid analytics config:\n  " + "\n  ".join(problems))
+        #: The ``streams`` sections, typed.
+        self.sections = sections
         self.windows = windows_from_config(self.processing.get("windows"))
 
     @classmethod
@@ -220,8 +270,8 @@ class Analytics:
         return cls(source, spaces.extras.get("streams"), spaces.extras.get("processing"),
                    namespace=namespace, **options)  # fmt: skip
 
-    def _section(self, kind: str, name: str | None) -> tuple[str, Mapping[str, Any]]:
-        found = {n: s for n, s in self.streams.items() if s.get("type") == kind}
+    def _section(self, kind: str, name: str | None) -> tuple[str, Any]:
+        found = {n: s for n, s in self.sections.items() if s.type == kind}
         if name is not None and name in found:
             return name, found[name]
         if name is None and len(found) == 1:
@@ -234,19 +284,18 @@ class Analytics:
         """The event stream of ``streams.<name>``."""
         _, spec = self._section("redis-stream", name)
         return EventStream(
-            self.link, name, max_length=spec.get("maxLength", 100_000),
-            trim=spec.get("trimStrategy", "MAXLEN"), approximate=spec.get("approximate", True),
-            max_age=spec.get("maxAge"),
+            self.link, name, max_length=spec.max_length, trim=spec.trim,
+            approximate=spec.approximate, max_age=spec.max_age,
         )  # fmt: skip
 
     def series(self, name: str, section: str | None = None) -> TimeSeries:
         """The time series ``name`` configured by a ``time-series`` section (the only one,
         or ``section``)."""
         _, spec = self._section("time-series", section)
+        levels = () if spec.downsampling is None else spec.downsampling
         return TimeSeries(
-            self.link, name, retention=spec.get("retention", 86400),
-            downsampling=spec.get("downsampling", ()), late_window=spec.get("lateWindow"),
-            chunk=spec.get("chunk"),
+            self.link, name, retention=spec.retention, downsampling=levels,
+            late_window=spec.late_window, chunk=spec.chunk,
         )  # fmt: skip
 
     def counter(self, alerts: Any = (), **options: Any) -> Counter:

@@ -1,8 +1,9 @@
 """The blocks a tutorial config describes: ``blocks_from_config(config, name_prefix=...)``.
 
-The config shapes are those of :func:`prefect_memory.from_config` (one store, hybrid, tiers,
-namespaces), read with the same rules (a part's ``connection``/``location``, default
-connections, paths relative to the config file). Each shape becomes blocks:
+The config is read by the same reader as :func:`prefect_memory.from_config`
+(:func:`~prefect_memory.config.read_config`: one store, hybrid, tiers, namespaces; a part's
+``connection``/``location``, default connections, paths relative to the config file), and
+the blocks are planned from its specs. Each shape becomes blocks:
 
 - one store: one block named ``<prefix>``;
 - hybrid: ``<prefix>-primary`` and ``<prefix>-secondary``, then the ``HybridMemory``
@@ -15,7 +16,8 @@ Memory settings become block fields (``ttl``, ``refresh``, ``compression``); wha
 cannot hold (``pickle``, ``schemas``) is refused, and what has no block form (the
 ``streams``/``processing`` sections, S3 ``storage_options`` other than the key, secret and
 endpoint) is listed in :attr:`ConfigBlocks.notes`. Problems are collected and raised as one
-:class:`~prefect_memory.ConfigError` listing each with its path in the config.
+:class:`~prefect_memory.ConfigError` listing each with its path in the config: the config's
+own problems first (the reader's), then, once it reads cleanly, what the blocks refuse.
 
 Example:
     >>> from prefect_memory.blocks import blocks_from_config
@@ -44,11 +46,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config.document import load_config
-from ..config.reader import ConfigReader
-from ..config.tables import HYBRID_KEYS, MEMORY_KEYS, PART_KEYS, TIER_KEYS, TIERED_KEYS
+from ..config import parse_config
+from ..config.document import config_error
+from ..config.specs import (
+    HybridSpec,
+    NamespacesSpec,
+    PartSpec,
+    SingleSpec,
+    StoreSpec,
+    TieredSpec,
+)
 from ..errors import ConfigError
-from ..units import parse_duration
 from .archive import ParquetArchiveMemory
 from .base import MemoryBlock
 from .composite import HybridMemory, TieredMemory, slugify
@@ -114,16 +122,19 @@ class ConfigBlocks:
 
 
 class _Planner:
-    def __init__(self, reader: ConfigReader) -> None:
-        self.reader = reader
+    """Plans the blocks of a spec; what a block refuses is a problem at the spec's path."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
         self.out = ConfigBlocks()
 
     def problem(self, path: str, message: str) -> None:
-        self.reader.problem(path, message)
+        self.problems.append(f"{path}: {message}")
 
     def invalid(
         self, path: str, err: ValidationError, rename: Mapping[str, str] | None = None
     ) -> None:
+        """A block's validation errors, each at its key's path in the config."""
         rename = rename or {}
         for error in err.errors():
             loc = error["loc"]
@@ -132,65 +143,44 @@ class _Planner:
             message = str(error["msg"]).removeprefix("Value error, ")
             self.problem(path + where, message)
 
-    def settings(self, path: str, spec: Mapping[str, Any]) -> dict[str, bool]:
-        """The memory settings a block holds (``refresh``, ``compression``); refuses the
-        ones it cannot (``pickle``, ``schemas``, another serialization)."""
-        flags = {
-            key: self.reader.flag(f"{path}.{key}", spec[key]) for key in _BLOCK_FLAGS if key in spec
-        }
-        if "pickle" in spec and self.reader.flag(f"{path}.pickle", spec["pickle"]):
+    def settings(self, path: str, spec: SingleSpec | HybridSpec | TieredSpec) -> dict[str, Any]:
+        """The memory settings as block fields; refuses what a block cannot hold
+        (``pickle``, ``schemas``)."""
+        settings = spec.settings
+        if settings.pickle:
             self.problem(
                 f"{path}.pickle",
                 "a block never loads pickled values (anyone who can edit the block or write "
                 "the store could run code in your flows): remove 'pickle', or build with "
                 "pm.from_config",
             )
-        if "schemas" in spec:
+        if spec.schemas is not None:
             self.problem(
-                f"{path}.schemas",
+                spec.schemas.path,
                 "a block has no record schemas: remove 'schemas' to save blocks, or build "
                 "with pm.from_config (which checks them on set)",
             )
-        if spec.get("serialization") not in (None, "msgpack"):
-            self.problem(f"{path}.serialization", "only 'msgpack' is supported")
-        return flags
+        fields: dict[str, Any] = {"namespace": settings.namespace, "ttl": settings.ttl}
+        fields.update({k: v for k in _BLOCK_FLAGS if (v := getattr(settings, k)) is not None})
+        return fields
 
-    def ttl(self, path: str, spec: Mapping[str, Any]) -> float | None:
-        try:
-            return parse_duration(spec.get("ttl"), name="ttl")
-        except ConfigError as err:
-            self.problem(f"{path}.ttl", str(err))
-            return None
-
-    def store(
-        self, path: str, spec: Any, extra: frozenset[str] = frozenset(),
-        owner: str | None = None, **fields: Any,
-    ) -> Any:  # fmt: skip
+    def store(self, spec: PartSpec, **fields: Any) -> Any:
         """The single-store block of a part (``fields``: more block fields)."""
-        part = self.reader.part(path, spec)
-        if part is None:
+        if not isinstance(spec, StoreSpec):
+            self.problem(spec.path, "a hybrid part inside a hybrid memory has no block form")
             return None
-        kind, spec = part
-        if kind == "hybrid":
-            self.problem(path, "a hybrid part inside a hybrid memory has no block form")
-            return None
-        self.reader.check_keys(path, spec, PART_KEYS | extra, owner)
-        store = self.reader.store_kind(path, kind, spec)
-        url = None if store is None else self.reader.url(path, store, spec, kind)
-        options = self.reader.mapping(f"{path}.options", spec.get("options"))
-        storage = dict(self.reader.mapping(f"{path}.storage_options", spec.get("storage_options")))
-        if "consistency" in spec:
+        path = spec.path
+        storage = dict(spec.storage_options or {})
+        if spec.consistency is not None:
             self.problem(f"{path}.consistency", "a block has no 'consistency' setting: put "
                          "?consistency=strong in the Redis URL instead")  # fmt: skip
-        if url is None:
-            return None
-        scheme = url.partition("://")[0].lower()
+        scheme = spec.url.partition("://")[0].lower()
         cls = _BLOCK_OF_SCHEME.get(scheme.partition("::")[0])
         if cls is None:
             known = ", ".join(sorted(_BLOCK_OF_SCHEME))
             self.problem(path, f"no memory block for {scheme}:// stores (blocks exist for {known})")
             return None
-        fields = {**options, **fields}
+        fields = {**spec.options, **fields}
         if cls is ParquetArchiveMemory and "row_group_bytes" in fields:
             fields["row_group_size"] = fields.pop("row_group_bytes")
         if cls is S3Memory or cls is ParquetArchiveMemory:
@@ -205,104 +195,72 @@ class _Planner:
             self.out.notes.append(f"{path}.storage_options.{key}: not a block field, not kept")
         try:
             if cls in (RedisMemory, MongoMemory, S3Memory, ParquetArchiveMemory):
-                return cls(url=url, **fields)
-            return cls.from_connection_string(url, **fields)
+                return cls(url=spec.url, **fields)
+            return cls.from_connection_string(spec.url, **fields)
         except ValidationError as err:
             self.invalid(path, err, {"url": "connection"})
         return None
 
-    def single(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        flags = self.settings(path, spec)
-        ttl = self.ttl(path, spec)
-        block = self.store(
-            path, spec, MEMORY_KEYS | {"schemas"}, namespace=spec.get("namespace", namespace),
-            ttl=ttl, **flags,
-        )  # fmt: skip
+    def single(self, spec: SingleSpec, name: str) -> None:
+        block = self.store(spec.store, **self.settings(spec.path, spec))
         if block is not None:
             self.out.blocks.append((name, block))
 
-    def hybrid(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        self.reader.check_keys(path, spec, HYBRID_KEYS | MEMORY_KEYS | {"schemas"})
-        flags = self.settings(path, spec)
-        parts: dict[str, Any] = {}
-        for role in ("primary", "secondary"):
-            if role not in spec:
-                self.problem(path, f"a hybrid memory needs '{role}' (or 'tiers')")
-            else:
-                parts[role] = self.store(f"{path}.{role}", spec[role], owner=f"the memory ({path})")
-        sync = self.reader.sync(path, spec)
-        fields: dict[str, Any] = {
-            "strategy": sync.strategy, "flush_interval": sync.flush_interval,
-            "sync_interval": sync.sync_interval,
-        }  # fmt: skip
-        ttl = self.ttl(path, spec)
-        if None in parts.values() or len(parts) < 2:
+    def hybrid(self, spec: HybridSpec, name: str) -> None:
+        fields = self.settings(spec.path, spec)
+        parts = {"primary": self.store(spec.primary), "secondary": self.store(spec.secondary)}
+        sync = spec.sync
+        if None in parts.values():
             return
         try:
             block = HybridMemory(
-                **parts, **fields, journal=spec.get("journal"),
-                namespace=spec.get("namespace", namespace), ttl=ttl, **flags,
+                **parts, strategy=sync.strategy, flush_interval=sync.flush_interval,
+                sync_interval=sync.sync_interval, journal=spec.journal, **fields,
             )  # fmt: skip
         except ValidationError as err:
-            self.invalid(path, err, {"strategy": "sync.strategy", "sync_interval": "sync.interval"})
+            rename = {"strategy": "sync.strategy", "sync_interval": "sync.interval"}
+            self.invalid(spec.path, err, rename)
             return
         self.out.blocks.extend((f"{name}-{role}", part) for role, part in parts.items())
         self.out.blocks.append((name, block))
 
-    def tiered(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
-        self.reader.check_keys(path, spec, TIERED_KEYS | MEMORY_KEYS | {"schemas"})
-        flags = self.settings(path, spec)
-        raw_tiers = self.reader.tier_list(path, spec)
-        if not raw_tiers:
-            return
+    def tiered(self, spec: TieredSpec, name: str) -> None:
+        fields = self.settings(spec.path, spec)
         tiers: list[MemoryTier] = []
-        for i, raw in enumerate(raw_tiers):
-            tier_path = f"{path}.tiers[{i}]"
-            if not isinstance(raw, Mapping):
-                self.problem(tier_path, "a tier must be an object")
-                continue
-            entries = raw.get("maxEntries")
-            if isinstance(entries, bool) or (isinstance(entries, int) and entries > 2**63):
-                self.problem(f"{tier_path}.maxEntries", f"must be a positive integer: {entries}")
-                continue
-            block = self.store(tier_path, raw, TIER_KEYS, owner=f"the memory ({path})")
+        for tier in spec.tiers:
+            block = self.store(tier.store)
             if block is None:
                 continue
             values = {
-                "name": raw.get("name", ""), "block": block, "ttl": raw.get("ttl"),
-                "max_size": raw.get("maxSize"), "max_entries": raw.get("maxEntries"),
-                "patterns": raw.get("patterns", []),
+                "name": tier.name, "block": block, "ttl": tier.ttl, "max_size": tier.max_size,
+                "max_entries": tier.max_entries, "patterns": list(tier.patterns),
             }  # fmt: skip
             try:
                 tiers.append(MemoryTier(**values))
             except ValidationError as err:
-                self.invalid(tier_path, err, {"max_size": "maxSize", "max_entries": "maxEntries"})
-        names = [t.get("name") for t in raw_tiers if isinstance(t, Mapping)]
-        self.reader.rules(path, spec, [n for n in names if isinstance(n, str)])  # problems
-        migration = spec.get("migration")
-        rules = migration.get("rules", []) if isinstance(migration, Mapping) else []
-        ttl = self.ttl(path, spec)
-        if len(tiers) < len(raw_tiers) or self.reader.problems:
+                rename = {"max_size": "maxSize", "max_entries": "maxEntries"}
+                self.invalid(tier.path, err, rename)
+        if len(tiers) < len(spec.tiers) or self.problems:
             return
         try:
             block = TieredMemory(
-                tiers=tiers, rules=rules, promote=spec.get("promote", "home"),
-                namespace=spec.get("namespace", namespace), ttl=ttl, **flags,
+                tiers=tiers, rules=[rule.as_config() for rule in spec.rules],
+                promote=spec.promote, **fields,
             )  # fmt: skip
         except ValidationError as err:
-            self.invalid(path, err, {"rules": "migration.rules"})
+            self.invalid(spec.path, err, {"rules": "migration.rules"})
             return
         self.out.blocks.extend((f"{name}-{slugify(t.name)}", t.block) for t in tiers)
         self.out.blocks.append((name, block))
 
-    def plan(self, path: str, spec: Mapping[str, Any], namespace: str, name: str) -> None:
+    def plan(self, spec: SingleSpec | HybridSpec | TieredSpec, name: str) -> None:
         """Plan the blocks of one memory (a single store, a hybrid or tiers)."""
-        kind = self.reader.kind(path, spec)
-        if kind == "hybrid":
-            method = self.tiered if "tiers" in spec else self.hybrid
-            method(path, spec, namespace, name)
-        elif kind is not None:
-            self.single(path, spec, namespace, name)
+        if isinstance(spec, SingleSpec):
+            self.single(spec, name)
+        elif isinstance(spec, HybridSpec):
+            self.hybrid(spec, name)
+        else:
+            self.tiered(spec, name)
 
 
 def blocks_from_config(
@@ -323,29 +281,28 @@ def blocks_from_config(
         The planned blocks and the notes about settings no block keeps.
 
     Raises:
-        ConfigError: Listing every problem with its path in the config.
+        ConfigError: Listing every problem with its path in the config: first those of its
+            shapes and values (:func:`~prefect_memory.config.read_config`), else what the
+            blocks refuse.
     """
     if not _NAME.match(name_prefix):
         raise ConfigError(
             f"name prefix {name_prefix!r}: use lowercase letters, digits and dashes only"
         )
-    spec, base = load_config(source)
-    planner = _Planner(ConfigReader(connections or {}, base))
-    path = "memory"
-    groups = planner.reader.named_parts(spec)  # namespaces, datasets, compute.cache
-    if groups is None:
-        planner.plan(path, spec, spec.get("namespace", "default"), name_prefix)
+    spec = parse_config(source, connections)
+    planner = _Planner()
+    if isinstance(spec, NamespacesSpec):
+        for part in spec.parts:
+            planner.plan(part.memory, f"{name_prefix}-{slugify(part.name)}")
+        for section in spec.extras():
+            planner.out.notes.append(f"{spec.path}.{section}: no block form, not kept")
     else:
-        for name, part_path, part_spec in groups:
-            planner.plan(part_path, part_spec, name, f"{name_prefix}-{slugify(name)}")
-        for section in ("streams", "processing"):
-            if section in spec:
-                planner.out.notes.append(f"{path}.{section}: no block form, not kept")
+        planner.plan(spec, name_prefix)
     names = [name for name, _ in planner.out.blocks]
     for name in sorted({n for n in names if names.count(n) > 1}):
-        planner.problem(path, f"two blocks would be named {name!r}: rename a part")
-    if planner.reader.problems:
-        raise planner.reader.error()
+        planner.problem("memory", f"two blocks would be named {name!r}: rename a part")
+    if planner.problems:
+        raise config_error(planner.problems)
     return planner.out
 
 

@@ -15,10 +15,12 @@ Supported shapes (all under an optional top-level ``"memory"`` key):
   namespaces config, a top-level ``schemas`` applies to namespaces without their own);
 - ``streams`` and ``processing``: checked here, applied by :mod:`prefect_memory.analytics`.
 
-The package reads a config in three steps, one module each: :mod:`.document` reads the
-document and bounds it, :mod:`.reader` checks its shapes (shared with
-:func:`prefect_memory.blocks.blocks_from_config`; the key tables are in :mod:`.tables`), and
-:mod:`.build` opens the stores and builds the memory.
+The package reads a config once, then builds from what it read: :mod:`.document` reads the
+document and bounds it; :mod:`.reader` (with :mod:`.checks`; the key tables are in
+:mod:`.tables`) reads it into typed specs (:mod:`.specs`, pydantic models told apart by
+``type``) and lists every problem: :func:`read_config`, :func:`parse_config`. Nothing is
+opened until then: :mod:`.build` opens the stores of a spec and builds the memory, and
+:func:`prefect_memory.blocks.blocks_from_config` plans blocks from the same spec.
 
 A part names its store with ``type``/``backend`` and where it lives with ``connection``
 (a URL), ``location`` (a path or URL) and ``storage_options``. Stores named without a
@@ -53,10 +55,26 @@ from .document import (
     check_document,
     load_config,
 )
-from .reader import ConfigReader, SyncSpec
+from .reader import ConfigReader, parse_config, read_config
+from .specs import (
+    CONFIG_SPEC,
+    ConfigSpec,
+    HybridSpec,
+    MemorySettings,
+    NamedPart,
+    NamespacesSpec,
+    RuleSpec,
+    SchemasSpec,
+    SingleSpec,
+    StoreSpec,
+    SyncSpec,
+    TieredSpec,
+    TierSpec,
+)
 from .tables import DEFAULT_CONNECTIONS, REFUSED_KEYS, RESERVED_SECTIONS
 
 __all__ = [
+    "CONFIG_SPEC",
     "DEFAULT_CONNECTIONS",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_DEPTH",
@@ -65,10 +83,23 @@ __all__ = [
     "REFUSED_KEYS",
     "RESERVED_SECTIONS",
     "ConfigReader",
+    "ConfigSpec",
+    "HybridSpec",
     "MemoryBuilder",
+    "MemorySettings",
+    "NamedPart",
     "Namespaces",
+    "NamespacesSpec",
+    "RuleSpec",
+    "SchemasSpec",
+    "SingleSpec",
+    "StoreSpec",
     "SyncSpec",
+    "TierSpec",
+    "TieredSpec",
     "check_document",
     "from_config",
     "load_config",
+    "parse_config",
+    "read_config",
 ]

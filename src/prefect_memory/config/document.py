@@ -161,14 +161,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def load_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
-    """Read a config (dict or JSON file); return its ``memory`` section and its folder.
+def load_document(
+    source: Mapping[str, Any] | str | os.PathLike[str],
+) -> tuple[Mapping[str, Any], Path]:
+    """Read a whole config document (dict or JSON file), checked; return it and its folder.
+
+    The other top-level sections (``maintenance``) are read from what this returns, so a
+    file is read and bounded once.
 
     Raises:
         ConfigError: The file cannot be read or is not JSON, or the document is past a
             limit (:data:`MAX_CONFIG_BYTES`, :data:`MAX_CONFIG_DEPTH`,
             :data:`MAX_CONFIG_NODES`, :data:`MAX_CONFIG_STRING`), holds ``NaN``, numbers
-            out of range or non-string keys: every problem with its path.
+            out of range, non-string keys or unknown top-level keys: every problem with
+            its path.
     """
     if isinstance(source, Mapping):
         data, base = source, Path.cwd()
@@ -194,4 +200,14 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dic
             for k in sorted(unknown)
         ]
         raise config_error(lines)
-    return dict(section), base
+    return data, base
+
+
+def load_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """Read a config (dict or JSON file); return its ``memory`` section and its folder.
+
+    Raises:
+        ConfigError: As :func:`load_document`.
+    """
+    data, base = load_document(source)
+    return dict(data.get("memory", data)), base

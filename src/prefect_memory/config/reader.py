@@ -1,248 +1,195 @@
-"""The checks of a config's shapes, shared by :func:`~prefect_memory.from_config` and
-:func:`~prefect_memory.blocks.blocks_from_config`.
+"""The one reader of the tutorial's JSON: a config in, typed specs and every problem out.
 
-A :class:`ConfigReader` walks one ``memory`` section and collects every problem with its path
-(``memory.tiers[1].ttl: ...``); the Memory builder (:mod:`prefect_memory.config.build`) and the
-block planner (:mod:`prefect_memory.blocks.from_config`) build on what it reads: which store a
-part names and where it lives, a hybrid's ``sync`` (:class:`SyncSpec`), the migration rules of
-tiers, and the named parts of a namespaces config.
+:func:`read_config` reads a config once into a :data:`~.specs.ConfigSpec` (a single store,
+a hybrid, tiers, or named parts) and the list of its problems, each with its path
+(``memory.tiers[1].ttl: ...``); :func:`parse_config` raises them as one
+:class:`~prefect_memory.ConfigError`. Every shape and value check lives here, once: keys
+applied or refused, memory settings, stores and their URLs, the Parquet shape, a hybrid's
+``primary``/``secondary``/``sync``, tiers and their migration rules, the sections of a
+namespaces config (``schemas`` checked by :mod:`prefect_memory.validation`, ``streams`` and
+``processing`` by :mod:`prefect_memory.analytics`). Nothing is opened:
+:mod:`.build` opens the stores of a spec, :mod:`prefect_memory.blocks.from_config` plans
+blocks from it.
 
 Example:
-    >>> from pathlib import Path
-    >>> reader = ConfigReader({}, Path("/cfg"))
-    >>> reader.sync("memory", {"sync": {"strategy": "write-behind", "interval": 60000}})
-    SyncSpec(strategy='write-behind', interval=60000.0, enabled=True)
-    >>> reader.url("memory", "sqlite", {"location": "data/m.db"})
-    'sqlite:////cfg/data/m.db'
-    >>> reader.sync("memory", {"sync": {"interval": -1, "colour": 1}}).interval
-    30000.0
-    >>> print(reader.error())
-    invalid memory config:
-      memory.sync.colour: unknown key (allowed: enabled, interval, strategy)
-      memory.sync.interval: must be positive milliseconds (at most 100 years), got -1
+    >>> spec, problems = read_config({"memory": {"backend": "hybrid", "tiers": [
+    ...     {"name": "hot", "backend": "memory", "ttl": "1h"},
+    ...     {"name": "cold", "backend": "sqlite", "location": "/data/cold.db"}],
+    ...     "migration": {"rules": [{"from": "hot", "to": "cold", "condition": "age > 60"}]}}})
+    >>> spec.type, [(t.name, t.store.url, t.ttl) for t in spec.tiers], problems
+    ('tiered', [('hot', 'memory://', 3600.0), ('cold', 'sqlite:////data/cold.db', None)], [])
+    >>> spec.rules[0].path
+    'memory.migration.rules[0]'
+    >>> read_config({"backend": "hybrid", "primary": "redis", "sync": {"interval": -1}})
+    (None, ["memory: a hybrid memory needs 'secondary' (or 'tiers')", 'memory.sync.interval: ...'])
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, PrefectMemoryError
 from ..keys import validate_namespace
-from ..registry import available_backends
-from ..units import MAX_DURATION
-from .document import config_error, describe
+from ..units import parse_duration, parse_size
+from . import specs
+from .checks import Checks
+from .document import MAX_NUMBER, config_error, describe, load_config
+from .specs import SyncSpec
 from .tables import (
-    ALIASES,
-    DEFAULT_CONNECTIONS,
+    APPLIED_SETTINGS,
+    HYBRID_KEYS,
     MEMORY_KEYS,
-    REFUSED_KEYS,
+    PART_KEYS,
     RULE_KEYS,
     SECTIONS_KEYS,
-    SYNC_KEYS,
+    TIER_KEYS,
+    TIERED_KEYS,
 )
 
-
-@dataclass(frozen=True)
-class SyncSpec:
-    """A hybrid memory's ``sync`` section, checked."""
-
-    strategy: str = "write-through"
-    #: Milliseconds between syncs (also bounds how long writes wait behind).
-    interval: float = 30000.0
-    enabled: bool = True
-
-    @property
-    def flush_interval(self) -> float:
-        """Seconds between flushes of pending writes (at most 5)."""
-        return min(self.interval / 1000.0, 5.0)
-
-    @property
-    def sync_interval(self) -> float | None:
-        """Seconds between background syncs, ``None`` when sync is off."""
-        return self.interval / 1000.0 if self.enabled else None
+__all__ = ["ConfigReader", "SyncSpec", "parse_config", "read_config"]
+_EVERYTHING = PART_KEYS | MEMORY_KEYS | HYBRID_KEYS | TIERED_KEYS | {"schemas"}
 
 
-class ConfigReader:
-    """Reads the shapes of one ``memory`` section and collects every problem with its path.
+class ConfigReader(Checks):
+    """Reads the shapes of one ``memory`` section into specs, every problem with its path.
 
-    Args:
-        connections: URL per backend name for parts named without a place (over
-            :data:`~prefect_memory.config.DEFAULT_CONNECTIONS`).
-        base_dir: The folder relative paths are in (the config file's).
+    A method returns ``None`` for a shape it could not read (its problems are recorded).
+    Its arguments are those of :class:`~.checks.Checks`.
     """
 
     def __init__(self, connections: Mapping[str, str], base_dir: Path) -> None:
-        self.problems: list[str] = []
-        self.connections = {**DEFAULT_CONNECTIONS, **connections}
-        self.base_dir = base_dir
+        super().__init__(connections, base_dir)
+        #: Whether each ``schemas`` section read (by path) could be applied.
+        self.schemas_read: dict[str, bool] = {}
 
-    def problem(self, path: str, message: str) -> None:
-        """Record a problem at ``path``."""
-        self.problems.append(f"{path}: {message}")
-
-    def error(self) -> ConfigError:
-        """One :class:`ConfigError` listing every problem recorded."""
-        return config_error(self.problems)
-
-    def check_keys(
-        self, path: str, spec: Mapping[str, Any], allowed: set[str] | frozenset[str],
-        owner: str | None = None,
-    ) -> None:  # fmt: skip
-        """Report keys not in ``allowed``: refused ones with what to do instead;
-        ``owner`` names where memory settings go when ``spec`` is a part of a memory."""
-        for key in spec:
-            if key in allowed:
-                continue
-            if key in REFUSED_KEYS:
-                self.problem(f"{path}.{key}", REFUSED_KEYS[key])
-            elif owner is not None and key in (MEMORY_KEYS | {"schemas"}):
-                self.problem(f"{path}.{key}", f"not a setting of a part: set it on {owner}")
-            else:
-                allowed_keys = ", ".join(sorted(allowed))
-                self.problem(f"{path}.{key}", f"unknown key (allowed: {allowed_keys})")
-
-    def mapping(self, path: str, value: Any, what: str = "an object") -> Mapping[str, Any]:
-        """``value`` if it is an object (``None``: empty), else a problem and ``{}``."""
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.problem(path, f"must be {what}, got {type(value).__name__}")
-            return {}
-        return value
-
-    def flag(self, path: str, value: Any) -> bool:
-        """``value`` if it is a boolean, else a problem and ``False``."""
-        if not isinstance(value, bool):
-            self.problem(path, f"must be true or false, got {describe(value)}")
-            return False
-        return value
-
-    def kind(self, path: str, spec: Mapping[str, Any]) -> str | None:
-        """The backend a part names with ``type``/``backend`` (aliases resolved)."""
-        raw = spec.get("type", spec.get("backend"))
-        if not isinstance(raw, str) or not raw:
-            self.problem(path, "needs a 'type' or 'backend' naming the store")
+    def read(self, spec: Mapping[str, Any]) -> specs.ConfigSpec | None:
+        """The spec of a whole ``memory`` section (``None`` when it has problems)."""
+        parts = self.named_parts(spec)
+        if parts is None:
+            memory = self.memory("memory", spec, "default")
+            return None if self.problems else memory
+        named = []
+        for name, path, part in parts:
+            inherited = spec if "schemas" in spec and "schemas" not in part else None
+            memory = self.memory(path, part, name, inherited)
+            if memory is not None:
+                applied = {k: part[k] for k in APPLIED_SETTINGS if k in part}
+                named.append(specs.NamedPart(name=name, path=path, memory=memory, applied=applied))
+        if self.problems:
             return None
-        name = ALIASES.get(raw.lower(), raw.lower())
-        known = set(available_backends()) | {"hybrid"}
-        if name not in known:
-            where = "type" if "type" in spec else "backend"
-            self.problem(
-                f"{path}.{where}",
-                f"unknown backend {describe(raw)} (known: {', '.join(sorted(known))})",
-            )
-            return None
-        return name
+        extras = {k: dict(spec[k]) for k in ("streams", "processing") if spec.get(k) is not None}
+        return specs.NamespacesSpec(parts=named, **extras)
 
-    def part(self, path: str, spec: Any) -> tuple[str, Mapping[str, Any]] | None:
-        """``(kind, spec)`` of a part written as an object or a backend name (``"redis"``)."""
-        if isinstance(spec, str):  # "primary": "redis"
-            spec = {"backend": spec}
-        if not isinstance(spec, Mapping):
-            self.problem(path, f"expected an object or a backend name, got {type(spec).__name__}")
-            return None
+    def memory(
+        self, path: str, spec: Mapping[str, Any], namespace: str,
+        inherited: Mapping[str, Any] | None = None,
+    ) -> specs.MemorySpec | None:  # fmt: skip
+        """One memory (a single store, a hybrid or tiers) with its record schemas
+        (``inherited``: the top of a namespaces config, whose ``schemas`` apply here)."""
         kind = self.kind(path, spec)
-        return None if kind is None else (kind, spec)
+        memory: specs.MemorySpec | None
+        if kind is None:  # still report the other problems of the part
+            self.check_keys(path, spec, _EVERYTHING)
+            self.settings(path, spec, None)
+            memory = None
+        elif kind == "hybrid":
+            memory = self.hybrid(path, spec, namespace)
+        else:
+            self.check_keys(path, spec, PART_KEYS | MEMORY_KEYS | {"schemas"})
+            settings = self.settings(path, spec, namespace)
+            store = self.store(path, kind, spec)
+            memory = None if store is None else specs.SingleSpec(
+                path=path, settings=settings, store=store
+            )  # fmt: skip
+        schemas = self.schemas(path, spec, inherited)
+        if memory is None or schemas is None:
+            return memory
+        return memory.model_copy(update={"schemas": schemas})
 
-    def store_kind(self, path: str, kind: str, spec: Mapping[str, Any]) -> str | None:
-        """``parquet`` for the tutorial's Parquet shape (``format``/``partitioning``)."""
-        fmt, partitioning = spec.get("format"), spec.get("partitioning")
-        if fmt is None and partitioning is None:
-            return kind
-        ok = True
-        if partitioning is not None and partitioning != "date":
-            self.problem(
-                f"{path}.partitioning",
-                "the Parquet archive partitions by date only: use 'date', got "
-                + describe(partitioning),
-            )
-            ok = False
-        if fmt is None:
-            self.problem(
-                f"{path}.partitioning", "applies to the Parquet archive: add \"format\": "
-                "\"parquet\" (on an s3 or file store), or remove 'partitioning'",
-            )  # fmt: skip
+    def schemas(
+        self, path: str, spec: Mapping[str, Any], inherited: Mapping[str, Any] | None
+    ) -> specs.SchemasSpec | None:
+        """The ``schemas`` section a memory checks records with (its own or the inherited,
+        whose problems are listed once however many parts inherit it)."""
+        if "schemas" in spec:
+            section = specs.SchemasSpec(path=f"{path}.schemas", section=spec["schemas"])
+        elif inherited is not None and "schemas" in inherited:
+            section = specs.SchemasSpec(path="memory.schemas", section=inherited["schemas"])
+        else:
             return None
-        if fmt != "parquet":
-            self.problem(
-                f"{path}.format", f"only 'parquet' (the Parquet archive) is supported, got "
-                f"{describe(fmt)}; other stores keep entries in their own format: remove 'format'",
-            )  # fmt: skip
+        if section.section is None:
             return None
-        if kind not in ("s3", "file", "parquet"):
-            self.problem(
-                f"{path}.format", f"a {kind} store has no Parquet format: use 'backend': 's3' "
-                "or 'file' (or 'parquet') with 'format': 'parquet'",
-            )  # fmt: skip
-            return None
-        return "parquet" if ok else None
+        if section.path not in self.schemas_read:
+            from ..validation.config import read_schemas
 
-    def url(
-        self, path: str, kind: str, spec: Mapping[str, Any], store: str | None = None
-    ) -> str | None:
-        """The URL of a part (``store``: the kind whose default connection applies)."""
-        connection, location = spec.get("connection"), spec.get("location")
-        for name, value in (("connection", connection), ("location", location)):
-            if value is not None and not isinstance(value, str):
-                self.problem(f"{path}.{name}", f"must be a string, got {type(value).__name__}")
+            schemas, problems = read_schemas(section.section, path=section.path)
+            self.problems.extend(problems)
+            self.schemas_read[section.path] = schemas is not None
+        return section if self.schemas_read[section.path] else None
+
+    def hybrid(
+        self, path: str, spec: Mapping[str, Any], namespace: str = "default"
+    ) -> specs.HybridSpec | specs.TieredSpec | None:
+        """A hybrid memory, or tiers when the spec has ``tiers``."""
+        settings = self.settings(path, spec, namespace)
+        owner = f"the memory ({path})"
+        if "tiers" in spec:
+            self.check_keys(path, spec, TIERED_KEYS | MEMORY_KEYS | {"schemas"})
+            raw_tiers = self.tier_list(path, spec)
+            tiers = [self.tier(f"{path}.tiers[{i}]", raw, owner) for i, raw in enumerate(raw_tiers)]
+            names = [raw.get("name") for raw in raw_tiers if isinstance(raw, Mapping)]
+            for i, tier_name in enumerate(names):
+                if isinstance(tier_name, str) and names.index(tier_name) != i:
+                    self.problem(f"{path}.tiers", f"duplicate tier name {describe(tier_name)}")
+            rules = self.rule_specs(path, spec, [n for n in names if isinstance(n, str)])
+            promote = spec.get("promote", "home")
+            if promote not in ("home", "first", "never"):
+                self.problem(f"{path}.promote", f"must be 'home', 'first' or 'never', got "
+                             f"{describe(promote)}")  # fmt: skip
+            if not tiers or rules is None or promote not in ("home", "first", "never"):
                 return None
-        place = connection or location
-        store = store or kind
-        if not place and store in self.connections:
-            place = self.connections[store]
-        if place and "://" in place:
-            if kind == "parquet" and not place.lower().startswith("parquet"):
-                return f"parquet::{place}"  # the archive on s3://..., not an object store
-            return place
-        if place:
-            local = Path(os.path.expanduser(place))
-            if not local.is_absolute():
-                local = self.base_dir / local
-            local = Path(os.path.normpath(local))
-            if kind in ("json", "sqlite", "parquet"):
-                return f"{kind}:///{local}"
-            if kind == "file":
-                return f"file://{local}"
-            self.problem(f"{path}.connection", f"a {kind} store needs a URL, got {describe(place)}")
+            if any(tier is None for tier in tiers):
+                return None
+            return specs.TieredSpec(path=path, settings=settings, tiers=tiers, rules=rules,
+                              promote=promote)  # fmt: skip
+        self.check_keys(path, spec, HYBRID_KEYS | MEMORY_KEYS | {"schemas"})
+        parts: list[specs.PartSpec | None] = []
+        for role in ("primary", "secondary"):
+            if role not in spec:
+                self.problem(path, f"a hybrid memory needs '{role}' (or 'tiers')")
+                parts.append(None)
+            else:
+                parts.append(self.backend(f"{path}.{role}", spec[role], owner))
+        sync = self.sync(path, spec)
+        journal = spec.get("journal")
+        if journal is not None and (not isinstance(journal, str) or not journal):
+            self.problem(f"{path}.journal", f"must be a file path, got {describe(journal)}")
             return None
-        self.problem(path, f"a {store} store needs 'connection' (e.g. {store}://...)")
-        return None
+        if parts[0] is None or parts[1] is None:
+            return None
+        return specs.HybridSpec(path=path, settings=settings, primary=parts[0], secondary=parts[1],
+                          sync=sync, journal=journal)  # fmt: skip
 
-    def namespace(self, path: str, spec: Mapping[str, Any], default: str) -> str:
-        """The memory's ``namespace`` (``default`` when not given), checked."""
-        value = spec.get("namespace", default)
-        try:
-            return validate_namespace(value)
-        except PrefectMemoryError as err:
-            self.problem(f"{path}.namespace", str(err))
-            return "default"
-
-    def sync(self, path: str, spec: Mapping[str, Any]) -> SyncSpec:
-        """The ``sync`` section of a hybrid memory (defaults where a value is wrong)."""
-        sync = self.mapping(f"{path}.sync", spec.get("sync"))
-        self.check_keys(f"{path}.sync", sync, SYNC_KEYS)
-        strategy = sync.get("strategy", "write-through")
-        if strategy not in ("write-through", "write-behind"):
-            self.problem(
-                f"{path}.sync.strategy",
-                f"must be 'write-through' or 'write-behind', got {describe(strategy)}",
-            )
-        interval = sync.get("interval", 30000)
-        if (
-            not isinstance(interval, (int, float)) or isinstance(interval, bool)
-            or not 0 < interval <= MAX_DURATION * 1000
-        ):  # fmt: skip
-            self.problem(
-                f"{path}.sync.interval", f"must be positive milliseconds (at most 100 years), "
-                f"got {describe(interval)}",
-            )  # fmt: skip
-            interval = 30000
-        enabled = self.flag(f"{path}.sync.enabled", sync.get("enabled", True))
-        return SyncSpec(str(strategy), float(interval), enabled)
+    def backend(
+        self, path: str, spec: Any, owner: str, tier: bool = False
+    ) -> specs.StoreSpec | specs.HybridSpec | specs.TieredSpec | None:
+        """The store of a part (``owner``: the memory its memory settings belong to)."""
+        part = self.part(path, spec)
+        if part is None:
+            return None
+        kind, spec = part
+        if kind == "hybrid":
+            if tier:
+                self.problem(path, "a tier is one store: a hybrid cannot be a tier")
+                return None
+            for key in sorted(set(spec) & (MEMORY_KEYS | {"schemas"})):  # only its stores count
+                self.problem(f"{path}.{key}", f"not a setting of a part: set it on {owner}")
+            return self.hybrid(path, spec)
+        self.check_keys(path, spec, PART_KEYS | (TIER_KEYS if tier else set()), owner)
+        return self.store(path, kind, spec)
 
     def tier_list(self, path: str, spec: Mapping[str, Any]) -> list[Any]:
         """The raw ``tiers`` of a tiered memory (``[]`` and a problem when not a list)."""
@@ -252,16 +199,57 @@ class ConfigReader:
             return []
         return raw_tiers
 
-    def rules(self, path: str, spec: Mapping[str, Any], tiers: list[str]) -> list[Any]:
-        """The migration rules, every problem of every rule reported."""
-        from ..tiers import MigrationRule, parse_rule
+    def tier(self, path: str, raw: Any, owner: str) -> specs.TierSpec | None:
+        """One tier of a tiered memory."""
+        if not isinstance(raw, Mapping):
+            self.problem(path, "a tier must be an object")
+            return None
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            self.problem(f"{path}.name", "each tier needs a name")
+        patterns = raw.get("patterns", [])
+        if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+            self.problem(f"{path}.patterns", "must be a list of key globs")
+            patterns = []
+        values: dict[str, Any] = {}
+        for key, parse, target in (
+            ("ttl", parse_duration, "ttl"),
+            ("maxSize", parse_size, "max_bytes"),
+        ):
+            try:
+                values[target] = parse(raw.get(key), name=key)
+            except ConfigError as err:
+                self.problem(f"{path}.{key}", str(err))
+        max_entries = raw.get("maxEntries")
+        if max_entries is not None and (
+            not isinstance(max_entries, int) or isinstance(max_entries, bool)
+            or not 1 <= max_entries <= MAX_NUMBER
+        ):  # fmt: skip
+            self.problem(
+                f"{path}.maxEntries", f"must be a positive integer, got {describe(max_entries)}"
+            )
+            max_entries = False
+        store = self.backend(path, raw, owner, tier=True)
+        if not isinstance(store, specs.StoreSpec) or not isinstance(name, str) or not name:
+            return None
+        if len(values) < 2 or max_entries is False:  # a limit could not be read
+            return None
+        return specs.TierSpec(path=path, name=name, store=store, max_size=raw.get("maxSize"),
+                        max_entries=max_entries, patterns=tuple(patterns), **values)  # fmt: skip
 
+    def rule_specs(
+        self, path: str, spec: Mapping[str, Any], tiers: list[str]
+    ) -> list[specs.RuleSpec] | None:
+        """The migration rules, every problem of every rule reported (``None``: problems)."""
+        from ..tiers import parse_rule
+
+        before = len(self.problems)
         migration = self.mapping(f"{path}.migration", spec.get("migration"))
         self.check_keys(f"{path}.migration", migration, {"rules"})
         raw_rules = migration.get("rules", [])
         if not isinstance(raw_rules, list):
             self.problem(f"{path}.migration.rules", "must be a list of rules")
-            return []
+            return None
         rules = []
         for i, raw in enumerate(raw_rules):
             where = f"{path}.migration.rules[{i}]"
@@ -281,13 +269,18 @@ class ConfigReader:
             if "condition" not in raw:
                 continue
             try:
-                condition = parse_rule(raw["condition"])
+                parse_rule(raw["condition"])
             except ConfigError as err:
                 self.problem(f"{where}.condition", str(err))
                 continue
-            if all(isinstance(end, str) for end in ends):
-                rules.append(MigrationRule(ends[0], ends[1], condition))
-        return rules
+            if len(self.problems) == before:
+                rules.append(specs.RuleSpec(path=where, source=ends[0], target=ends[1],
+                                      condition=raw["condition"]))  # fmt: skip
+        return None if len(self.problems) > before else rules
+
+    def rules(self, path: str, spec: Mapping[str, Any], tiers: list[str]) -> list[Any]:
+        """The :class:`~prefect_memory.tiers.MigrationRule` objects of the readable rules."""
+        return [rule.migration_rule() for rule in self.rule_specs(path, spec, tiers) or []]
 
     def named_parts(
         self, spec: Mapping[str, Any]
@@ -296,9 +289,8 @@ class ConfigReader:
 
         ``namespaces`` and ``datasets`` hold parts by name; ``compute.cache`` holds caches
         (``{"predictions": {"ttl": 3600}}``) on ``compute.backend`` (SQLite); ``streams`` and
-        ``processing`` are checked here and applied by the analytics module. The top's
-        ``backend``, ``ttl``, ``refresh``, ``compression``, ``serialization`` and ``pickle``
-        are defaults of the parts.
+        ``processing`` are checked by the analytics module. The top's ``backend``, ``ttl``,
+        ``refresh``, ``compression``, ``serialization`` and ``pickle`` are defaults of the parts.
         """
         sections = [k for k in ("namespaces", "datasets", "compute", "streams", "processing")
                     if k in spec]  # fmt: skip
@@ -345,3 +337,43 @@ class ConfigReader:
 
             self.problems.extend(check_sections(spec.get("streams"), spec.get("processing")))
         return parts
+
+
+def read_config(
+    source: Mapping[str, Any] | str | os.PathLike[str],
+    connections: Mapping[str, str] | None = None,
+) -> tuple[specs.ConfigSpec | None, list[str]]:
+    """Read a config (dict or JSON file) into its spec, and list its problems.
+
+    Args:
+        source: The config as a dict or the path of a JSON file (relative paths in it are
+            relative to the file's folder; for a dict, to the working folder).
+        connections: URL per backend name for parts that give no ``connection``.
+
+    Returns:
+        ``(spec, [])``, or ``(None, problems)``: each problem is ``"path: message"``.
+
+    Raises:
+        ConfigError: The document cannot be read, or is past the limits of
+            :func:`~prefect_memory.config.load_config`.
+    """
+    section, base = load_config(source)
+    reader = ConfigReader(connections or {}, base)
+    spec = reader.read(section)
+    return (None, reader.problems) if reader.problems else (spec, [])
+
+
+def parse_config(
+    source: Mapping[str, Any] | str | os.PathLike[str],
+    connections: Mapping[str, str] | None = None,
+) -> specs.ConfigSpec:
+    """The spec of a config, or one :class:`ConfigError` listing every problem with its path.
+
+    Example:
+        >>> parse_config({"namespaces": {"s": {"backend": "memory", "ttl": 5}}}).parts[0].memory
+        SingleSpec(type='single', path='memory.namespaces.s', settings=MemorySettings(...), ...)
+    """
+    spec, problems = read_config(source, connections)
+    if spec is None:
+        raise config_error(problems)
+    return spec

@@ -31,7 +31,7 @@ from typing import Any
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
 
-from ..config import load_config
+from ..config.document import load_document
 from ..errors import ConfigError
 from .maintenance import (
     archive_to_parquet,
@@ -104,19 +104,11 @@ def concurrency_limit_from(
 def _maintenance_section(source: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(source, Mapping) and "schedules" in source:
         return dict(source)
-    load_config(source)  # validates the file and the memory section
-    raw = source if isinstance(source, Mapping) else _read(source)
-    section = raw.get("maintenance")
+    document, _ = load_document(source)  # read and bounded once, the memory section's place checked
+    section = document.get("maintenance")
     if not isinstance(section, Mapping):
         raise ConfigError("the config has no 'maintenance' section with schedules")
     return dict(section)
-
-
-def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def deployments_from_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> list[Any]:

@@ -164,6 +164,28 @@ def _builtin(
         return None
 
 
+def read_schemas(section: Any, *, path: str = "schemas") -> tuple[RecordSchemas | None, list[str]]:
+    """Read a config's ``schemas`` section: its :class:`~.records.RecordSchemas`, or ``None``
+    and every problem, each starting with its path in the config (``path`` replaces the
+    leading ``schemas``). The config reader (:mod:`prefect_memory.config.reader`) reads the
+    section through this.
+
+    Example:
+        >>> read_schemas({"definitions": {"a": {"type": "strin"}}}, path="memory.schemas")
+        (None, ["memory.schemas.definitions.a.type: invalid schema: 'strin' is not valid ..."])
+    """
+    try:
+        return RecordSchemas.from_config(section), []
+    except ConfigError as err:
+        lines = str(err).splitlines()
+        if len(lines) == 1:
+            only = lines[0]
+            lines = ["invalid schemas:", only if only.startswith("schemas") else f"schemas: {only}"]
+        return None, [path + line.strip().removeprefix("schemas") for line in lines[1:]]
+    except ImportError as err:
+        return None, [f"{path}: {err}"]
+
+
 def schema_hook_from_config(section: Any, *, path: str = "schemas") -> SchemaHook | None:
     """The :class:`~.hooks.SchemaHook` a config's ``schemas`` section asks for.
 
@@ -173,15 +195,7 @@ def schema_hook_from_config(section: Any, *, path: str = "schemas") -> SchemaHoo
         ConfigError: ``"invalid schemas:"`` then one line per problem, each starting with
             its path in the config (``path`` replaces the leading ``schemas``).
     """
-    try:
-        schemas = RecordSchemas.from_config(section)
-    except ConfigError as err:
-        lines = str(err).splitlines()
-        if len(lines) == 1:
-            only = lines[0]
-            lines = ["invalid schemas:", only if only.startswith("schemas") else f"schemas: {only}"]
-        moved = [path + line.strip().removeprefix("schemas") for line in lines[1:]]
-        raise ConfigError("invalid schemas:\n  " + "\n  ".join(moved)) from None
-    except ImportError as err:
-        raise ConfigError(f"invalid schemas:\n  {path}: {err}") from None
+    schemas, problems = read_schemas(section, path=path)
+    if schemas is None:
+        raise ConfigError("invalid schemas:\n  " + "\n  ".join(problems))
     return SchemaHook(schemas) if schemas.validation else None
