@@ -42,6 +42,7 @@ from .errors import (
     ValidationFailure,
 )
 from .hybrid import HybridMemory
+from .lazy_exports import lazy_exports as _lazy_exports
 from .memory import TTL, EntryInfo, Hook, Memory
 from .plugins.base import Backend, Capabilities, Record
 from .registry import available_backends, open_backend, register_backend
@@ -56,6 +57,24 @@ from .resilience import (
 )
 
 __version__ = "0.1.0"
+
+#: The Prefect blocks (:mod:`prefect_memory.blocks`), loaded on first access: importing the
+#: package does not import Prefect. ``dir()`` lists them, so ``prefect block register -m
+#: prefect_memory`` (which walks the module with ``inspect.getmembers``) registers them all.
+#: The composed blocks are ``...Block`` here: ``HybridMemory`` is the engine class above.
+_BLOCK_EXPORTS = {
+    "RedisMemory": "blocks",
+    "MongoMemory": "blocks",
+    "S3Memory": "blocks",
+    "JsonMemory": "blocks",
+    "SqliteMemory": "blocks",
+    "InProcessMemory": "blocks",
+    "ParquetArchiveMemory": "blocks",
+    "HybridMemoryBlock": "blocks:HybridMemory",
+    "TieredMemoryBlock": "blocks:TieredMemory",
+}
+
+__getattr__, __dir__ = _lazy_exports(__name__, _BLOCK_EXPORTS, globals())
 
 #: The embedded default when no URL is given (override with PREFECT_MEMORY_URL).
 DEFAULT_URL = "sqlite:///.prefect-memory/memory.db"

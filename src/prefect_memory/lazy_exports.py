@@ -12,22 +12,28 @@ def lazy_exports(
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``, whose names live in submodules.
 
+    ``dir()`` lists the lazy names before they are loaded, so tools that walk a module with
+    ``inspect.getmembers`` (``prefect block register -m``) find them.
+
     Args:
         package: The package's ``__name__``.
-        exports: Public name -> submodule (relative) that defines it.
+        exports: Public name -> submodule (relative) that defines it under the same name, or
+            ``"submodule:attribute"`` when the submodule's name for it differs.
         namespace: The package's ``globals()``, where loaded names are cached.
 
     Example:
-        >>> getattr_, dir_ = lazy_exports("json", {"dumps": "encoder"}, {})
-        >>> "dumps" in dir_()
-        True
+        >>> exports = {"dumps": "encoder", "Decoder": "decoder:JSONDecoder"}
+        >>> getattr_, dir_ = lazy_exports("json", exports, {})
+        >>> "dumps" in dir_(), getattr_("Decoder").__name__
+        (True, 'JSONDecoder')
     """
 
     def __getattr__(name: str) -> Any:
-        module = exports.get(name)
-        if module is None:
+        target = exports.get(name)
+        if target is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        module, _, attribute = target.partition(":")
+        value = getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
         namespace[name] = value
         return value
 

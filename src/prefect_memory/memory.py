@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import enum
 import functools
 import time
 import warnings
@@ -42,7 +43,22 @@ from .plugins.base import Backend, Record
 if TYPE_CHECKING:
     from .lazy_view import LazyView
 
-_UNSET: Any = object()
+
+class _Unset(enum.Enum):
+    """Says "not given" where ``None`` means something (``ttl=None``: no expiry).
+
+    An enum member: it pickles to itself, so a default that crossed to a Dask worker or
+    a Prefect task run in another process is still recognised, and its repr is stable
+    (Prefect's input hashing gives the same cache key in every process).
+    """
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset.UNSET
 TTL = float | int | _dt.timedelta | None
 
 
