@@ -118,8 +118,8 @@ def load_secret(block_name: str) -> Any:
         from prefect.blocks.system import Secret
     except ImportError as err:  # pragma: no cover - prefect is a dev dependency here
         raise MissingDependencyError(
-            "a key from a Prefect Secret block needs prefect "
-            "(pip install 'prefect-memory[prefect]')"
+            "a key from a Prefect Secret block needs prefect, a dependency of "
+            "prefect-memory: reinstall it (pip install prefect-memory)"
         ) from err
     try:
         block = Secret.load(block_name, _sync=True)  # type: ignore[call-arg]

@@ -77,8 +77,12 @@ class HybridMemory(Memory):
         deadline: Hard bound in seconds on each call to a store.
         primary_options: Backend options when ``primary`` is a URL.
         secondary_options: Backend options when ``secondary`` is a URL.
-        namespace, ttl, refresh, codec, batch_size, clock: As for
-            :class:`~prefect_memory.Memory`.
+        namespace: As for :class:`~prefect_memory.Memory`.
+        ttl: As for :class:`~prefect_memory.Memory`.
+        refresh: As for :class:`~prefect_memory.Memory`.
+        codec: As for :class:`~prefect_memory.Memory`.
+        batch_size: As for :class:`~prefect_memory.Memory`.
+        clock: As for :class:`~prefect_memory.Memory`.
     """
 
     backend: HybridBackend

@@ -158,7 +158,7 @@ class Lanes:
 
         Raises:
             BackendTimeout: The lane stayed busy (another flusher) for ``lane_wait`` seconds.
-            Whatever the store raises while the queued writes are applied.
+            BackendError: Whatever the store raises while the queued writes are applied.
         """
         writes = _writes(puts, deletes)
         if not self.journal.busy(lane):

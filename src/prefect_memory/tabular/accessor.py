@@ -67,7 +67,9 @@ class Frames:
             schema: A pandera ``DataFrameModel``; default: the one registered for ``key``
                 (:func:`prefect_memory.tabular.register_schema`), if any.
             format: ``"arrow"`` (Arrow IPC file) or ``"parquet"``.
-            ttl, tags, refresh: As for :meth:`~prefect_memory.Memory.set`.
+            ttl: As for :meth:`~prefect_memory.Memory.set`.
+            tags: As for :meth:`~prefect_memory.Memory.set`.
+            refresh: As for :meth:`~prefect_memory.Memory.set`.
 
         Raises:
             ValidationError: Listing every failing column, check and example rows.

@@ -56,7 +56,12 @@ class TieredMemory(Memory):
         promote: Where a read moves an entry found colder than its home tier.
         tombstone_ttl: Seconds a deleted or overwritten write is remembered so that a
             concurrent move cannot bring it back (docs/guarantees.md, "Tiers and migration").
-        namespace, ttl, refresh, codec, batch_size, clock: As for :class:`~prefect_memory.Memory`.
+        namespace: As for :class:`~prefect_memory.Memory`.
+        ttl: As for :class:`~prefect_memory.Memory`.
+        refresh: As for :class:`~prefect_memory.Memory`.
+        codec: As for :class:`~prefect_memory.Memory`.
+        batch_size: As for :class:`~prefect_memory.Memory`.
+        clock: As for :class:`~prefect_memory.Memory`.
     """
 
     backend: TieredBackend
