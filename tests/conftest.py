@@ -154,3 +154,19 @@ def load_ui_helper() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real ``prefect server`` for the session (own PREFECT_HOME, free loopback port).
+
+    Shared by the CLI, deploy and UI tests (``server``, ``prefect_api`` fixtures); the
+    packaging tests start their own, since they delete and re-register block types.
+    """
+    server = load_ui_helper().PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
+    try:
+        server.start(timeout=180)
+    except RuntimeError as err:
+        pytest.fail(f"prefect server start failed: {err}", pytrace=False)
+    yield server
+    server.stop()

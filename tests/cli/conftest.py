@@ -14,13 +14,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import load_ui_helper
 
 SCRIPT = Path(sys.executable).with_name("prefect-memory")
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
@@ -83,12 +81,6 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real ``prefect server`` (own home, free loopback port): ``.api_url``."""
-    server = load_ui_helper().PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
-    try:
-        server.start(timeout=180)
-    except RuntimeError as err:
-        pytest.fail(f"prefect server start failed: {err}", pytrace=False)
-    yield server
-    server.stop()
+def prefect_api(prefect_server: Any) -> Any:
+    """The session's real ``prefect server`` (see ``tests/conftest.py``): ``.api_url``."""
+    return prefect_server

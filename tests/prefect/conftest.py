@@ -23,17 +23,17 @@ from prefect.testing.utilities import prefect_test_harness
 
 from conftest import load_ui_helper
 from prefect_memory.blocks import (
-    HybridMemory,
+    HybridMemoryBlock,
     InProcessMemory,
     JsonMemory,
     MemoryBlock,
     MemoryTier,
-    MongoMemory,
+    MongoDBMemory,
     ParquetArchiveMemory,
     RedisMemory,
     S3Memory,
     SqliteMemory,
-    TieredMemory,
+    TieredMemoryBlock,
     TierRule,
 )
 
@@ -75,7 +75,7 @@ def make_block(
         if cls is RedisMemory:
             server = request.getfixturevalue("redis_server")
             base: dict[str, Any] = {"url": server.url, "key_prefix": f"t{unique}"}
-        elif cls is MongoMemory:
+        elif cls is MongoDBMemory:
             server = request.getfixturevalue("mongo_server")
             base = {"url": server.url, "collection": f"c{unique}"}
         elif cls in (S3Memory, ParquetArchiveMemory):  # the archive on S3, as in production
@@ -94,12 +94,12 @@ def make_block(
             base = {"path": str(tmp_path / "memory.db")}
         elif cls is InProcessMemory:
             base = {"name": f"test-{unique}"}
-        elif cls is HybridMemory:  # composed blocks: parts on local stores here
+        elif cls is HybridMemoryBlock:  # composed blocks: parts on local stores here
             base = {
                 "primary": InProcessMemory(name=f"hot-{unique}"),
                 "secondary": SqliteMemory(path=str(tmp_path / "hybrid.db")),
             }
-        elif cls is TieredMemory:
+        elif cls is TieredMemoryBlock:
             base = {
                 "tiers": [
                     MemoryTier(
@@ -120,15 +120,9 @@ def make_block(
 
 # -- a real Prefect server and Chromium, for the UI tests (marker "ui") ----------------
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Prefect server (own PREFECT_HOME, free loopback port), stopped afterwards."""
-    prefect_server = load_ui_helper().PrefectServer(tmp_path_factory.mktemp("prefect-ui-home"))
-    try:
-        prefect_server.start(timeout=180)
-    except RuntimeError as err:
-        pytest.fail(f"prefect server start failed: {err}", pytrace=False)
-    yield prefect_server
-    prefect_server.stop()
+def server(prefect_server: Any) -> Any:
+    """The session's real Prefect server (see ``tests/conftest.py``)."""
+    return prefect_server
 
 
 @pytest.fixture(scope="session")

@@ -33,14 +33,13 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..keys import ns_token
 from ..memory import Memory
+from ..shared.lock_protocol import LockManagerProtocol, Release
 
 if TYPE_CHECKING:
     from .base import MemoryBlock
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 LOCKS_SUFFIX = "/prefect-locks"
 _PROCESS_LOCK = threading.Lock()
 
-Release = Literal["released", "free", "other"]
 """What a release found: the holder's lock (now released), no lock, or another's lock."""
 
 _ACQUIRE = """
@@ -79,7 +77,7 @@ return -1
 _OUTCOMES = {1: "released", 0: "free", -1: "other"}
 
 
-class MemoryLockManager:
+class MemoryLockManager(LockManagerProtocol):
     """Locks as entries with a TTL in a memory block (Prefect's ``LockManager`` protocol).
 
     Args:
@@ -179,91 +177,6 @@ class MemoryLockManager:
 
     def _holder(self, key: str) -> str | None:
         return self.memory.get(key)
-
-    # -- LockManager protocol ------------------------------------------------------------------
-    def acquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        """Take the lock of ``key`` for ``holder`` (re-entrant: the holder refreshes it).
-
-        Args:
-            key: The cache key to lock.
-            holder: Who takes the lock.
-            acquire_timeout: Seconds to wait while someone else holds it (``None``: wait
-                until it is released or expires; ``0``: do not wait).
-            hold_timeout: Seconds the lock lives at most (default: the manager's).
-
-        Returns:
-            Whether the lock was taken.
-        """
-        hold = hold_timeout or self.hold_timeout
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while True:
-            if self._try_acquire(key, holder, hold):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(self.poll_interval)
-
-    async def aacquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        """Async twin of :meth:`acquire_lock`."""
-        hold = hold_timeout or self.hold_timeout
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while True:
-            if await asyncio.to_thread(self._try_acquire, key, holder, hold):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(self.poll_interval)
-
-    def release_lock(self, key: str, holder: str) -> None:
-        """Release the lock of ``key``; a no-op when nobody holds it any more.
-
-        Prefect releases a transaction's lock again at commit when a retried task already
-        rolled the transaction back (and released the lock): that second release must not
-        fail the flow (PrefectHQ/prefect#17676, as prefect-redis's manager does).
-
-        Raises:
-            ValueError: Another holder holds the lock of ``key``.
-        """
-        if self._release(key, holder) == "other":
-            raise ValueError(f"No lock held by {holder} for transaction with key {key}")
-
-    def is_locked(self, key: str) -> bool:
-        """Tell whether someone holds the lock of ``key``."""
-        return self._holder(key) is not None
-
-    def is_lock_holder(self, key: str, holder: str) -> bool:
-        """Tell whether ``holder`` holds the lock of ``key``."""
-        return self._holder(key) == holder
-
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Wait until the lock of ``key`` is free; return ``False`` if ``timeout`` ran out."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_locked(key):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(self.poll_interval)
-        return True
-
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Async twin of :meth:`wait_for_lock`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while await asyncio.to_thread(self.is_locked, key):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(self.poll_interval)
-        return True
 
 
 class RedisLockManager(MemoryLockManager):

@@ -16,25 +16,27 @@ Example:
 
 from __future__ import annotations
 
-from . import crdt
-from .broadcast import Change
-from .cached import SharedMemory
-from .crdt_types import GCounter, LWWMap, ORSet, PNCounter
-from .eventlog import EventLog
-from .leader import LeaderFollower, Lease
-from .lock import DistributedLock, DistributedLockManager
+from ..lazy_exports import lazy_exports
+from . import crdt  # noqa: F401 - merge functions only, no driver: imported at once
 
-__all__ = [
-    "Change",
-    "DistributedLock",
-    "DistributedLockManager",
-    "EventLog",
-    "GCounter",
-    "LWWMap",
-    "LeaderFollower",
-    "Lease",
-    "ORSet",
-    "PNCounter",
-    "SharedMemory",
-    "crdt",
-]
+#: Public name -> the submodule that defines it (imported on first use: the Redis driver
+#: is only needed by what runs on Redis).
+_EXPORTS = {
+    "Change": "broadcast",
+    "SharedMemory": "cached",
+    "GCounter": "crdt_types",
+    "LWWMap": "crdt_types",
+    "ORSet": "crdt_types",
+    "PNCounter": "crdt_types",
+    "EventLog": "eventlog",
+    "LeaderFollower": "leader",
+    "Lease": "leader",
+    "DistributedLock": "lock",
+    "DistributedLockManager": "lock",
+    "LockManagerProtocol": "lock_protocol",
+}
+
+__all__ = sorted([*_EXPORTS, "crdt"])
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -13,14 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
 
 from ..plugins.redis.backend import RedisBackend
 from ..plugins.redis.scripts import LuaScript
+from .lock_protocol import Release
 
-Release = Literal["released", "free", "other"]
 """What ending a term found: the holder's term (now ended), no term, or another term."""
 
 # KEYS: term (msgpack {holder, token}), fence counter. ARGV: holder, ms. Returns the token.

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -26,6 +25,7 @@ from ..errors import ConfigError, FencingError
 from ..memory import Memory
 from ._leases import Terms
 from ._redis import namespace_of, object_key, redis_backend
+from .lock_protocol import LockManagerProtocol, Release
 
 
 def _positive(value: Any, name: str) -> float:
@@ -123,7 +123,7 @@ class DistributedLock:
         self.release()
 
 
-class DistributedLockManager:
+class DistributedLockManager(LockManagerProtocol):
     """Prefect's ``LockManager`` protocol on :class:`DistributedLock` terms.
 
     Args:
@@ -144,73 +144,14 @@ class DistributedLockManager:
         """The terms of the lock of ``key``."""
         return Terms(self.backend, object_key(self.backend, self.namespace, "lock", key))
 
-    def acquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        """Take the lock of ``key`` for ``holder`` (who may take it again to refresh it).
+    def _try_acquire(self, key: str, holder: str, hold: float) -> bool:
+        return self.terms(key).acquire(holder, hold) is not None
 
-        ``acquire_timeout``: ``None`` waits until it is free, ``0`` does not wait.
-        """
-        terms, hold = self.terms(key), hold_timeout or self.hold_timeout
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while terms.acquire(holder, hold) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(self.poll_interval)
-        return True
+    def _release(self, key: str, holder: str) -> Release:
+        return self.terms(key).end(holder)
 
-    async def aacquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        """Async twin of :meth:`acquire_lock`."""
-        terms, hold = self.terms(key), hold_timeout or self.hold_timeout
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        while await asyncio.to_thread(terms.acquire, holder, hold) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(self.poll_interval)
-        return True
-
-    def release_lock(self, key: str, holder: str) -> None:
-        """Release the lock of ``key``; a no-op when nobody holds it any more.
-
-        Prefect releases a transaction's lock a second time at commit when a retried task
-        rolled the transaction back already (PrefectHQ/prefect#17676): that must not fail.
-
-        Raises:
-            ValueError: Another holder holds the lock of ``key`` (as Prefect's managers do).
-        """
-        if self.terms(key).end(holder) == "other":
-            raise ValueError(f"No lock held by {holder} for transaction with key {key}")
-
-    def is_locked(self, key: str) -> bool:
-        """Tell whether someone holds the lock of ``key``."""
-        return self.terms(key).current()[0] is not None
-
-    def is_lock_holder(self, key: str, holder: str) -> bool:
-        """Tell whether ``holder`` holds the lock of ``key``."""
-        return self.terms(key).current()[0] == holder
-
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Wait until the lock of ``key`` is free; ``False`` if ``timeout`` ran out."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_locked(key):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(self.poll_interval)
-        return True
-
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Async twin of :meth:`wait_for_lock`."""
-        return await asyncio.to_thread(self.wait_for_lock, key, timeout)
+    def _holder(self, key: str) -> str | None:
+        return self.terms(key).current()[0]
 
 
-__all__ = ["DistributedLock", "DistributedLockManager"]
+__all__ = ["DistributedLock", "DistributedLockManager", "LockManagerProtocol"]
