@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,20 +62,36 @@ __version__ = "0.1.0"
 #: The Prefect blocks (:mod:`prefect_memory.blocks`), loaded on first access: importing the
 #: package does not import Prefect. ``dir()`` lists them, so ``prefect block register -m
 #: prefect_memory`` (which walks the module with ``inspect.getmembers``) registers them all.
-#: The composed blocks are ``...Block`` here: ``HybridMemory`` is the engine class above.
+#: The composed blocks are ``...Block``: ``HybridMemory`` is the engine class above.
 _BLOCK_EXPORTS = {
     "RedisMemory": "blocks",
-    "MongoMemory": "blocks",
+    "MongoDBMemory": "blocks",
     "S3Memory": "blocks",
     "JsonMemory": "blocks",
     "SqliteMemory": "blocks",
     "InProcessMemory": "blocks",
     "ParquetArchiveMemory": "blocks",
-    "HybridMemoryBlock": "blocks:HybridMemory",
-    "TieredMemoryBlock": "blocks:TieredMemory",
+    "HybridMemoryBlock": "blocks",
+    "TieredMemoryBlock": "blocks",
 }
 
-__getattr__, __dir__ = _lazy_exports(__name__, _BLOCK_EXPORTS, globals())
+#: Former block names here (deprecated, out of ``dir()``): ``MongoMemory`` is ``MongoDBMemory``.
+_RENAMED_BLOCK_EXPORTS = {"MongoMemory": "MongoDBMemory"}
+
+_lazy_getattr, __dir__ = _lazy_exports(__name__, _BLOCK_EXPORTS, globals())
+
+
+def __getattr__(name: str) -> Any:
+    new = _RENAMED_BLOCK_EXPORTS.get(name)
+    if new is None:
+        return _lazy_getattr(name)
+    warnings.warn(
+        f"{__name__}.{name} is deprecated, use {new} (same class, same block type slug)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _lazy_getattr(new)
+
 
 #: The embedded default when no URL is given (override with PREFECT_MEMORY_URL).
 DEFAULT_URL = "sqlite:///.prefect-memory/memory.db"

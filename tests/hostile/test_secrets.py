@@ -25,7 +25,7 @@ from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 import prefect_memory as pm
-from prefect_memory.blocks import MongoMemory, RedisMemory, S3Memory
+from prefect_memory.blocks import MongoDBMemory, RedisMemory, S3Memory
 from prefect_memory.blocks.remote import redact_url, split_credentials
 from prefect_memory.cli import _safe_url, _split_credentials, app
 from prefect_memory.errors import BackendUnavailable, PrefectMemoryError
@@ -139,8 +139,8 @@ def redis_block(secret: str, **fields: Any) -> RedisMemory:
     return RedisMemory(url=f"redis://app:{secret}@127.0.0.1:1/0", **fields)
 
 
-def mongo_block(secret: str, **fields: Any) -> MongoMemory:
-    return MongoMemory(url=f"mongodb://app:{secret}@127.0.0.1:1/db?w=1", **fields)
+def mongo_block(secret: str, **fields: Any) -> MongoDBMemory:
+    return MongoDBMemory(url=f"mongodb://app:{secret}@127.0.0.1:1/db?w=1", **fields)
 
 
 def document_text(block: Any) -> str:
@@ -162,12 +162,12 @@ def test_blocks_keep_the_password_only_in_the_secret_field(secret: str) -> None:
 def test_secret_query_options_move_to_their_fields() -> None:
     redis = RedisMemory(url="rediss://h:6380/0?ssl_password=Qz7%2FXk9&ssl_ca_certs=/ca.pem")
     assert redis.ssl_password == SecretStr("Qz7/Xk9") and "ssl_ca_certs=/ca.pem" in redis.url
-    mongo = MongoMemory(url="mongodb://h/db?tls=true&tlsCertificateKeyFilePassword=Qz7Xk9")
+    mongo = MongoDBMemory(url="mongodb://h/db?tls=true&tlsCertificateKeyFilePassword=Qz7Xk9")
     assert mongo.tls_key_password.get_secret_value() == "Qz7Xk9"
     assert mongo.url == "mongodb://h/db?tls=true"
     assert mongo._memory_options()["client_kwargs"] == {"tlsCertificateKeyFilePassword": "Qz7Xk9"}
     with pytest.raises(ValidationError, match="authToken") as caught:
-        MongoMemory(url="mongodb://h/db?authToken=Qz7Xk9")
+        MongoDBMemory(url="mongodb://h/db?authToken=Qz7Xk9")
     assert_no_part(str(caught.value), "Qz7Xk9")
 
 
@@ -222,7 +222,7 @@ def test_blocks_connect_with_each_special_password(
     redis = RedisMemory(url=f"redis://u{index}:{secret}@127.0.0.1:{redis_auth.port}/0")
     redis.set("k", {"i": index})
     assert redis.get("k") == {"i": index}
-    mongo = MongoMemory(url=mongo_url(mongo_auth, f"u{index}", secret), collection=f"c{index}")
+    mongo = MongoDBMemory(url=mongo_url(mongo_auth, f"u{index}", secret), collection=f"c{index}")
     mongo.set("k", [index])
     assert mongo.get("k") == [index]
     for block in (redis, mongo):
@@ -245,9 +245,9 @@ def test_saved_block_documents_hold_no_secret(
         name = f"secret-{index}-{uuid.uuid4().hex[:6]}"
         redis = RedisMemory(url=f"redis://u{index}:{secret}@127.0.0.1:{redis_auth.port}/0")
         redis.save(name)
-        mongo = MongoMemory(url=mongo_url(mongo_auth, f"u{index}", secret), collection="saved")
+        mongo = MongoDBMemory(url=mongo_url(mongo_auth, f"u{index}", secret), collection="saved")
         mongo.save(name)
-        saved += [(RedisMemory, name, secret), (MongoMemory, name, secret)]
+        saved += [(RedisMemory, name, secret), (MongoDBMemory, name, secret)]
     with get_client(sync_client=True) as client:
         for cls, name, secret in saved:
             slug = cls.get_block_type_slug()

@@ -48,7 +48,8 @@ def test_the_package_exposes_every_block_and_the_engines_keep_their_names() -> N
     assert not Block.is_block_class(prefect_memory.HybridMemory)  # the engine, unchanged
 
 
-def test_block_register_module_prefect_memory_registers_every_block(prefect_api) -> None:
+@pytest.mark.parametrize("module", ["prefect_memory", "prefect_memory.blocks"])
+def test_block_register_module_prefect_memory_registers_every_block(prefect_api, module) -> None:
     slugs = {cls.get_block_type_slug() for cls in BLOCKS}
     # The server registered them by itself at start (prefect.collections entry point):
     # delete them, so only the command under test can bring them back.
@@ -57,7 +58,7 @@ def test_block_register_module_prefect_memory_registers_every_block(prefect_api)
     assert slugs.isdisjoint(prefect_api.block_types())
 
     done = subprocess.run(
-        [PREFECT, "block", "register", "-m", "prefect_memory"],
+        [PREFECT, "block", "register", "-m", module],
         env=prefect_api.env(),
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from prefect_memory.blocks import MemoryBlock, MongoMemory, RedisMemory, S3Memory
+from prefect_memory.blocks import MemoryBlock, MongoDBMemory, RedisMemory, S3Memory
 
 MakeBlock = Callable[..., MemoryBlock]
 
@@ -63,7 +63,7 @@ def test_redis_client_settings_follow_the_block(redis_block: RedisMemory) -> Non
 def test_mongo_clients(make_block: MakeBlock, mongo_server: Any) -> None:
     import pymongo
 
-    block = make_block(MongoMemory)
+    block = make_block(MongoDBMemory)
     block.set("doc:1", {"n": 1})
     client = block.get_client()
     assert isinstance(client, pymongo.MongoClient) and client is block.get_client()

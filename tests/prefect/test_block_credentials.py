@@ -18,7 +18,7 @@ from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr, ValidationError
 
 import prefect_memory as pm
-from prefect_memory.blocks import MongoMemory, RedisMemory, S3Memory
+from prefect_memory.blocks import MongoDBMemory, RedisMemory, S3Memory
 from servers import MongoWireServer, RedisServer, TlsRedisServer
 
 ADMIN_PASSWORD = "adm1n-Pw/x"
@@ -138,7 +138,7 @@ def test_redis_typed_fields_with_tls(tls_server: TlsRedisServer) -> None:
 def test_mongo_typed_fields(mongo_server: MongoWireServer) -> None:
     # The test wire server does not advertise its SCRAM mechanisms (a real mongod does), so
     # a user of a host-mode block cannot log in to it: users are tested with urls elsewhere.
-    block = MongoMemory(
+    block = MongoDBMemory(
         host="127.0.0.1",
         port=mongo_server.port,
         password="pw-never-shown",
@@ -154,10 +154,10 @@ def test_mongo_typed_fields(mongo_server: MongoWireServer) -> None:
 
 def test_mongo_url_or_host_exactly() -> None:
     with pytest.raises(ValidationError, match="either url or host"):
-        MongoMemory(url="mongodb://h:1/db", host="h")
+        MongoDBMemory(url="mongodb://h:1/db", host="h")
     with pytest.raises(ValidationError, match="goes with host"):
-        MongoMemory(url="mongodb://h:1/db", tls=True)
-    block = MongoMemory(host="db.local", port=27018, tls=True)
+        MongoDBMemory(url="mongodb://h:1/db", tls=True)
+    block = MongoDBMemory(host="db.local", port=27018, tls=True)
     assert block._memory_url() == "mongodb://db.local:27018/?tls=true"
 
 

@@ -25,7 +25,7 @@ from prefect_memory.blocks import (
     InProcessMemory,
     JsonMemory,
     MemoryBlock,
-    MongoMemory,
+    MongoDBMemory,
     ParquetArchiveMemory,
     RedisMemory,
     S3Memory,
@@ -96,7 +96,7 @@ def test_secrets_stay_out_of_repr_logs_and_url(caplog: pytest.LogCaptureFixture)
     assert block.url == "redis://app@127.0.0.1:1/0"
     assert block.password.get_secret_value() == "s3cr/t"
     s3 = S3Memory(url="s3://bucket/p", aws_access_key_id="AK", aws_secret_access_key="topsecret")
-    mongo = MongoMemory(url="mongodb://u:m0ngopw@127.0.0.1:1/db", timeout=0.2)
+    mongo = MongoDBMemory(url="mongodb://u:m0ngopw@127.0.0.1:1/db", timeout=0.2)
     for thing, secret in ((block, "s3cr"), (s3, "topsecret"), (mongo, "m0ngopw")):
         for text in (repr(thing), str(thing), repr(thing.memory), str(thing.model_dump_json())):
             assert secret not in text
@@ -131,8 +131,8 @@ def test_assignments_are_validated() -> None:
         (RedisMemory, {"key_prefix": "a b"}, "key_prefix"),
         (RedisMemory, {"ttl": -5}, "ttl"),
         (RedisMemory, {"namespace": ""}, "namespace"),
-        (MongoMemory, {"url": "redis://x"}, "url"),
-        (MongoMemory, {"collection": "a$b"}, "collection"),
+        (MongoDBMemory, {"url": "redis://x"}, "url"),
+        (MongoDBMemory, {"collection": "a$b"}, "collection"),
         (S3Memory, {"url": "s3://ab/p"}, "url"),
         (S3Memory, {"url": "s3://bucket", "endpoint_url": "ftp://x"}, "endpoint_url"),
         (JsonMemory, {"path": ""}, "path"),
@@ -168,14 +168,14 @@ def test_ttl_takes_a_timedelta() -> None:
 
 
 def test_refresh_and_compression_are_applied(tmp_path: Path) -> None:
-    from prefect_memory.blocks import HybridMemory, TieredMemory
+    from prefect_memory.blocks import HybridMemoryBlock, TieredMemoryBlock
     from prefect_memory.blocks.composite_parts import MemoryTier
 
     sqlite = SqliteMemory(path=str(tmp_path / "m.db"), ttl=60, refresh=True, compression=True)
-    hybrid = HybridMemory(primary=InProcessMemory(name=f"h-{tmp_path.name}"),
+    hybrid = HybridMemoryBlock(primary=InProcessMemory(name=f"h-{tmp_path.name}"),
                           secondary=SqliteMemory(path=str(tmp_path / "h.db")),
                           refresh=True, compression=True)  # fmt: skip
-    tiered = TieredMemory(tiers=[MemoryTier(name="hot", block=InProcessMemory(name="t1"))],
+    tiered = TieredMemoryBlock(tiers=[MemoryTier(name="hot", block=InProcessMemory(name="t1"))],
                           refresh=True, compression=True)  # fmt: skip
     for block in (sqlite, hybrid, tiered):
         memory = block.memory
@@ -198,7 +198,7 @@ def test_from_connection_string(tmp_path: Path) -> None:
     block = InProcessMemory.from_connection_string("memory://hot?max_entries=10")
     assert (block.name, block.max_entries) == ("hot", 10)
     assert S3Memory.from_connection_string("s3://bucket/p", timeout=3).timeout == 3
-    mongo = MongoMemory.from_connection_string("mongodb://u:pw@h:27017/db", collection="c")
+    mongo = MongoDBMemory.from_connection_string("mongodb://u:pw@h:27017/db", collection="c")
     assert mongo.password.get_secret_value() == "pw" and "pw" not in mongo.url
     with pytest.raises(ValidationError, match="url"):
         RedisMemory.from_connection_string("mongodb://h")

@@ -21,10 +21,10 @@ from typer.testing import CliRunner, Result
 import prefect_memory as pm
 from prefect_memory.blocks import (
     BLOCKS,
-    HybridMemory,
+    HybridMemoryBlock,
     ParquetArchiveMemory,
     RedisMemory,
-    TieredMemory,
+    TieredMemoryBlock,
 )
 from prefect_memory.cli import app
 from prefect_memory.flows import migrate_tiers
@@ -66,7 +66,7 @@ def test_create_basic_hybrid(tmp_path: Path, redis_server: Any, unique: str) -> 
     for name in (f"redis-memory/b-{unique}-primary", f"json-memory/b-{unique}-secondary",
                  f"hybrid-memory/b-{unique}"):  # fmt: skip
         assert name in result.stdout
-    block = HybridMemory.load(f"b-{unique}")
+    block = HybridMemoryBlock.load(f"b-{unique}")
     assert block.strategy == "write-through" and block.sync_interval == 30.0
     block.set("k", {"v": 1})
     # "./memory/backup.json" is relative to the config file, as with pm.from_config
@@ -86,7 +86,7 @@ def test_create_tiers_on_three_real_stores(
     result = run("blocks", "create", str(path), "--name-prefix", f"t-{unique}", *connections)
     assert result.exit_code == 0, result.output
     assert f"hot=t-{unique}-hot, warm=t-{unique}-warm, cold=t-{unique}-cold" in result.stdout
-    block = TieredMemory.load(f"t-{unique}")
+    block = TieredMemoryBlock.load(f"t-{unique}")
     assert [(t.name, t.max_bytes) for t in block.tiers] == [
         ("hot", 100 * 1024**2), ("warm", 1024**3), ("cold", None),
     ]  # fmt: skip
@@ -125,7 +125,7 @@ def test_create_tiers_with_a_parquet_archive_then_migrate_by_name(
     cold = ParquetArchiveMemory.load(f"l-{unique}-cold")
     assert (cold.url, cold.compression) == (f"s3://pm-cli/{unique}", "zstd")
     assert cold.aws_secret_access_key.get_secret_value() == s3_server.secret
-    block = TieredMemory.load(f"l-{unique}")
+    block = TieredMemoryBlock.load(f"l-{unique}")
     block.set_many({"e:1": 1, "e:2": 2})
     assert migrate_tiers(f"tiered-memory/l-{unique}")["moved"] == {"warm -> cold: age >= 0": 2}
     assert block.info("e:1").tier == "cold"
@@ -148,7 +148,7 @@ def test_create_namespaces_one_block_per_namespace(
     sessions = RedisMemory.load(f"s-{unique}-sessions")
     assert (sessions.namespace, sessions.ttl, sessions.refresh) == ("sessions", 1800, True)
     assert sessions.memory.refresh is True  # applied: reads push the expiry
-    products = HybridMemory.load(f"s-{unique}-products")
+    products = HybridMemoryBlock.load(f"s-{unique}-products")
     assert products.namespace == "products"
     assert products.secondary.get_block_type_slug() == "mongodb-memory"
     assert Block.load(f"mongodb-memory/s-{unique}-orders").namespace == "orders"
@@ -176,10 +176,10 @@ def test_existing_names_need_overwrite(tmp_path: Path, unique: str) -> None:
     again = run("blocks", "create", str(path))
     assert again.exit_code == 1
     assert f"sqlite-memory/o-{unique}-secondary" in again.stderr and "--overwrite" in again.stderr
-    assert HybridMemory.load(f"o-{unique}").secondary.path.endswith("a.db")  # untouched
+    assert HybridMemoryBlock.load(f"o-{unique}").secondary.path.endswith("a.db")  # untouched
     replaced = run("blocks", "create", str(path), "--overwrite")
     assert replaced.exit_code == 0, replaced.output
-    assert HybridMemory.load(f"o-{unique}").secondary.path.endswith("b.db")
+    assert HybridMemoryBlock.load(f"o-{unique}").secondary.path.endswith("b.db")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""HybridMemory and TieredMemory blocks: nested blocks in the Prefect API, result storage, errors.
+"""HybridMemoryBlock, TieredMemoryBlock: nested blocks in the Prefect API, result storage, errors.
 
 The block standards (descriptions, code examples, save/load, pickle) run on these blocks too,
 in test_blocks.py (they are in ``BLOCKS``); here: what nesting adds, on real servers.
@@ -22,7 +22,7 @@ from pydantic import SecretStr, ValidationError
 
 from prefect_memory.blocks import (
     BLOCKS,
-    HybridMemory,
+    HybridMemoryBlock,
     InProcessMemory,
     JsonMemory,
     MemoryBlock,
@@ -31,7 +31,7 @@ from prefect_memory.blocks import (
     RedisLockManager,
     RedisMemory,
     SqliteMemory,
-    TieredMemory,
+    TieredMemoryBlock,
 )
 from prefect_memory.tasks import memory_get, memory_set
 
@@ -51,8 +51,8 @@ def document(slug: str, name: str, include_secrets: bool = False) -> Any:
         return client.read_block_document_by_name(name, slug, include_secrets=include_secrets)
 
 
-def tiered(hot: MemoryBlock, cold: MemoryBlock, **fields: Any) -> TieredMemory:
-    return TieredMemory(
+def tiered(hot: MemoryBlock, cold: MemoryBlock, **fields: Any) -> TieredMemoryBlock:
+    return TieredMemoryBlock(
         tiers=[
             MemoryTier(name="hot", block=hot, ttl="1h", max_size="100MB"),
             MemoryTier(name="cold", block=cold, patterns=["archive:*"]),
@@ -68,7 +68,7 @@ def test_hybrid_parts_saved_first_are_references_and_load_with_their_own_class(
 ) -> None:
     redis_part.save(f"hot-{unique}")
     sqlite_part.save(f"durable-{unique}")
-    block = HybridMemory(primary=redis_part, secondary=sqlite_part, namespace="carts", ttl=60)
+    block = HybridMemoryBlock(primary=redis_part, secondary=sqlite_part, namespace="carts", ttl=60)
     block.save(f"hybrid-{unique}")
 
     saved = document("hybrid-memory", f"hybrid-{unique}")
@@ -77,7 +77,7 @@ def test_hybrid_parts_saved_first_are_references_and_load_with_their_own_class(
         "secondary": f"durable-{unique}",
     }
     for loaded in (
-        HybridMemory.load(f"hybrid-{unique}"),
+        HybridMemoryBlock.load(f"hybrid-{unique}"),
         Block.load(f"hybrid-memory/hybrid-{unique}"),
     ):
         # Prefect alone would load the SQLite part as a JsonMemory (same fields, no type).
@@ -85,7 +85,7 @@ def test_hybrid_parts_saved_first_are_references_and_load_with_their_own_class(
         assert loaded.secondary._block_document_name == f"durable-{unique}"
         assert loaded.model_dump() == block.model_dump()
 
-    loaded = HybridMemory.load(f"hybrid-{unique}")
+    loaded = HybridMemoryBlock.load(f"hybrid-{unique}")
     loaded.set("cart:1", {"items": 2})
     assert redis_part.memory.with_namespace("carts").get("cart:1") == {"items": 2}
     assert sqlite_part.memory.with_namespace("carts").get("cart:1") == {"items": 2}
@@ -93,7 +93,7 @@ def test_hybrid_parts_saved_first_are_references_and_load_with_their_own_class(
     # A reference follows its block: a change to the part reaches the hybrid.
     sqlite_part.path = sqlite_part.path + ".moved"
     sqlite_part.save(f"durable-{unique}", overwrite=True)
-    assert HybridMemory.load(f"hybrid-{unique}").secondary.path.endswith(".moved")
+    assert HybridMemoryBlock.load(f"hybrid-{unique}").secondary.path.endswith(".moved")
 
 
 def test_save_with_parts_saves_unsaved_parts_under_derived_names(
@@ -101,7 +101,7 @@ def test_save_with_parts_saves_unsaved_parts_under_derived_names(
 ) -> None:
     json_part = JsonMemory(path=str(tmp_path / "backup.json"))
     json_part.save(f"backup-{unique}")
-    block = HybridMemory(primary=InProcessMemory(name=f"p-{unique}"), secondary=json_part)
+    block = HybridMemoryBlock(primary=InProcessMemory(name=f"p-{unique}"), secondary=json_part)
     saved = block.save_with_parts(f"shop-{unique}")
     assert saved == [
         ("in-process-memory", f"shop-{unique}-primary"),
@@ -110,16 +110,16 @@ def test_save_with_parts_saves_unsaved_parts_under_derived_names(
     references = document("hybrid-memory", f"shop-{unique}").block_document_references
     assert references["primary"]["block_document"]["name"] == f"shop-{unique}-primary"
     assert references["secondary"]["block_document"]["name"] == f"backup-{unique}"
-    assert type(HybridMemory.load(f"shop-{unique}").secondary) is JsonMemory
+    assert type(HybridMemoryBlock.load(f"shop-{unique}").secondary) is JsonMemory
 
 
 def test_unsaved_parts_are_saved_inline_and_still_load_as_blocks(
     sqlite_part: SqliteMemory, unique: str
 ) -> None:
-    block = HybridMemory(primary=InProcessMemory(name=f"i-{unique}"), secondary=sqlite_part)
+    block = HybridMemoryBlock(primary=InProcessMemory(name=f"i-{unique}"), secondary=sqlite_part)
     block.save(f"inline-{unique}")
     assert document("hybrid-memory", f"inline-{unique}").block_document_references == {}
-    loaded = HybridMemory.load(f"inline-{unique}")
+    loaded = HybridMemoryBlock.load(f"inline-{unique}")
     assert (type(loaded.primary), type(loaded.secondary)) == (InProcessMemory, SqliteMemory)
 
 
@@ -138,11 +138,11 @@ def test_tier_blocks_are_references_in_the_list_and_load_as_blocks(
     assert data["rules"] == [{"from": "hot", "to": "cold", "condition": "age >= 0"}]
 
     name = f"tiered-{unique}"
-    for loaded in (TieredMemory.load(name), Block.load(f"tiered-memory/{name}")):
+    for loaded in (TieredMemoryBlock.load(name), Block.load(f"tiered-memory/{name}")):
         assert [type(t.block) for t in loaded.tiers] == [RedisMemory, SqliteMemory]
         assert loaded.tiers[0].block._block_document_name == f"tier-hot-{unique}"
         assert loaded.model_dump() == block.model_dump()
-    loaded = TieredMemory.load(f"tiered-{unique}")
+    loaded = TieredMemoryBlock.load(f"tiered-{unique}")
     loaded.save(f"tiered-{unique}", overwrite=True)  # a loaded block keeps its references
     assert "$ref" in document("tiered-memory", f"tiered-{unique}").data["tiers"][0]["block"]
 
@@ -154,17 +154,17 @@ def test_a_ui_written_reference_in_the_tiers_is_resolved(
     reference = {"$ref": {"block_document_id": str(sqlite_part._block_document_id)}}
     data = {"tiers": [{"name": "hot", "block": {"block_type_slug": "in-process-memory"}},
                       {"name": "cold", "block": reference}]}  # fmt: skip
-    block = TieredMemory.model_validate(data)
+    block = TieredMemoryBlock.model_validate(data)
     assert type(block.tiers[1].block) is SqliteMemory
     assert block.tiers[1].block.path == sqlite_part.path
 
     missing = {"$ref": {"block_document_id": "00000000-0000-4000-8000-000000000000"}}
     with pytest.raises(ValidationError) as info:
-        TieredMemory.model_validate({"tiers": [{"name": "hot", "block": missing}]})
+        TieredMemoryBlock.model_validate({"tiers": [{"name": "hot", "block": missing}]})
     assert info.value.errors()[0]["loc"][:3] == ("tiers", 0, "block")
     assert "does not exist" in str(info.value)
     with pytest.raises(ValidationError, match="block_document_id"):
-        TieredMemory.model_validate({"tiers": [{"name": "hot", "block": {"$ref": "x"}}]})
+        TieredMemoryBlock.model_validate({"tiers": [{"name": "hot", "block": {"$ref": "x"}}]})
 
 
 def test_secrets_of_tier_blocks_never_reach_the_parent_document(
@@ -178,7 +178,7 @@ def test_secrets_of_tier_blocks_never_reach_the_parent_document(
     assert "s3cr3t" not in str(document("tiered-memory", f"secret-{unique}").data)
     part = document("redis-memory", f"secret-{unique}-hot")
     assert part.data["password"] != "s3cr3t"  # Prefect hides it in its own document
-    loaded = TieredMemory.load(f"secret-{unique}")
+    loaded = TieredMemoryBlock.load(f"secret-{unique}")
     assert loaded.tiers[0].block.password.get_secret_value() == "s3cr3t"
 
 
@@ -186,8 +186,8 @@ def test_pickle_keeps_parts_and_rebuilds_the_memory(
     redis_part: RedisMemory, sqlite_part: SqliteMemory, unique: str
 ) -> None:
     redis_part.save(f"pk-{unique}")
-    HybridMemory(primary=redis_part, secondary=sqlite_part).save(f"pk-{unique}")
-    for block in (HybridMemory.load(f"pk-{unique}"), tiered(redis_part, sqlite_part)):
+    HybridMemoryBlock(primary=redis_part, secondary=sqlite_part).save(f"pk-{unique}")
+    for block in (HybridMemoryBlock.load(f"pk-{unique}"), tiered(redis_part, sqlite_part)):
         block.set("k", [1, 2])
         copy = pickle.loads(pickle.dumps(block))
         assert copy._lazy.memory is None and copy.model_dump() == block.model_dump()
@@ -214,7 +214,7 @@ def test_tiered_block_as_result_storage_hits_before_and_after_migration(
 ) -> None:
     hot = redis_part if hot_kind == "redis" else InProcessMemory(name=f"hot-{unique}")
     tiered(hot, sqlite_part, namespace="results", ttl=600).save_with_parts(f"res-{unique}")
-    block = TieredMemory.load(f"res-{unique}")  # the recipe: pass the loaded instance
+    block = TieredMemoryBlock.load(f"res-{unique}")  # the recipe: pass the loaded instance
     calls: list[int] = []
     pipeline = cached_pipeline(block, calls)
     assert pipeline(21).name == "Completed"
@@ -231,10 +231,10 @@ def test_tiered_block_as_result_storage_hits_before_and_after_migration(
 def test_hybrid_block_as_result_storage_survives_a_lost_primary(
     redis_part: RedisMemory, sqlite_part: SqliteMemory, unique: str
 ) -> None:
-    HybridMemory(primary=redis_part, secondary=sqlite_part, namespace="results").save_with_parts(
-        f"hres-{unique}"
-    )
-    block = HybridMemory.load(f"hres-{unique}")
+    HybridMemoryBlock(
+        primary=redis_part, secondary=sqlite_part, namespace="results"
+    ).save_with_parts(f"hres-{unique}")
+    block = HybridMemoryBlock.load(f"hres-{unique}")
     calls: list[int] = []
     pipeline = cached_pipeline(block, calls)
     assert pipeline(5).name == "Completed"
@@ -250,7 +250,7 @@ def test_memory_tasks_take_composed_blocks_and_their_slugs(
     redis_part: RedisMemory, sqlite_part: SqliteMemory, unique: str
 ) -> None:
     tiered(redis_part, sqlite_part, namespace="tasks").save_with_parts(f"tasks-{unique}")
-    block = TieredMemory.load(f"tasks-{unique}")
+    block = TieredMemoryBlock.load(f"tasks-{unique}")
 
     @flow
     def remember() -> tuple[Any, Any]:
@@ -266,7 +266,7 @@ def test_memory_tasks_take_composed_blocks_and_their_slugs(
 def test_write_behind_flush_sync_and_async_twins(
     sqlite_part: SqliteMemory, unique: str, tmp_path: Path
 ) -> None:
-    block = HybridMemory(
+    block = HybridMemoryBlock(
         primary=InProcessMemory(name=f"wb-{unique}"), secondary=sqlite_part,
         strategy="write-behind", journal=str(tmp_path / "journal.db"), flush_interval=60,
     )  # fmt: skip
@@ -302,7 +302,7 @@ def test_migrate_dry_run_lists_the_moves(sqlite_part: SqliteMemory, unique: str)
 
 
 def test_lock_manager_uses_a_redis_part(redis_part: RedisMemory, sqlite_part: SqliteMemory) -> None:
-    hybrid = HybridMemory(primary=redis_part, secondary=sqlite_part, namespace="locks")
+    hybrid = HybridMemoryBlock(primary=redis_part, secondary=sqlite_part, namespace="locks")
     locks = hybrid.lock_manager(hold_timeout=5)
     assert type(locks) is RedisLockManager
     assert locks.acquire_lock("k", holder="a") and not locks.acquire_lock("k", "b", 0)
@@ -350,7 +350,7 @@ def test_tiered_errors_name_the_field(
     for tier in fields["tiers"]:
         tier.setdefault("block", block)
     with pytest.raises(ValidationError) as info:
-        TieredMemory(**fields)
+        TieredMemoryBlock(**fields)
     [error] = info.value.errors()
     assert error["loc"] == loc and message in str(info.value), info.value
 
@@ -370,12 +370,12 @@ def test_tiered_errors_name_the_field(
 def test_hybrid_errors_name_the_field(fields: dict[str, Any], loc: str) -> None:
     parts = {"primary": InProcessMemory(), "secondary": InProcessMemory(name="other")}
     with pytest.raises(ValidationError) as info:
-        HybridMemory(**{**parts, **fields})
+        HybridMemoryBlock(**{**parts, **fields})
     assert loc in {error["loc"][0] for error in info.value.errors()}, info.value
 
 
 def test_composed_blocks_have_no_connection_string() -> None:
     with pytest.raises(ValueError, match="built from its parts"):
-        HybridMemory.from_connection_string("redis://localhost")
+        HybridMemoryBlock.from_connection_string("redis://localhost")
     with pytest.raises(ValidationError, match="unknown field"):
-        HybridMemory(primary=InProcessMemory(), secondary=InProcessMemory(), tiers=[])
+        HybridMemoryBlock(primary=InProcessMemory(), secondary=InProcessMemory(), tiers=[])

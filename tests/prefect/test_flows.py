@@ -12,13 +12,13 @@ from prefect.client.orchestration import get_client
 
 import prefect_memory as pm
 from prefect_memory.blocks import (
-    HybridMemory,
+    HybridMemoryBlock,
     InProcessMemory,
     MemoryTier,
     ParquetArchiveMemory,
     RedisMemory,
     SqliteMemory,
-    TieredMemory,
+    TieredMemoryBlock,
     TierRule,
 )
 from prefect_memory.flows import (
@@ -43,8 +43,8 @@ def _artifacts(key: str) -> list[Any]:
 
 
 @pytest.fixture
-def tiered(tmp_path: Path, unique: str) -> TieredMemory:
-    block = TieredMemory(
+def tiered(tmp_path: Path, unique: str) -> TieredMemoryBlock:
+    block = TieredMemoryBlock(
         namespace="flows",
         tiers=[
             MemoryTier(name="hot", block=InProcessMemory(name=f"hot-{unique}")),
@@ -56,7 +56,7 @@ def tiered(tmp_path: Path, unique: str) -> TieredMemory:
     return block
 
 
-def test_migrate_tiers_by_name_with_artifact(tiered: TieredMemory, unique: str) -> None:
+def test_migrate_tiers_by_name_with_artifact(tiered: TieredMemoryBlock, unique: str) -> None:
     tiered.set_many({"a": 1, "b": 2})
     tiered.get("b")
     dry = migrate_tiers(f"tiered-memory/flows-{unique}", dry_run=True)
@@ -80,7 +80,7 @@ def test_archive_to_parquet_loads_a_tiered_block_with_an_s3_archive_by_name(
         aws_access_key_id=s3_server.key,
         aws_secret_access_key=s3_server.secret,
     )
-    block = TieredMemory(
+    block = TieredMemoryBlock(
         namespace="orders",
         tiers=[
             MemoryTier(name="hot", block=RedisMemory(url=redis_server.url, key_prefix=unique)),
@@ -104,7 +104,7 @@ def test_archive_to_parquet_loads_a_tiered_block_with_an_s3_archive_by_name(
     data = [f for f in files if f.endswith(".parquet") and "/date=" in f]
     assert len(data) == 1, files  # one date partition, compacted into one file
 
-    loaded = TieredMemory.load(f"shop-{unique}")
+    loaded = TieredMemoryBlock.load(f"shop-{unique}")
     assert type(loaded.tiers[1].block) is ParquetArchiveMemory
     assert loaded.info("order:35").tier == "cold" and loaded.info("order:5").tier == "hot"
     assert loaded.get("order:35") == {"total": 35}  # read from the archive (and promoted)
@@ -133,7 +133,7 @@ def test_cleanup_expired(tmp_path: Path) -> None:
 
 
 def test_sync_hybrid(tmp_path: Path, unique: str) -> None:
-    block = HybridMemory(
+    block = HybridMemoryBlock(
         namespace="sync",
         primary=InProcessMemory(name=f"p-{unique}"),
         secondary=SqliteMemory(path=str(tmp_path / "s.db")),
@@ -148,7 +148,7 @@ def test_sync_hybrid(tmp_path: Path, unique: str) -> None:
     assert block.get("only-secondary") == 2
 
 
-def test_schedules_become_deployments(tiered: TieredMemory, unique: str) -> None:
+def test_schedules_become_deployments(tiered: TieredMemoryBlock, unique: str) -> None:
     config = {
         "memory": {"backend": "memory"},
         "maintenance": {

@@ -28,7 +28,7 @@ from prefect_memory.blocks import (
     MemoryTier,
     ParquetArchiveMemory,
     SqliteMemory,
-    TieredMemory,
+    TieredMemoryBlock,
     TierRule,
 )
 from prefect_memory.cli import app
@@ -85,8 +85,8 @@ def contended(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     yield seen
 
 
-def _tiered(cold: Any, unique: str, name: str) -> TieredMemory:
-    block = TieredMemory(
+def _tiered(cold: Any, unique: str, name: str) -> TieredMemoryBlock:
+    block = TieredMemoryBlock(
         namespace="overlap",
         tiers=[
             MemoryTier(name="hot", block=InProcessMemory(name=f"hot-{unique}")),
@@ -99,7 +99,7 @@ def _tiered(cold: Any, unique: str, name: str) -> TieredMemory:
     return block
 
 
-def _check_state(block: TieredMemory, seen: dict[str, Any]) -> None:
+def _check_state(block: TieredMemoryBlock, seen: dict[str, Any]) -> None:
     for key in seen["taken"]:  # where the other migration put them
         assert block.info(key).tier == "cold"
     assert block.info(seen["rewritten"]).tier == "hot"  # the writer's entry stays hot...

@@ -21,7 +21,7 @@ from prefect_memory.blocks import (
     InProcessMemory,
     JsonMemory,
     MemoryBlock,
-    MongoMemory,
+    MongoDBMemory,
     RedisMemory,
     SqliteMemory,
 )
@@ -37,7 +37,7 @@ MANAGERS = [
     ("inprocess", InProcessMemory, False),
     ("sqlite", SqliteMemory, False),
     ("json", JsonMemory, False),
-    ("mongo", MongoMemory, False),
+    ("mongo", MongoDBMemory, False),
     ("redis", RedisMemory, False),
     ("redis-distributed", RedisMemory, True),
 ]

@@ -26,14 +26,14 @@ from prefect_memory.blocks import (
     InProcessMemory,
     JsonMemory,
     MemoryBlock,
-    MongoMemory,
+    MongoDBMemory,
     RedisMemory,
     S3Memory,
     SqliteMemory,
 )
 
 MakeBlock = Callable[..., MemoryBlock]
-BLOCKS = [InProcessMemory, SqliteMemory, JsonMemory, RedisMemory, MongoMemory, S3Memory]
+BLOCKS = [InProcessMemory, SqliteMemory, JsonMemory, RedisMemory, MongoDBMemory, S3Memory]
 
 
 @pytest.fixture(params=BLOCKS, ids=lambda c: c.__name__)

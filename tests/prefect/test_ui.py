@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import load_ui_helper
-from prefect_memory.blocks import BLOCKS, HybridMemory, TieredMemory
+from prefect_memory.blocks import BLOCKS, HybridMemoryBlock, TieredMemoryBlock
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
 
@@ -104,7 +104,7 @@ def test_block_catalog_shows_the_blocks_in_headless_chromium(
     assert len(data) > 300_000, f"{shot}: only {len(data)} bytes"
 
 
-@pytest.mark.parametrize("cls", [HybridMemory, TieredMemory], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [HybridMemoryBlock, TieredMemoryBlock], ids=lambda c: c.__name__)
 def test_block_type_page_shows_the_code_example(
     server: Any, chromium_path: str, cls: type[Any]
 ) -> None:

@@ -4,7 +4,7 @@
 :class:`~prefect_memory.plugins.parquet.ParquetArchiveBackend`: entries as rows of a
 hive-partitioned Parquet dataset (``date=YYYY-MM-DD/part-*.parquet``) on S3 or in a local
 folder, readable by key through a key index. As the last tier of a
-:class:`~prefect_memory.blocks.TieredMemory` block, it lets the ``migrate_tiers`` and
+:class:`~prefect_memory.blocks.TieredMemoryBlock` block, it lets the ``migrate_tiers`` and
 ``archive_to_parquet`` flows load the whole tiered memory by its block name.
 
 Example:

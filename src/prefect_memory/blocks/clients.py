@@ -1,7 +1,7 @@
 """The driver clients of the server blocks, as prefect-redis and prefect-aws hand them out.
 
 ``RedisMemory.get_client()`` / ``get_async_client()`` give redis-py clients,
-``MongoMemory.get_client()`` a pymongo ``MongoClient`` and ``S3Memory.get_client()`` an
+``MongoDBMemory.get_client()`` a pymongo ``MongoClient`` and ``S3Memory.get_client()`` an
 s3fs filesystem, each built from the block's settings (the same server, user, password,
 TLS files and timeouts as the memory's own connections) and ``as_connection_params()``
 the keyword arguments behind them. A client is pooled and shared: one per block and

@@ -1,4 +1,4 @@
-"""Composed memory blocks: :class:`HybridMemory` (primary + secondary) and :class:`TieredMemory`.
+"""Composed memory blocks: :class:`HybridMemoryBlock` (two stores) and :class:`TieredMemoryBlock`.
 
 Their parts are memory blocks themselves (``RedisMemory``, ``SqliteMemory``...): saved in
 the Prefect API, they are referenced by the composed block (the UI shows them as block
@@ -12,9 +12,9 @@ and stored result; the parts give the stores (their connection fields), their ow
 
 Example:
     >>> import tempfile
-    >>> from prefect_memory.blocks import HybridMemory, InProcessMemory, SqliteMemory
+    >>> from prefect_memory.blocks import HybridMemoryBlock, InProcessMemory, SqliteMemory
     >>> folder = tempfile.mkdtemp()
-    >>> block = HybridMemory(
+    >>> block = HybridMemoryBlock(
     ...     primary=InProcessMemory(name="docs-hybrid"),
     ...     secondary=SqliteMemory(path=f"{folder}/memory.db"),
     ...     namespace="docs",
@@ -22,6 +22,11 @@ Example:
     >>> block.set("user:7", {"name": "Ada"})
     >>> block.secondary.memory.with_namespace("docs").get("user:7")  # written to both
     {'name': 'Ada'}
+
+The blocks were named ``HybridMemory`` and ``TieredMemory`` before, like the engine classes
+:class:`prefect_memory.HybridMemory` and :class:`prefect_memory.tiers.TieredMemory` (whose
+constructors differ); those names still load the blocks here, and pickles made with them.
+The block type slugs (``hybrid-memory``, ``tiered-memory``) did not change.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .composite_parts import (
     tier_references,
 )
 from .locks import MemoryLockManager, RedisLockManager
+from .renamed import renamed_getattr
 
 if TYPE_CHECKING:
     from ..hybrid import SyncReport
@@ -128,10 +134,12 @@ def slugify(text: str) -> str:
     return "-".join(filter(None, out.split("-"))) or "part"
 
 
-class HybridMemory(_ComposedBlock):
+class HybridMemoryBlock(_ComposedBlock):
     """A memory over a primary and a secondary block, kept in step (write-through/-behind)."""
 
+    # Set, not derived from the class name: saved blocks and deployments name the slug.
     _block_type_name: ClassVar[str] = "Hybrid Memory"
+    _block_type_slug: ClassVar[str] = "hybrid-memory"
     _description: ClassVar[str] = (
         "A prefect-memory store over two memory blocks: a fast primary (e.g. Redis) answers "
         "reads, a durable secondary (e.g. SQLite, MongoDB) gets every write, synchronously "
@@ -141,9 +149,9 @@ class HybridMemory(_ComposedBlock):
 ```python
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
-from prefect_memory.blocks import HybridMemory
+from prefect_memory.blocks import HybridMemoryBlock
 
-memory = HybridMemory.load("BLOCK_NAME")  # primary and secondary load as blocks too
+memory = HybridMemoryBlock.load("BLOCK_NAME")  # primary and secondary load as blocks too
 memory.set("user:7", {"name": "Ada"}, ttl=3600)  # written to both stores
 memory.get("user:7")  # read from the primary, else the secondary
 memory.sync()  # reconcile both stores (the newer write wins)
@@ -245,10 +253,12 @@ def features(day: str):
     asettle = async_twin(settle)
 
 
-class TieredMemory(_ComposedBlock):
+class TieredMemoryBlock(_ComposedBlock):
     """A memory over tiers of memory blocks (hot, warm, cold...), with migration rules."""
 
+    # Set, not derived from the class name: saved blocks and deployments name the slug.
     _block_type_name: ClassVar[str] = "Tiered Memory"
+    _block_type_slug: ClassVar[str] = "tiered-memory"
     _description: ClassVar[str] = (
         "A prefect-memory store over tiers of memory blocks (hot Redis, warm MongoDB, cold "
         "S3...): key patterns choose a tier, reads promote entries, and migrate() moves "
@@ -256,9 +266,9 @@ class TieredMemory(_ComposedBlock):
     )
     _code_example: ClassVar[str] = """
 ```python
-from prefect_memory.blocks import TieredMemory
+from prefect_memory.blocks import TieredMemoryBlock
 
-memory = TieredMemory.load("BLOCK_NAME")  # every tier's block loads as a block too
+memory = TieredMemoryBlock.load("BLOCK_NAME")  # every tier's block loads as a block too
 memory.set("session:42", {"user": 7})  # lands in the first tier whose patterns match
 memory.info("session:42").tier  # the tier holding it, e.g. 'hot'
 report = memory.migrate(dry_run=True)  # what the rules, tier TTLs and budgets would move
@@ -371,4 +381,16 @@ report.planned
     amigrate = async_twin(migrate)
 
 
-__all__ = ["HybridMemory", "MemoryTier", "StoreBlock", "TierRule", "TieredMemory", "slugify"]
+#: Former names (deprecated): ``HybridMemory`` and ``TieredMemory`` are the engine classes.
+__getattr__ = renamed_getattr(
+    __name__, {"HybridMemory": "HybridMemoryBlock", "TieredMemory": "TieredMemoryBlock"}, globals()
+)
+
+__all__ = [
+    "HybridMemoryBlock",
+    "MemoryTier",
+    "StoreBlock",
+    "TierRule",
+    "TieredMemoryBlock",
+    "slugify",
+]

@@ -40,15 +40,15 @@ from ..errors import ConfigError
 from ..units import parse_duration, parse_size
 from .archive import ParquetArchiveMemory
 from .local import InProcessMemory, JsonMemory, SqliteMemory
-from .remote import MongoMemory, RedisMemory, S3Memory
+from .remote import MongoDBMemory, RedisMemory, S3Memory
 
 #: The blocks a part of a composed block can be (one store each).
 StoreBlock = (
-    RedisMemory | MongoMemory | S3Memory | JsonMemory | SqliteMemory | InProcessMemory
+    RedisMemory | MongoDBMemory | S3Memory | JsonMemory | SqliteMemory | InProcessMemory
     | ParquetArchiveMemory
 )  # fmt: skip
 STORE_BLOCKS: tuple[type[Block], ...] = (
-    RedisMemory, MongoMemory, S3Memory, JsonMemory, SqliteMemory, InProcessMemory,
+    RedisMemory, MongoDBMemory, S3Memory, JsonMemory, SqliteMemory, InProcessMemory,
     ParquetArchiveMemory,
 )  # fmt: skip
 
@@ -123,7 +123,7 @@ def tier_references(tiers: list[MemoryTier], data: dict[str, Any]) -> None:
 
 
 class MemoryTier(BaseModel):
-    """One tier of a :class:`~prefect_memory.blocks.TieredMemory`: a memory block and limits.
+    """One tier of a :class:`~prefect_memory.blocks.TieredMemoryBlock`: a memory block and limits.
 
     Example:
         >>> from prefect_memory.blocks import InProcessMemory, MemoryTier

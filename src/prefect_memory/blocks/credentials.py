@@ -34,7 +34,7 @@ try:  # prefect-aws is optional: without it, S3 blocks take their own key fields
 
     #: The type of the ``credentials`` field of the S3 blocks.
     # One block type, not a union: Prefect's server fails to read the schema of a block
-    # whose union of parts (HybridMemory's) holds a block with a union field (500 error).
+    # whose union of parts (HybridMemoryBlock's) holds a block with a union field (500 error).
     AwsCredentialsField: Any = AwsCredentials | None
     HAVE_PREFECT_AWS = True
 except ImportError:  # pragma: no cover - prefect-aws is in the test requirements

@@ -6,9 +6,9 @@ The config is read by the same reader as :func:`prefect_memory.from_config`
 the blocks are planned from its specs. Each shape becomes blocks:
 
 - one store: one block named ``<prefix>``;
-- hybrid: ``<prefix>-primary`` and ``<prefix>-secondary``, then the ``HybridMemory``
+- hybrid: ``<prefix>-primary`` and ``<prefix>-secondary``, then the ``HybridMemoryBlock``
   ``<prefix>`` that references them;
-- tiers: one block per tier, ``<prefix>-<tier>``, then the ``TieredMemory`` ``<prefix>``;
+- tiers: one block per tier, ``<prefix>-<tier>``, then the ``TieredMemoryBlock`` ``<prefix>``;
 - namespaces (and the named parts of ``datasets`` and ``compute.cache``): the above for
   each, with the prefix ``<prefix>-<name>``.
 
@@ -59,15 +59,15 @@ from ..config.specs import (
 from ..errors import ConfigError
 from .archive import ParquetArchiveMemory
 from .base import MemoryBlock
-from .composite import HybridMemory, TieredMemory, slugify
+from .composite import HybridMemoryBlock, TieredMemoryBlock, slugify
 from .composite_parts import MemoryTier
 from .local import InProcessMemory, JsonMemory, SqliteMemory
-from .remote import MongoMemory, RedisMemory, S3Memory
+from .remote import MongoDBMemory, RedisMemory, S3Memory
 
 _NAME = re.compile(r"^[a-z0-9-]+$")
 _BLOCK_OF_SCHEME: dict[str, type[MemoryBlock]] = {
-    "redis": RedisMemory, "rediss": RedisMemory, "mongodb": MongoMemory,
-    "mongodb+srv": MongoMemory, "s3": S3Memory, "json": JsonMemory, "sqlite": SqliteMemory,
+    "redis": RedisMemory, "rediss": RedisMemory, "mongodb": MongoDBMemory,
+    "mongodb+srv": MongoDBMemory, "s3": S3Memory, "json": JsonMemory, "sqlite": SqliteMemory,
     "memory": InProcessMemory, "parquet": ParquetArchiveMemory,
 }  # fmt: skip
 #: Memory settings every block holds as a field of its own.
@@ -194,7 +194,7 @@ class _Planner:
         for key in storage:
             self.out.notes.append(f"{path}.storage_options.{key}: not a block field, not kept")
         try:
-            if cls in (RedisMemory, MongoMemory, S3Memory, ParquetArchiveMemory):
+            if cls in (RedisMemory, MongoDBMemory, S3Memory, ParquetArchiveMemory):
                 return cls(url=spec.url, **fields)
             return cls.from_connection_string(spec.url, **fields)
         except ValidationError as err:
@@ -213,7 +213,7 @@ class _Planner:
         if None in parts.values():
             return
         try:
-            block = HybridMemory(
+            block = HybridMemoryBlock(
                 **parts, strategy=sync.strategy, flush_interval=sync.flush_interval,
                 sync_interval=sync.sync_interval, journal=spec.journal, **fields,
             )  # fmt: skip
@@ -243,7 +243,7 @@ class _Planner:
         if len(tiers) < len(spec.tiers) or self.problems:
             return
         try:
-            block = TieredMemory(
+            block = TieredMemoryBlock(
                 tiers=tiers, rules=[rule.as_config() for rule in spec.rules],
                 promote=spec.promote, **fields,
             )  # fmt: skip

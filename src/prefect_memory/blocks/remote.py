@@ -44,6 +44,7 @@ from .credentials import (
     compose_url,
     url_when_host,
 )
+from .renamed import renamed_getattr
 
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\ \t\r\n")
 #: A ValidationError of a block with secrets never echoes the input (it may hold one).
@@ -224,20 +225,22 @@ def features(day: str):
         self._clients.close()
 
 
-class MongoMemory(MemoryBlock, MongoClients):
+class MongoDBMemory(MemoryBlock, MongoClients):
     """A memory in a MongoDB collection: one document per entry, TTL index, bulk writes."""
 
     model_config = _NO_INPUT_IN_ERRORS
+    # Set, not derived from the class name: saved blocks and deployments name the slug.
     _block_type_name: ClassVar[str] = "MongoDB Memory"
+    _block_type_slug: ClassVar[str] = "mongodb-memory"
     _description: ClassVar[str] = (
         "A prefect-memory store in a MongoDB collection: namespaced entries with tags, a TTL "
         "index that removes expired entries, and access metadata. Also a result storage."
     )
     _code_example: ClassVar[str] = """
 ```python
-from prefect_memory.blocks import MongoMemory
+from prefect_memory.blocks import MongoDBMemory
 
-memory = MongoMemory.load("BLOCK_NAME")
+memory = MongoDBMemory.load("BLOCK_NAME")
 memory.set_many({"doc:1": {"score": 0.9}, "doc:2": {"score": 0.4}}, ttl=86400)
 memory.get_many(["doc:1", "doc:2"])
 memory.list_keys("doc:*")
@@ -358,3 +361,6 @@ memory.list_keys("doc:*")
 
 # S3 blocks live in blocks/s3.py; importable from here too (old import path, pickles).
 from .s3 import S3Access, S3Memory, check_bucket_url  # noqa: E402,F401
+
+#: Former name (deprecated), kept for imports and pickles made under it.
+__getattr__ = renamed_getattr(__name__, {"MongoMemory": "MongoDBMemory"}, globals())

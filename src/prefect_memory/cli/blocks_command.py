@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 
 def _store(block: MemoryBlock) -> str:
     """What a block points at, for tables."""
-    from ..blocks import HybridMemory, TieredMemory
+    from ..blocks import HybridMemoryBlock, TieredMemoryBlock
     from ..urls import redact_url
 
-    if isinstance(block, HybridMemory):
+    if isinstance(block, HybridMemoryBlock):
         return f"{block.strategy}: primary + secondary"
-    if isinstance(block, TieredMemory):
+    if isinstance(block, TieredMemoryBlock):
         return "tiers: " + ", ".join(t.name for t in block.tiers)
     return redact_url(block._memory_url())
 
