@@ -92,7 +92,8 @@ def test_a_bad_redis_database_number(run_cli: RunCli, redis_server: Any) -> None
     base = f"redis://127.0.0.1:{redis_server.port}"
     assert_one_error(run_cli("info", f"{base}/abc"), 2, "must be a number", "'abc'")
     out_of_range = run_cli("info", f"{base}/999")
-    assert_one_error(out_of_range, 1, f"{base}/999", "DB index is out of range", alone=False)
+    # a database the server lacks is the URL's fault: a ConfigError, exit code 2
+    assert_one_error(out_of_range, 2, f"{base}/999", "has no database 999", alone=False)
 
 
 def test_plot_of_a_missing_series(run_cli: RunCli, redis_server: Any, tmp_path: Path) -> None:

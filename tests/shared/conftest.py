@@ -119,9 +119,14 @@ def backend_name() -> str:
     return "redis-cluster"
 
 
-@pytest.fixture
-def store(redis_cluster: Cluster) -> dict[str, Any]:
-    return {"url": redis_cluster.url, "options": {"key_prefix": "pmc" + uuid.uuid4().hex[:10]}}
+@pytest.fixture(params=[1, 2], ids=["layout1", "layout2"])
+def store(redis_cluster: Cluster, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A fresh key prefix on the Cluster, in layout 1 (a namespace in one slot) and in
+    layout 2 (a namespace spread over 16 hash-tag buckets, so over every primary)."""
+    options: dict[str, Any] = {"key_prefix": "pmc" + uuid.uuid4().hex[:10]}
+    if request.param == 2:
+        options["layout"] = 2
+    return {"url": redis_cluster.url, "options": options}
 
 
 @pytest.fixture

@@ -96,3 +96,6 @@ def progress() -> Progress:
 def main() -> None:
     """Run the command (``python -m prefect_memory.cli``; the console script calls ``app``)."""
     app()
+
+
+from . import upgrade_command  # noqa: E402, F401 - registers ``upgrade`` (needs ``app`` above)

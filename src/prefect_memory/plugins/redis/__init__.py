@@ -4,6 +4,7 @@
 - :mod:`.connection`: pooled connections, Cluster slots, the one translation of redis-py
   errors into ours.
 - :mod:`.scripts`: the Lua scripts of the backend and :class:`LuaScript`.
+- :mod:`.layout`: key layouts 1 and 2, the per-namespace layout record, the upgrade 1 -> 2.
 
 Names are imported on first use, so ``import prefect_memory.plugins.redis.scripts`` does
 not need redis-py.
@@ -33,6 +34,9 @@ _NAMES = {
     "plain_options": "connection",
     "refusal": "connection",
     "LuaScript": "scripts",
+    "Spread": "layout",
+    "UpgradeReport": "layout",
+    "upgrade": "layout",
     "MAX_EXPIRY_MS": "scripts",
     "PUT": "scripts",
     "GET": "scripts",
@@ -66,8 +70,11 @@ __all__ = [
     "RedisConnector",
     "Secret",
     "SlotMap",
+    "Spread",
+    "UpgradeReport",
     "exchange",
     "plain_options",
     "redirect",
     "refusal",
+    "upgrade",
 ]

@@ -23,6 +23,15 @@ from it. Against a Cluster (detected with one ``INFO cluster`` when the first co
 is made, or forced with ``cluster=True``) every request goes to the node serving its
 namespace's slot (``CLUSTER SLOTS``, refreshed on ``MOVED``), on the same lean connections.
 
+Layout 2 (``layout=2``, ``buckets=B``; see :mod:`.layout`): a namespace is spread over ``B``
+hash-tag buckets ``P:{N:i}:`` instead of one slot, so over every primary of a Cluster. Each
+batch goes as one script call per bucket (pipelined per node, nodes in parallel threads),
+so what layout 1 makes atomic per batch (``put_many``, ``put_absent_many``, ``delete_many``,
+``delete_if_unchanged``) is atomic per bucket only; ``tagged``, ``scan`` and ``clear``
+visit every bucket. The namespace's layout record ``P:{N}:layout`` keeps each client on
+its layout (:class:`~prefect_memory.errors.ConfigError` otherwise, naming
+``prefect-memory upgrade``, which moves a layout-1 namespace to layout 2).
+
 Consistency: ``consistency="strong"`` makes every write wait for ``quorum`` replicas to
 acknowledge it (``WAIT quorum timeout`` on the connection that wrote) and raise
 :class:`~prefect_memory.errors.ConsensusError` when fewer do within ``timeout``.
@@ -51,7 +60,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -66,7 +76,7 @@ except ImportError as _err:  # pragma: no cover - the registry turns this into a
         name="redis",
     ) from _err
 
-from ...errors import ConfigError, InvalidTTLError
+from ...errors import BackendError, ConfigError, InvalidTTLError
 from ...keys import glob_match, ns_token
 from ...urls import redact_url, split_credentials
 from ..base import (
@@ -87,15 +97,21 @@ from .connection import (  # noqa: F401 - Connections, RedisConnector, SlotMap: 
     Secret,
     SlotMap,
 )
+from .layout import RECORD, Spread, check_layout, open_spread, read_record, refusal
 from .scripts import DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED, LuaScript
 
 #: Options of ``from_url`` (besides ``ssl_*`` ones, which go to redis-py for ``rediss://``).
 _OPTIONS = frozenset(
     {"timeout", "key_prefix", "max_connections", "password", "username", "consistency",
-     "quorum", "cluster"}
+     "quorum", "cluster", "layout", "buckets"}
 )  # fmt: skip
 #: Options that may also come in the URL's query string.
-_QUERY_OPTIONS = ("timeout", "key_prefix", "max_connections", "consistency", "quorum", "cluster")
+_QUERY_OPTIONS = (
+    "timeout", "key_prefix", "max_connections", "consistency", "quorum", "cluster", "layout",
+    "buckets",
+)  # fmt: skip
+#: How the layout-1 scripts word a namespace whose layout record they found.
+_LAYOUT_REFUSED = "prefect-memory: layout "
 #: Query parameters of the URL that stay in it for redis-py to parse.
 _URL_PASSTHROUGH = frozenset({"db"})
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\^ \t\r\n\x00")
@@ -157,6 +173,12 @@ class RedisBackend(Backend):
         cluster: ``True`` for a Redis Cluster, ``False`` for a single server, ``None`` to
             ask the server once (``INFO cluster``) when the first connection is made.
         ssl_options: ``ssl_*`` keyword arguments of redis-py, for ``rediss://`` only.
+        layout: Key layout of the namespaces: ``1`` (one slot per namespace, the default)
+            or ``2`` (each namespace spread over hash-tag buckets, see
+            :mod:`~prefect_memory.plugins.redis.layout`). A namespace stored in the other
+            layout is refused with a :class:`~prefect_memory.errors.ConfigError`.
+        buckets: Buckets of a namespace that layout 2 creates (default 16; a namespace
+            keeps the count it was created or upgraded with).
 
     Attributes:
         connection: The :class:`~.connection.RedisConnection` every request goes through
@@ -182,8 +204,15 @@ class RedisBackend(Backend):
         quorum: int = 1,
         cluster: bool | None = None,
         ssl_options: Mapping[str, Any] | None = None,
+        layout: int = 1,
+        buckets: int | None = None,
     ) -> None:
         super().__init__()
+        self.layout, self.buckets = check_layout(layout, buckets)
+        self._spreads: dict[str, Spread] = {}
+        #: Layout-1 namespaces a script or a read found without a record (its pipelined
+        #: reads then skip the check; the scripts check on every call).
+        self._checked: set[str] = set()
         url, url_password = split_credentials(url)  # a raw '/', '?', '#' or '@' in it
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -384,6 +413,8 @@ class RedisBackend(Backend):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_bases"] = {}
+        state["_spreads"] = {}
+        state["_checked"] = set()
         state["connection"] = copy.copy(self.connection)  # its settings, never its sockets
         return state
 
@@ -400,7 +431,47 @@ class RedisBackend(Backend):
                 ssl_options=state.pop("ssl_options"), cluster=state.pop("cluster"),
                 wait=state.pop("_wait"),
             )  # fmt: skip
+        state.setdefault("layout", 1)
+        state.setdefault("buckets", None)
+        state.setdefault("_spreads", {})
+        state.setdefault("_checked", set())
         super().__setstate__(state)
+
+    # -- layouts --------------------------------------------------------------------------
+    def _spread(self, ns: str) -> Spread | None:
+        """The buckets of ``ns`` in layout 2 (``None`` for layout 1); read once per namespace."""
+        if self.layout == 1:
+            return None
+        spread = self._spreads.get(ns)
+        if spread is None:
+            if len(self._spreads) > 4096:
+                self._spreads.clear()
+            spread = self._spreads[ns] = open_spread(self, ns, self.buckets)
+        return spread
+
+    def _one(self, ns: str, *args: Any, **options: Any) -> Any:
+        """A layout-1 request: the scripts refuse a namespace that has a layout record."""
+        try:
+            reply = self.connection.request(*args, **options)
+        except BackendError as err:
+            text = str(err)
+            at = text.find(_LAYOUT_REFUSED)
+            if at < 0:
+                raise
+            words = text[at + len(_LAYOUT_REFUSED) :].split()
+            self._check_record(ns)  # raises, with the bucket count, while the record is there
+            raise ConfigError(refusal(ns, words[0] if words else None, 1)) from err
+        self._checked.add(ns)  # the script found no record
+        return reply
+
+    def _check_record(self, ns: str, found: Any = None) -> None:
+        """Refuse ``ns`` to this layout-1 client when it has a layout record."""
+        v, b = read_record(self, ns)  # (again when ``found``: for the bucket count)
+        if v is None and found is not None:  # gone since: still refused, it was there
+            v = found.decode()
+        if v is not None:
+            self._checked.discard(ns)
+            raise ConfigError(refusal(ns, v, 1, b))
 
     # -- protocol -------------------------------------------------------------------------
     def get_many(
@@ -410,41 +481,54 @@ class RedisBackend(Backend):
             return {}
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
-        raw = self.connection.request(
-            1, self._base(ns), now, b"1" if touch else b"0", _packb(keys), script=GET
-        )
+        flag = b"1" if touch else b"0"
+        spread = self._spread(ns)
+        if spread is None:
+            raw = self._one(ns, 1, self._base(ns), now, flag, _packb(keys), script=GET)
+            return _records(keys, raw)
+        groups = spread.group(keys)
+        replies = self.connection.fan_out(
+            [(spread.bases[b], GET, (1, spread.bases[b], now, flag, _packb(part)), None)
+             for b, part in groups.items()]
+        )  # fmt: skip
         out: dict[str, Record] = {}
-        metas: dict[bytes, tuple[Any, ...]] = {}  # a batch written together shares its m
-        for v, m, n, a, x, i in _unpackb(raw, raw=True):
-            meta = metas.get(m)
-            if meta is None:
-                c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
-                meta = metas[m] = (c, u, l or None, s, tuple(tags), r)
-            c, u, l, s, tags, r = meta  # noqa: E741
-            out[keys[i - 1]] = Record(v, c, u, a, n, x or None, l, s, tags, r)
+        for part, raw in zip(groups.values(), replies, strict=True):
+            out.update(_records(part, raw))
         return out
 
     def put_many(
         self, ns: str, records: Mapping[str, Record], *, now: float, notify: Notify | None = None
     ) -> None:
-        """Upsert ``records``; ``notify=(channel, source)`` publishes the batch's changes."""
+        """Upsert ``records``; ``notify=(channel, source)`` publishes the batch's changes
+        (in layout 2 one message per bucket)."""
         self._put(ns, records, now=now, notify=notify, absent=False)
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
-        """Write the records whose key has no live entry, atomically (one script call)."""
+        """Write the records whose key has no live entry, atomically (one script call; in
+        layout 2 one per bucket, each atomic)."""
         return set(self._put(ns, records, now=now, notify=None, absent=True))
 
     def delete_if_unchanged(
         self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
     ) -> set[str]:
-        """Delete keys still holding the write ``(version, updated_at)``, atomically."""
+        """Delete keys still holding the write ``(version, updated_at)``, atomically (in
+        layout 2: atomically per bucket)."""
         if not expected:
             return set()
-        items = [[key, int(token[0]), float(token[1])] for key, token in expected.items()]
-        gone = self.connection.request(
-            1, self._base(ns), now, _packb(items), script=DELETE, wait=self.connection.wait
-        )
-        return {key.decode("utf-8") for key in gone}
+        wait = self.connection.wait
+        spread = self._spread(ns)
+        if spread is None:
+            items = [[key, int(token[0]), float(token[1])] for key, token in expected.items()]
+            gone = self._one(ns, 1, self._base(ns), now, _packb(items), script=DELETE, wait=wait)
+            return {key.decode("utf-8") for key in gone}
+        calls = []
+        for b, part in spread.group(expected).items():
+            items = [[key, int(expected[key][0]), float(expected[key][1])] for key in part]
+            calls.append((spread.bases[b], DELETE, (1, spread.bases[b], now, _packb(items)), None))
+        out: set[str] = set()
+        for gone in self.connection.fan_out(calls, wait=wait):
+            out.update(key.decode("utf-8") for key in gone)
+        return out
 
     def _put(
         self,
@@ -460,24 +544,29 @@ class RedisBackend(Backend):
         keys = list(records)
         recs = list(records.values())
         metas = list(map(_META, recs))
-        first = metas[0]
+        for key, meta in zip(keys, metas, strict=True):  # every record, before any write
+            _check_expiry(key, meta, now)
         mode = 2 if absent else 0
-        if metas.count(first) == len(metas):  # one header for the batch
-            _check_expiry(keys[0], first, now)
-            flat: list[Any] = [None] * (6 + 2 * len(keys))
-            flat[:6] = (mode + 1, *_put_meta(first))
-            flat[6::2] = keys
-            flat[7::2] = [rec.value for rec in recs]
-        else:
-            flat = [mode]
-            for key, rec, meta in zip(keys, recs, metas, strict=True):
-                _check_expiry(key, meta, now)
-                flat += (key, rec.value, *_put_meta(meta))
         extra = () if notify is None else (notify[0], ns, notify[1])
-        reply = self.connection.request(
-            1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=self.connection.wait
-        )
-        return [key.decode("utf-8") for key in reply] if absent else keys
+        wait = self.connection.wait
+        spread = self._spread(ns)
+        if spread is None:
+            flat = _put_flat(keys, recs, metas, mode)
+            reply = self._one(
+                ns, 1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=wait
+            )
+            return [key.decode("utf-8") for key in reply] if absent else keys
+        calls = []
+        for b, part in _group_items(spread, keys).items():
+            flat = _put_flat(
+                [keys[i] for i in part], [recs[i] for i in part], [metas[i] for i in part], mode
+            )
+            base = spread.bases[b]
+            calls.append((base, PUT, (1, base, now, _packb(flat), *extra), None))
+        replies = self.connection.fan_out(calls, wait=wait)
+        if not absent:
+            return keys
+        return [key.decode("utf-8") for reply in replies for key in reply]
 
     def delete_many(
         self, ns: str, keys: Sequence[str], *, now: float, notify: Notify | None = None
@@ -486,32 +575,63 @@ class RedisBackend(Backend):
         if not keys:
             return 0
         extra = () if notify is None else (notify[0], ns, notify[1])
-        return int(
-            self.connection.request(
-                1,
-                self._base(ns),
-                now,
-                _packb(list(keys)),
-                *extra,
-                script=DELETE,
-                wait=self.connection.wait,
-            )
-        )
+        wait = self.connection.wait
+        spread = self._spread(ns)
+        if spread is None:
+            return int(
+                self._one(ns, 1, self._base(ns), now, _packb(list(keys)), *extra, script=DELETE,
+                          wait=wait)
+            )  # fmt: skip
+        calls = [
+            (spread.bases[b], DELETE, (1, spread.bases[b], now, _packb(part), *extra), None)
+            for b, part in spread.group(keys).items()
+        ]
+        return sum(int(n) for n in self.connection.fan_out(calls, wait=wait))
+
+    def _pipelines(
+        self, ns: str, keys: Sequence[str], commands: Callable[[str], list[tuple[Any, ...]]]
+    ) -> tuple[list[str], list[Any]]:
+        """Run ``commands(entry)`` for each key, one pipeline per bucket (layout 1: one, led
+        by the layout check); the keys in the order of the replies, and the replies."""
+        spread = self._spread(ns)
+        if spread is None:
+            base = self._base(ns)
+            prefix = base + "e:"
+            check = ns not in self._checked
+            pipeline: list[tuple[Any, ...]] = [("HGET", base + RECORD, "v")] if check else []
+            for key in keys:
+                pipeline += commands(prefix + key)
+            if len(pipeline) == 1:
+                replies = [self.connection.request(*pipeline[0], route=base)]
+            else:
+                replies = self.connection.request(pipeline=pipeline, route=base)
+            if check:
+                found, *replies = replies
+                if found is not None:
+                    self._check_record(ns, found)
+                self._checked.add(ns)
+            return list(keys), replies
+        groups = spread.group(keys)
+        calls = []
+        for b, part in groups.items():
+            prefix = spread.bases[b] + "e:"
+            pipeline = []
+            for key in part:
+                pipeline += commands(prefix + key)
+            calls.append((spread.bases[b], None, None, pipeline))
+        ordered = [key for part in groups.values() for key in part]
+        return ordered, [r for replies in self.connection.fan_out(calls) for r in replies]
 
     def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
-        """One pipeline of ``HMGET <entry> m n a x`` and ``HSTRLEN <entry> v`` per key: the
-        metadata and the stored size of the value, never the value."""
+        """One pipeline of ``HMGET <entry> m n a x`` and ``HSTRLEN <entry> v`` per key (in
+        layout 2 per bucket): the metadata and the stored size of the value, never the value."""
         if not keys:
             return {}
-        base = self._base(ns)
-        prefix = base + "e:"
-        commands: list[tuple[Any, ...]] = []
-        for key in keys:
-            entry = prefix + key
-            commands += (("HMGET", entry, *_META_FIELDS), ("HSTRLEN", entry, F_VALUE))
-        replies = self.connection.request(pipeline=commands, route=base)
+        ordered, replies = self._pipelines(
+            ns, keys, lambda entry: [("HMGET", entry, *_META_FIELDS), ("HSTRLEN", entry, F_VALUE)]
+        )
         out: dict[str, Record] = {}
-        for key, (m, n, a, x), size in zip(keys, replies[::2], replies[1::2], strict=True):
+        for key, (m, n, a, x), size in zip(ordered, replies[::2], replies[1::2], strict=True):
             expires = float(x) if x else None
             if m is None or (expires is not None and expires <= now):
                 continue
@@ -524,35 +644,55 @@ class RedisBackend(Backend):
         return out
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
-        """One pipeline of ``HGET <entry> x``: only the expiry travels, never the value.
+        """One pipeline of ``HGET <entry> x`` (per bucket in layout 2): only the expiry
+        travels, never the value.
 
         (Rather than ``EXISTS``: an entry that ``now`` finds expired but Redis has not
         dropped yet, e.g. under a caller's own clock, is not live, as for ``get_many``.)
         """
         if not keys:
             return set()
-        base = self._base(ns)
-        prefix = base + "e:"
-        if len(keys) == 1:
-            found = [self.connection.request("HGET", prefix + keys[0], F_EXPIRES, route=base)]
-        else:
-            found = self.connection.request(
-                pipeline=[("HGET", prefix + key, F_EXPIRES) for key in keys], route=base
-            )
+        ordered, found = self._pipelines(ns, keys, lambda entry: [("HGET", entry, F_EXPIRES)])
         return {
-            key for key, x in zip(keys, found, strict=True) if x is not None and _live_x(x, now)
+            key for key, x in zip(ordered, found, strict=True) if x is not None and _live_x(x, now)
         }
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
-        base = self._base(ns)
-        prefix = base + "e:"
-        start = len(prefix.encode())
-        for name in self._scan_names(prefix + _redis_glob(pattern), base):
-            key = name[start:].decode("utf-8", "surrogateescape")
+        spread = self._spread(ns)
+        if spread is None:
+            base = self._base(ns)
+            self._check_record(ns)
+            prefix = base + "e:"
+            start = len(prefix.encode())
+            for name in self._scan_names(prefix + _redis_glob(pattern), base):
+                key = name[start:].decode("utf-8", "surrogateescape")
+                if glob_match(key, pattern):
+                    yield key
+            return
+        for name in self._spread_names(spread, "e:" + _redis_glob(pattern)):
+            base = spread.base_of(name)
+            if base is None or name[len(base) : len(base) + 2] != b"e:":
+                continue
+            key = name[len(base) + 2 :].decode("utf-8", "surrogateescape")
             if glob_match(key, pattern):
                 yield key
 
-    def _scan_names(self, match: str, route: str) -> Iterator[bytes]:
+    def _spread_names(self, spread: Spread, match: str) -> Iterator[bytes]:
+        """Names matching ``P:{N:*}:<match>`` on every node holding a bucket (filter them
+        with :meth:`.Spread.base_of`): one SCAN per node, not per bucket."""
+        routes: list[str | None] = [None]
+        conn = self.connection
+        conn._seed()
+        if conn.cluster:
+            slots = conn._slot_map(conn._seed())
+            by_node: dict[Any, str] = {}
+            for base in spread.bases:
+                by_node.setdefault(slots.owner(base), base)
+            routes = list(by_node.values())
+        for route in routes:
+            yield from self._scan_names(spread.match + match, route)
+
+    def _scan_names(self, match: str, route: str | None) -> Iterator[bytes]:
         """Yield the Redis key names matching ``match`` on the node of ``route`` (each once)."""
         seen: set[bytes] = set()
         cursor: bytes | int = 0
@@ -571,21 +711,83 @@ class RedisBackend(Backend):
         tags = list(tags)
         if not tags:
             return set()
-        found = self.connection.request(1, self._base(ns), now, _packb(tags), script=TAGGED)
-        return {key.decode("utf-8", "surrogateescape") for key in found}
+        packed = _packb(tags)
+        spread = self._spread(ns)
+        if spread is None:
+            found = self._one(ns, 1, self._base(ns), now, packed, script=TAGGED)
+            return {key.decode("utf-8", "surrogateescape") for key in found}
+        calls = [(base, TAGGED, (1, base, now, packed), None) for base in spread.bases]
+        return {
+            key.decode("utf-8", "surrogateescape")
+            for found in self.connection.fan_out(calls)
+            for key in found
+        }
 
     def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
         removed = super().clear(ns, now=now, batch_size=batch_size)
         # Tag indexes left over (members that expired natively): drop them all.
-        base = self._base(ns)
-        names = list(self._scan_names(base + "t:*", base))
-        for start in range(0, len(names), batch_size):
-            self.connection.request("DEL", *names[start : start + batch_size], route=base)
+        spread = self._spread(ns)
+        if spread is None:
+            base = self._base(ns)
+            names = list(self._scan_names(base + "t:*", base))
+            for start in range(0, len(names), batch_size):
+                self.connection.request("DEL", *names[start : start + batch_size], route=base)
+            return removed
+        by_base: dict[bytes, list[bytes]] = {}
+        for name in self._spread_names(spread, "t:*"):
+            base = spread.base_of(name)
+            if base is not None and name[len(base) : len(base) + 2] == b"t:":
+                by_base.setdefault(base, []).append(name)
+        for base, names in by_base.items():
+            for start in range(0, len(names), batch_size):
+                self.connection.request(
+                    "DEL", *names[start : start + batch_size], route=base.decode()
+                )
         return removed
 
     def purge_expired(self, ns: str, *, now: float) -> int:
         """Nothing to do: Redis removes expired entries itself."""
         return 0
+
+
+def _put_flat(
+    keys: Sequence[str], recs: Sequence[Record], metas: Sequence[tuple[Any, ...]], mode: int
+) -> list[Any]:
+    """The put script's msgpack array for these records (one header when they share it)."""
+    first = metas[0]
+    if metas.count(first) == len(metas):  # one header for the batch
+        flat: list[Any] = [None] * (6 + 2 * len(keys))
+        flat[:6] = (mode + 1, *_put_meta(first))
+        flat[6::2] = keys
+        flat[7::2] = [rec.value for rec in recs]
+        return flat
+    flat = [mode]
+    for key, rec, meta in zip(keys, recs, metas, strict=True):
+        flat += (key, rec.value, *_put_meta(meta))
+    return flat
+
+
+def _group_items(spread: Spread, keys: Sequence[str]) -> dict[int, list[int]]:
+    """Indexes of ``keys`` by bucket."""
+    out: dict[int, list[int]] = {}
+    crc, count = zlib.crc32, spread.buckets
+    for i, key in enumerate(keys):
+        out.setdefault(crc(key.encode("utf-8", "surrogateescape")) % count, []).append(i)
+    return out
+
+
+def _records(keys: Sequence[str], raw: bytes) -> dict[str, Record]:
+    """The records of the get script's reply (indexes into ``keys``)."""
+    out: dict[str, Record] = {}
+    metas: dict[bytes, tuple[Any, ...]] = {}  # a batch written together shares its m
+    for v, m, n, a, x, i in _unpackb(raw, raw=True):
+        meta = metas.get(m)
+        if meta is None:
+            c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
+            meta = metas[m] = (c, u, l or None, s, tuple(tags), r)
+        c, u, l, s, tags, r = meta  # noqa: E741
+        out[keys[i - 1]] = Record(v, c, u, a, n, x or None, l, s, tags, r)
+    return out
 
 
 def _check_consistency(consistency: Any, quorum: Any) -> tuple[str, int]:

@@ -20,6 +20,7 @@ import os
 import ssl
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlunsplit
 
@@ -55,6 +56,9 @@ from .scripts import LuaScript
 FORKS = [0]
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
     os.register_at_fork(after_in_child=lambda: FORKS.__setitem__(0, FORKS[0] + 1))
+
+#: One request of :meth:`RedisConnection.fan_out`: ``(route, script, args, pipeline)``.
+Call = tuple[str, "LuaScript | None", "tuple[Any, ...] | None", "list[tuple[Any, ...]] | None"]
 
 #: Extra seconds to read a WAIT reply beyond the wait itself.
 _WAIT_MARGIN = 1.0
@@ -163,12 +167,14 @@ def exchange(
     pipeline: Sequence[tuple[Any, ...]] | None,
     wait: tuple[int, float] | None = None,
     asking: bool = False,
+    keep_errors: bool = False,
 ) -> Any:
     """One request on ``conn``: a command, a script (loaded on NOSCRIPT) or a pipeline.
 
     ``wait=(replicas, seconds)``: then ``WAIT`` on the same connection (it counts the
     replicas that acknowledged this connection's writes) and return ``(reply, acked)``.
-    ``asking``: send ``ASKING`` first (a Cluster slot being migrated).
+    ``asking``: send ``ASKING`` first (a Cluster slot being migrated). ``keep_errors``: a
+    pipeline's error replies are returned in their places instead of raised.
     """
     if asking:
         conn.send_command("ASKING")
@@ -182,8 +188,8 @@ def exchange(
                 replies.append(conn.read_response())
             except ResponseError as err:
                 error = error or err
-                replies.append(None)
-        if error is not None:
+                replies.append(err if keep_errors else None)
+        if error is not None and not keep_errors:
             raise error
         reply: Any = replies
     elif script is None:
@@ -328,6 +334,7 @@ class RedisConnection:
         self._lock = threading.RLock()
         self._pool: Connections | None = None
         self._slots: SlotMap | None = None
+        self._threads: ThreadPoolExecutor | None = None
 
     @property
     def where(self) -> str:
@@ -340,12 +347,13 @@ class RedisConnection:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_lock", None)
-        state["_pool"] = state["_slots"] = None  # sockets are not carried
+        state["_pool"] = state["_slots"] = state["_threads"] = None  # nor threads
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        self._threads = None
 
     # -- the public surface ---------------------------------------------------------------
     def execute(self, *args: Any, route: str | None = None) -> Any:
@@ -443,6 +451,108 @@ class RedisConnection:
             f"Redis Cluster at {self.host}:{self.port}: still redirected after {_REDIRECTS} hops"
         )
 
+    def fan_out(self, calls: Sequence[Call], *, wait: tuple[int, float] | None = None) -> list[Any]:
+        """Send many requests, each to the node of its route: one round trip per node.
+
+        On a Cluster the requests are grouped by the node serving their route's slot; each
+        node gets its group as one pipeline (a script call is one ``EVALSHA`` of it, a
+        pipeline call its commands), the nodes in parallel threads when there are several.
+        A request refused by its node with ``MOVED``/``ASK`` (the slot moved) or
+        ``NOSCRIPT`` (the node forgot the script) did nothing there and is sent again alone
+        through :meth:`request`, which follows redirects and loads scripts; so send only
+        requests that may be sent again: scripts, and pipelines of reads.
+
+        Args:
+            calls: ``(route, script, args, pipeline)`` each: ``args`` as for
+                :meth:`request` with a script (``numkeys, keys..., argv...``), or
+                ``pipeline`` a list of commands (then ``script`` and ``args`` are ``None``).
+            wait: ``(replicas, seconds)``: a ``WAIT`` on each node's connection after its
+                group (``consistency="strong"``).
+
+        Returns:
+            The reply of each call, in order (a pipeline call's: the list of its replies).
+
+        Raises:
+            ConsensusError: Fewer replicas than ``wait`` asks acknowledged a node's writes.
+            BackendError: A request failed (the first failure, once every reply is read).
+        """
+        if not calls:
+            return []
+        if len(calls) == 1:
+            route, script, args, pipe = calls[0]
+            return [self.request(*(args or ()), script=script, pipeline=pipe, route=route,
+                                 wait=wait)]  # fmt: skip
+        client = self._seed()
+        groups: dict[Any, list[int]] = {}
+        if not self.cluster:
+            groups[None] = list(range(len(calls)))
+            slots = None
+        else:
+            slots = self._slot_map(client)
+            seed = (self.host, self.port)
+            for i, call in enumerate(calls):
+                groups.setdefault(slots.owner(call[0]) or seed, []).append(i)
+        results: list[Any] = [None] * len(calls)
+        again: list[int] = []
+
+        def send(node: Any, members: list[int]) -> None:
+            conns = client if slots is None or node is None else slots.node(node)
+            commands: list[tuple[Any, ...]] = []
+            spans: list[tuple[int, int]] = []
+            for i in members:
+                _route, script, args, pipe = calls[i]
+                if script is not None:
+                    spans.append((len(commands), 1))
+                    commands.append(("EVALSHA", script.sha, *args))
+                else:
+                    spans.append((len(commands), len(pipe or ())))
+                    commands.extend(pipe or ())
+            replies = self._once(conns, (), None, commands, wait, keep_errors=True)
+            error: ResponseError | None = None
+            for i, (start, size) in zip(members, spans, strict=True):
+                part = replies[start : start + size]
+                failed = [r for r in part if isinstance(r, ResponseError)]
+                if any(isinstance(r, (NoScriptError, AskError)) for r in failed):
+                    again.append(i)  # not run there: sent again alone
+                elif failed:
+                    error = error or failed[0]
+                else:
+                    results[i] = part[0] if calls[i][1] is not None else part
+            if error is not None:
+                raise self.translate(error) from error
+
+        if len(groups) > 1:
+            pool = self._executor()
+            futures = [pool.submit(send, node, members) for node, members in groups.items()]
+            failure: BaseException | None = None
+            for future in futures:  # wait for every node before raising
+                try:
+                    future.result()
+                except BaseException as err:  # the first one is raised below
+                    failure = failure or err
+            if failure is not None:
+                raise failure
+        else:
+            for node, members in groups.items():
+                send(node, members)
+        for i in sorted(again):
+            route, script, args, pipe = calls[i]
+            results[i] = self.request(
+                *(args or ()), script=script, pipeline=pipe, route=route, wait=wait
+            )
+        return results
+
+    def _executor(self) -> ThreadPoolExecutor:
+        threads = self._threads
+        if threads is None:
+            with self._lock:
+                threads = self._threads
+                if threads is None:
+                    threads = self._threads = ThreadPoolExecutor(
+                        max_workers=16, thread_name_prefix="prefect-memory-redis"
+                    )
+        return threads
+
     def translate(self, err: BaseException, cut_twice: bool = False) -> BackendError | ConfigError:
         """The error of ours for a redis-py error (or an ``OSError`` of a raw socket).
 
@@ -483,6 +593,9 @@ class RedisConnection:
         with self._lock:
             client, self._pool = self._pool, None
             slots, self._slots = self._slots, None
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False)
         if slots is not None:
             slots.close()
         if client is not None:
@@ -520,6 +633,7 @@ class RedisConnection:
                     # pool of redis-py resets itself in the child too).
                     client = self._pool = self._connections(self.host, self.port)
                     self._slots = None
+                    self._threads = None  # the parent's threads do not exist here
         if self.cluster is None:
             info = self._once(client, ("INFO", "cluster"), None, None, None)
             self.cluster = b"cluster_enabled:1" in info
@@ -545,6 +659,7 @@ class RedisConnection:
         pipeline: list[tuple[Any, ...]] | None,
         wait: tuple[int, float] | None,
         asking: bool = False,
+        keep_errors: bool = False,
     ) -> Any:
         """One request on a connection of ``client``: a broken connection (server
         restarted) is retried once on a fresh one; redis-py errors are translated."""
@@ -568,7 +683,7 @@ class RedisConnection:
                             raise self.translate(err, cut_twice=bool(attempt)) from err
                         continue
                 try:
-                    reply = exchange(conn, args, script, pipeline, wait, asking)
+                    reply = exchange(conn, args, script, pipeline, wait, asking, keep_errors)
                 except ResponseError as err:  # the whole reply was read: the connection is fine
                     client.idle.append(conn)
                     raise self.translate(err) from err
@@ -612,6 +727,7 @@ RedisConnector = RedisConnection
 
 __all__ = [
     "FORKS",
+    "Call",
     "Connections",
     "RedisConnection",
     "RedisConnector",

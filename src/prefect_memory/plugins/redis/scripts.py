@@ -39,6 +39,18 @@ end
 """
 
 
+# Shared by the scripts of a namespace's keys: a namespace whose layout record
+# ``P:{N}:layout`` exists is not (or no longer) in layout 1; a layout-1 client must not read
+# or write it (the record is in the slot of ``P:{N}:``; a bucket's base ``P:{N:i}:`` never
+# has one, so the check costs layout 2 one missing-key lookup).
+_LUA_LAYOUT = """
+do
+  local lv = redis.call('HGET', KEYS[1] .. 'layout', 'v')
+  if lv then return redis.error_reply('ERR prefect-memory: layout ' .. lv) end
+end
+"""
+
+
 class LuaScript:
     """A Lua script and its SHA1 (EVALSHA first, SCRIPT LOAD on NOSCRIPT).
 
@@ -106,6 +118,7 @@ end
 # or outside its tag index.
 _LUA_PUT = (
     _LUA_FIX_TAG
+    + _LUA_LAYOUT
     + _LUA_NOTIFY
     + """
 local call, tonumber, unpackm, packm = redis.call, tonumber, cmsgpack.unpack, cmsgpack.pack
@@ -229,6 +242,7 @@ return 1
 # A sliding ttl beyond the bound (left by another writer) is not slid.
 _LUA_GET = (
     _LUA_LIMITS
+    + _LUA_LAYOUT
     + """
 local call, tonumber = redis.call, tonumber
 local nows = ARGV[1]
@@ -282,6 +296,7 @@ return cmsgpack.pack(out)
 # (compare-and-delete) and returns the keys deleted.
 _LUA_DELETE = (
     _LUA_FIX_TAG
+    + _LUA_LAYOUT
     + _LUA_NOTIFY
     + """
 local call, tonumber = redis.call, tonumber
@@ -324,6 +339,7 @@ return removed
 # that carry any of them and still exist; purges dead members on the way.
 _LUA_TAGGED = (
     _LUA_FIX_TAG
+    + _LUA_LAYOUT
     + """
 local base = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -357,9 +373,58 @@ return out
 """
 )
 
+# Layout 2 (see :mod:`.layout`). KEYS[1] = 'P:{N}:layout', the record; ARGV[1] = layout,
+# ARGV[2] = buckets. Writes the record when there is none; returns the record as it is
+# then, {v, b} (so two clients claiming a namespace agree on one bucket count).
+_LUA_CLAIM = """
+local rec = KEYS[1]
+if redis.call('EXISTS', rec) == 0 then
+  redis.call('HSET', rec, 'v', ARGV[1], 'b', ARGV[2])
+end
+return redis.call('HMGET', rec, 'v', 'b')
+"""
+
+# The upgrade's copy into one bucket. KEYS[1] = 'P:{N:i}:' (a bucket's base); ARGV[1] = now;
+# ARGV[2] = msgpack array of {key, {field, value, ...}, x, {tags}}: each entry's hash as it
+# was in layout 1, written whole (an entry already there, from a copy that was cut short,
+# is overwritten by the same fields: a copy can be repeated), its TTL from its ``x`` (an
+# entry expired by ``now`` is not copied), and added to the bucket's tag indexes. Returns
+# how many entries were written.
+_LUA_MOVE_IN = (
+    _LUA_FIX_TAG
+    + """
+local call, tonumber = redis.call, tonumber
+local now = tonumber(ARGV[1])
+local items = cmsgpack.unpack(ARGV[2])
+local ekey, tkey = KEYS[1] .. 'e:', KEYS[1] .. 't:'
+local written, touched = 0, {}
+for _, item in ipairs(items) do
+  local key, fields, x, tags = item[1], item[2], tonumber(item[3]), item[4]
+  local ms = false
+  if x then ms = math.min(math.ceil((x - now) * 1000), MAXMS) end
+  if not ms or ms > 0 then
+    local k = ekey .. key
+    call('DEL', k)
+    for j = 1, #fields, 1000 do
+      call('HSET', k, unpack(fields, j, math.min(j + 999, #fields)))
+    end
+    if ms then call('PEXPIRE', k, ms) end
+    for _, tag in ipairs(tags) do
+      call('ZADD', tkey .. tag, ms and item[3] or '+inf', key)
+      touched[tag] = true
+    end
+    written = written + 1
+  end
+end
+for tag in pairs(touched) do fix_tag(tkey .. tag, now) end
+return written
+"""
+)
 
 PUT, GET, DELETE, TAGGED = (
     LuaScript(_LUA_PUT), LuaScript(_LUA_GET), LuaScript(_LUA_DELETE), LuaScript(_LUA_TAGGED)
 )  # fmt: skip
 
-__all__ = ["DELETE", "GET", "MAX_EXPIRY_MS", "PUT", "TAGGED", "LuaScript"]
+CLAIM, MOVE_IN = LuaScript(_LUA_CLAIM), LuaScript(_LUA_MOVE_IN)
+
+__all__ = ["CLAIM", "DELETE", "GET", "MAX_EXPIRY_MS", "MOVE_IN", "PUT", "TAGGED", "LuaScript"]
