@@ -76,8 +76,10 @@ def test_a_block_name_with_the_prefect_api_down(run_cli: RunCli, closed_port: in
 
 def test_s3_without_s3fs(run_cli: RunCli) -> None:
     done = run_cli("info", "s3://bucket/memory", missing=("s3fs",))
-    line = assert_one_error(done, 2, "s3://bucket/memory", "s3fs", alone=False)
-    assert "ConfigError" in done.stdout  # the store's row of the table says why
+    line = assert_one_error(
+        done, 2, "s3://bucket/memory", "pip install 'prefect-memory[s3]'", alone=False
+    )
+    assert "MissingDependencyError" in done.stdout  # the store's row of the table says why
     assert line.count("error:") == 1
 
 
