@@ -10,6 +10,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.core import Block
 
 from ..memory import Memory
+from .partitions import (
+    by_rule,
+    compact_archive,
+    partition_markdown,
+    partition_rows,
+    run_cleanup,
+    run_migration,
+)
 
 BlockRef = Any  # a MemoryBlock instance or "type-slug/name"
 
@@ -71,25 +79,30 @@ def _skipped_row(skipped: int) -> list[dict[str, Any]]:
     return [{"rule": SKIPPED_ROW, "entries": skipped}] if skipped > 0 else []
 
 
+def _rows(report: Any, parts: list[Any], nothing: str) -> list[dict[str, Any]]:
+    """One partition: a row per rule and the skipped keys, as before; else per partition."""
+    if len(parts) > 1:
+        return partition_rows(parts)
+    rows = report.rows() + _skipped_row(report.skipped)
+    return rows or [{"rule": nothing, "entries": 0}]
+
+
 @flow(name="migrate_tiers", log_prints=False)
-def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500) -> dict[str, Any]:
+def migrate_tiers(
+    block: BlockRef, dry_run: bool = False, batch_size: int = 500, partitions: int = 1
+) -> dict[str, Any]:
     """Move entries between tiers by the block's rules, tier TTLs and size budgets.
 
     Safe to overlap with another run or with writers (moves are conditional); the keys
     another actor moved, changed or deleted first are counted as skipped in the artifact.
+    ``partitions`` maps one task per key-hash partition on the flow's task runner (see
+    :mod:`prefect_memory.flows.partitions`); the artifact has a row per partition.
     """
     logger = get_run_logger()
     blk, memory = load_memory(block)
-    migrate = getattr(memory, "migrate", None)
-    if migrate is None:
+    if getattr(memory, "migrate", None) is None:
         raise TypeError(f"migrate_tiers needs a tiered memory, got {type(memory).__name__}")
-    report = migrate(
-        dry_run=dry_run,
-        batch_size=batch_size,
-        progress=lambda r: logger.debug("migrated %d so far", r.total_moved),
-    )
-    rows = report.rows() + _skipped_row(report.skipped)
-    rows = rows or [{"rule": "(nothing to move)", "entries": 0}]
+    report, parts = run_migration(block, memory, partitions, dry_run=dry_run, batch_size=batch_size)
     if dry_run:
         done = f"Dry run: would move {report.total_moved} entries ({report.bytes_moved} bytes)"
     else:
@@ -98,9 +111,9 @@ def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500)
             f"in {report.seconds:.2f}s; {skipped_note(report.skipped)}"
         )
     create_table_artifact(
-        rows,
+        _rows(report, parts, "(nothing to move)"),
         key=_artifact_key("migration", blk),
-        description=f"{done}; over budget: {report.over_budget or 'none'}",
+        description=f"{done}; {by_rule(report.moved)}; over budget: {report.over_budget or 'none'}",
     )
     logger.info("migration %s: %s", "dry run" if dry_run else "done", report.moved)
     if report.skipped:
@@ -108,41 +121,33 @@ def migrate_tiers(block: BlockRef, dry_run: bool = False, batch_size: int = 500)
     summary = dataclasses.asdict(report)
     summary["planned"] = summary["planned"][:1000]
     summary["contended"] = report.skipped > 0
+    summary["partitions"] = partition_rows(parts)
     return summary
 
 
 @flow(name="archive_to_parquet")
 def archive_to_parquet(
-    block: BlockRef, compact: bool = True, batch_size: int = 500
+    block: BlockRef, compact: bool = True, batch_size: int = 500, partitions: int = 1
 ) -> dict[str, Any]:
     """Migrate due entries into the Parquet archive tier, then compact its small files.
 
     Safe to overlap with another run or with writers, like ``migrate_tiers``; skipped keys
-    are counted in the artifact.
+    are counted in the artifact. ``partitions`` maps one task per key-hash partition;
+    compaction runs once, after them.
     """
     logger = get_run_logger()
     blk, memory = load_memory(block)
     tiers = getattr(memory, "tiers", None)
     if not tiers:
         raise TypeError("archive_to_parquet needs a tiered memory with a Parquet archive tier")
-    report = memory.migrate(batch_size=batch_size)  # type: ignore[attr-defined]
-    compacted: dict[str, Any] = {}
-    if compact:
-        for tier in tiers:
-            compact_fn = getattr(tier.backend, "compact", None)
-            if compact_fn is not None:
-                done = compact_fn(memory.namespace)
-                compacted[tier.name] = (
-                    dataclasses.asdict(done) if dataclasses.is_dataclass(done) else done
-                )
-    rows = report.rows() + _skipped_row(report.skipped)
-    rows = rows or [{"rule": "(nothing to archive)", "entries": 0}]
+    report, parts = run_migration(block, memory, partitions, batch_size=batch_size)
+    compacted: dict[str, Any] = compact_archive(block) if compact else {}
     compaction = "; ".join(f"{name}: {_fields(done)}" for name, done in compacted.items())
     create_table_artifact(
-        rows,
+        _rows(report, parts, "(nothing to archive)"),
         key=_artifact_key("archive", blk),
         description=f"Moved {report.total_moved} entries ({report.bytes_moved} bytes) "
-        f"in {report.seconds:.2f}s; {skipped_note(report.skipped)}; "
+        f"in {report.seconds:.2f}s; {skipped_note(report.skipped)}; {by_rule(report.moved)}; "
         f"compaction: {compaction or ('none' if compact else 'off')}",
     )
     logger.info("archived %d entries; compaction %s", report.total_moved, compacted)
@@ -153,17 +158,23 @@ def archive_to_parquet(
         "skipped": report.skipped,
         "contended": report.skipped > 0,
         "compacted": compacted,
+        "partitions": partition_rows(parts),
     }
 
 
 @flow(name="cleanup_expired")
-def cleanup_expired(block: BlockRef) -> int:
-    """Delete expired entries in stores that do not expire them themselves."""
+def cleanup_expired(block: BlockRef, partitions: int = 1) -> int:
+    """Delete expired entries in stores that do not expire them themselves.
+
+    ``partitions`` maps one task per store (the tiers of a tiered memory), at most.
+    """
     logger = get_run_logger()
     blk, memory = load_memory(block)
-    removed = memory.purge_expired()
+    parts = run_cleanup(block, memory, partitions)
+    removed = sum(p.entries for p in parts)
     create_markdown_artifact(
-        f"Removed **{removed}** expired entries from namespace `{memory.namespace}`.",
+        f"Removed **{removed}** expired entries from namespace `{memory.namespace}`.\n\n"
+        + partition_markdown(parts),
         key=_artifact_key("cleanup", blk),
     )
     logger.info("removed %d expired entries", removed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..codecs import Codec
 from ..errors import ConfigError
@@ -25,6 +25,9 @@ from .migration import MigrationReport, migrate
 from .moves import TOMBSTONE_TTL
 from .rules import Rule, RuleSyntaxError, parse_rule
 from .tiered import MigrationRule, Promote, Tier, TieredBackend
+
+if TYPE_CHECKING:
+    from .partitions import Partition
 
 
 def _rule(i: int, spec: MigrationRule | Mapping[str, Any]) -> MigrationRule:
@@ -103,11 +106,23 @@ class TieredMemory(Memory):
         dry_run: bool = False,
         batch_size: int = 500,
         progress: Callable[[MigrationReport], None] | None = None,
+        partition: Partition | None = None,
     ) -> MigrationReport:
         """Move entries by rules, tier TTLs and budgets; a dry run only lists the moves.
 
-        ``progress`` is called with the running report after every batch.
+        ``progress`` is called with the running report after every batch. ``partition``
+        (from :func:`~prefect_memory.tiers.partitions.partitions`) limits the run to the
+        keys of one partition; size budgets are then left to ``enforce_budgets`` (see
+        :mod:`prefect_memory.tiers.partitions`).
         """
+        if partition is not None:
+            from .partitions import migrate as migrate_partition
+
+            done = migrate_partition(
+                self, partition, dry_run=dry_run, batch_size=batch_size, progress=progress
+            )
+            assert done.migration is not None
+            return done.migration
         return migrate(
             self.backend,
             self.namespace,

@@ -187,12 +187,16 @@ def migrate(
     clock: Any = time.time,
     progress: Callable[[MigrationReport], None] | None = None,
     batch_bytes: int = BATCH_BYTES,
+    only: Callable[[str], bool] | None = None,
+    budgets: bool = True,
 ) -> MigrationReport:
     """Apply the rules, tier TTLs and size budgets of ``backend`` to namespace ``ns``.
 
     ``progress`` is called with the running report after every batch (progress bars,
     Prefect logs). ``batch_bytes`` bounds the values one load holds on stores that read
-    metadata alone (see the module docstring).
+    metadata alone (see the module docstring). ``only`` keeps the keys of one partition
+    (a key filter, see :mod:`.partitions`); ``budgets=False`` leaves the size budgets to
+    :func:`enforce_budgets` (an LRU order spans every partition).
     """
     started = time.perf_counter()
     report = MigrationReport(dry_run=dry_run)
@@ -211,6 +215,8 @@ def migrate(
             else tier.backend.scan_query(ns, pushed, now=at)
         )
         report.pushed_down += pushed is not None
+        if only is not None:
+            keys_iter = filter(only, keys_iter)
         for keys in _batches(keys_iter, batch_size):
             at = clock() if now is None else now
             records = _read(tier.backend, ns, keys, at, meta)
@@ -234,7 +240,32 @@ def migrate(
                     _account(report, label, group, outcome)
             if progress is not None:
                 progress(report)
-    for index in range(len(backend.tiers)):  # budgets hottest first: overflow cascades down
+    if budgets:
+        for index in range(len(backend.tiers)):  # budgets hottest first: overflow cascades
+            _enforce_budget(backend, ns, index, report, dry_run, limits, clock, now)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def enforce_budgets(
+    backend: TieredBackend,
+    ns: str,
+    *,
+    now: float | None = None,
+    dry_run: bool = False,
+    batch_size: int = 500,
+    clock: Any = time.time,
+    batch_bytes: int = BATCH_BYTES,
+) -> MigrationReport:
+    """Only the size budgets of :func:`migrate` (hottest tier first), over every key.
+
+    The last step of a partitioned migration: the partitions apply rules and tier TTLs,
+    then one call demotes the least recently used entries of the tiers still over budget.
+    """
+    started = time.perf_counter()
+    report = MigrationReport(dry_run=dry_run)
+    limits = (max(1, int(batch_size)), max(1, int(batch_bytes)))
+    for index in range(len(backend.tiers)):
         _enforce_budget(backend, ns, index, report, dry_run, limits, clock, now)
     report.seconds = time.perf_counter() - started
     return report
