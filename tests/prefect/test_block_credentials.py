@@ -259,3 +259,22 @@ def test_s3_session_token_region_and_refusals() -> None:
     )
     with pytest.raises(pm.ConfigError, match="differs"):
         mismatch.as_connection_params()
+
+
+def test_a_key_prefix_in_the_redis_url_is_the_blocks_key_prefix(redis_server: Any) -> None:
+    """``?key_prefix=`` in a URL (a config's ``connection``) is applied, not overridden by
+    the field's default: blocks and ``pm.from_config`` read the same keys."""
+    import pydantic
+
+    import prefect_memory as pm
+    from prefect_memory.blocks import RedisMemory, blocks_from_config
+
+    url = f"{redis_server.url}?key_prefix=shopkp&timeout=5"
+    config = {"memory": {"backend": "redis", "connection": url, "namespace": "carts"}}
+    (_name, block), = blocks_from_config(config, name_prefix="kp").blocks  # fmt: skip
+    assert block.key_prefix == "shopkp" and "key_prefix" not in block.url
+    block.set("cart:1", {"items": 2})
+    assert pm.from_config(config).get("cart:1") == {"items": 2}  # same keys both ways
+    assert RedisMemory(url=url, key_prefix="shopkp").key_prefix == "shopkp"
+    with pytest.raises(pydantic.ValidationError, match="give one of them"):
+        RedisMemory(url=url, key_prefix="other")

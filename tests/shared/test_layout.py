@@ -220,3 +220,27 @@ def test_a_big_layout2_namespace_is_shared_fairly_by_the_primaries(
     assert len(mem.backend.tagged("features", ["t"], now=time.time())) == 3000
     assert mem.invalidate_tags("t") == 3000
     assert list(mem.keys()) == []
+
+
+def test_upgrade_moves_a_tiered_memorys_tombstones_with_it(redis_server: Any, prefix: str) -> None:
+    """A tiered memory keeps tombstones in a companion namespace (``ns`` + a NUL suffix):
+    ``upgrade -n ns`` moves it too, so a layout-2 tiered memory can move entries at once."""
+    from prefect_memory.tiers import Tier, TieredMemory
+
+    def tiered(layout: int) -> TieredMemory:
+        hot = RedisBackend(redis_server.url, key_prefix=prefix, layout=layout)
+        cold = RedisBackend(redis_server.url, key_prefix=prefix + "c")
+        rules = [{"from": "hot", "to": "cold", "condition": "age >= 0"}]
+        return TieredMemory([Tier("hot", hot), Tier("cold", cold)], rules, namespace="shop")
+
+    old = tiered(1)
+    old.set_many({f"k{i}": i for i in range(20)})
+    old.delete("k0")  # a tombstone in the companion namespace, written in layout 1
+    result = CliRunner().invoke(app, ["upgrade", f"{redis_server.url}?key_prefix={prefix}",
+                                      "-n", "shop"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "shop (tombstones): layout 2" in result.stdout
+    new = tiered(2)
+    report = new.migrate()
+    assert report.written == 19  # was a ConfigError: the tombstones were still in layout 1
+    assert new.get_many([f"k{i}" for i in range(20)]) == {f"k{i}": i for i in range(1, 20)}

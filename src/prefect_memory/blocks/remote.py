@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import (
     ConfigDict,
@@ -49,6 +50,28 @@ from .renamed import renamed_getattr
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\ \t\r\n")
 #: A ValidationError of a block with secrets never echoes the input (it may hold one).
 _NO_INPUT_IN_ERRORS = ConfigDict(validate_assignment=True, hide_input_in_errors=True)
+
+
+def _prefix_out_of_url(values: Any) -> Any:
+    """Move ``?key_prefix=`` of a Redis URL into the ``key_prefix`` field (else the field's
+    default would silently win over what the URL says); a different field value is refused."""
+    if not isinstance(values, dict) or not isinstance(values.get("url"), str):
+        return values
+    head, question, query = values["url"].partition("?")
+    if not question:
+        return values
+    pairs = parse_qsl(query, keep_blank_values=True)
+    found = [v for k, v in pairs if k == "key_prefix"]
+    if not found:
+        return values
+    given = values.get("key_prefix")
+    if given is not None and given != found[-1]:
+        raise ValueError(
+            f"the url sets key_prefix={found[-1]!r} and the field key_prefix={given!r}: "
+            "give one of them"
+        )
+    rest = urlencode([(k, v) for k, v in pairs if k != "key_prefix"])
+    return {**values, "url": head + (f"?{rest}" if rest else ""), "key_prefix": found[-1]}
 
 
 class RedisMemory(MemoryBlock, RedisClients):
@@ -151,6 +174,7 @@ def features(day: str):
         values = url_when_host(values)
         if isinstance(values, dict) and hasattr(values.get("username"), "get_secret_value"):
             values = {**values, "username": values["username"].get_secret_value()}
+        values = _prefix_out_of_url(values)
         return _move_secrets(values, {"ssl_password": "ssl_password"}, _REDIS_SECRETS)
 
     @field_validator("url", mode="before")

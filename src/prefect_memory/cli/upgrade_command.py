@@ -40,13 +40,21 @@ def upgrade(
         raise CommandError(
             f"upgrade moves Redis namespaces: {redact_url(url)} is not a redis:// store", USAGE
         )
+    from ..tiers.moves import TOMBSTONE_NS
+
+    # A tiered memory keeps its tombstones in a companion namespace: it moves with its owner
+    # (a layout-2 tiered memory refuses a layout-1 companion).
+    names = [name for ns in namespace for name in (ns, ns + TOMBSTONE_NS)]
     out = console()
     try:
-        for ns in namespace:
+        for ns in names:
+            shown = ns.replace(TOMBSTONE_NS, " (tombstones)")
             with progress() as bar:
-                task = bar.add_task(f"Moving {ns} to layout {to}", total=None)
+                task = bar.add_task(f"Moving {shown} to layout {to}", total=None)
 
-                def show(event: str, done: int, total: int, task: int = task, ns: str = ns) -> None:
+                def show(
+                    event: str, done: int, total: int, task: int = task, ns: str = shown
+                ) -> None:
                     if event == "count":
                         bar.update(task, total=total, completed=0)
                     elif event in ("moved", "done"):
@@ -56,11 +64,11 @@ def upgrade(
 
                 report = run(backend, ns, to=to, buckets=buckets, batch=batch, progress=show)
             if report.already:
-                out.print(f"{ns}: already in layout 2 ({report.buckets} buckets), nothing to do")
+                out.print(f"{shown}: already in layout 2 ({report.buckets} buckets), nothing to do")
                 continue
             resumed = " (resumed)" if report.resumed else ""
             out.print(
-                f"{ns}: layout 2 over {report.buckets} buckets{resumed}: {report.moved} entries "
+                f"{shown}: layout 2 over {report.buckets} buckets{resumed}: {report.moved} entries "
                 f"moved, {report.expired} expired ones dropped, {report.tag_indexes} old tag "
                 f"indexes removed in {report.seconds:.1f}s"
             )

@@ -180,7 +180,9 @@ def refusal(namespace: str, found: str | None, wanted: int, buckets: int | None 
     if wanted == 2:
         return (
             f"namespace {ns} holds entries in layout 1: move them with `prefect-memory "
-            f"upgrade <url> --namespace {namespace} --to 2`, or open it without layout=2"
+            f"upgrade <url> --namespace {namespace.split(chr(0), 1)[0]} --to 2` (it moves the "
+            "namespace's companions, such as a tiered memory's tombstones, too), or open "
+            "it without layout=2"
         )
     return f"namespace {ns} has a layout record this release does not know: v={found!r}"
 
