@@ -19,6 +19,7 @@ import contextlib
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,11 +32,13 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
     MovedError,
     NoPermissionError,
     NoScriptError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
@@ -62,7 +65,9 @@ Call = tuple[str, "LuaScript | None", "tuple[Any, ...] | None", "list[tuple[Any,
 
 #: Extra seconds to read a WAIT reply beyond the wait itself.
 _WAIT_MARGIN = 1.0
-_REDIRECTS = 5  # most MOVED/ASK hops followed for one request
+_REDIRECTS = 5  # most MOVED hops followed for one request
+#: First and longest pause before asking again a node whose slot is being migrated (ASK).
+_ASK_PAUSE = (0.005, 0.1)
 #: TLS failures that a retry could cure: the peer went away mid-handshake.
 _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 #: How Redis words an ACL refusal: top level (NOPERM) or inside a Lua script (Redis 7).
@@ -207,6 +212,11 @@ def exchange(
     if wait is None:
         return reply
     replicas, seconds = wait
+    if pipeline and all(isinstance(r, ResponseError) for r in reply):
+        # Every command was refused (a node that became a replica answers MOVED to all):
+        # nothing was written here, so nothing to wait for; WAIT would fail on a replica
+        # and hide the redirects the caller follows.
+        return reply, replicas
     conn.send_command("WAIT", replicas, max(1, int(seconds * 1000)))
     return reply, int(conn.read_response(timeout=seconds + _WAIT_MARGIN))
 
@@ -218,6 +228,12 @@ def redirect(err: ResponseError) -> tuple[bool, str, int] | None:
     return None
 
 
+def _address(member: Sequence[Any], seed_host: str) -> tuple[str, int]:
+    """``(host, port)`` of one node of a ``CLUSTER SLOTS`` entry (no host: the seed's)."""
+    host = member[0].decode() if isinstance(member[0], bytes) else str(member[0])
+    return host or seed_host, int(member[1])
+
+
 class SlotMap:
     """Which node serves each of the 16384 slots of a Redis Cluster, and their connections.
 
@@ -225,11 +241,14 @@ class SlotMap:
         connect: Builds the :class:`Connections` of a node from ``(host, port)``.
     """
 
-    __slots__ = ("connect", "fork", "lock", "nodes", "owners")
+    __slots__ = ("connect", "fork", "known", "lock", "nodes", "owners")
 
     def __init__(self, connect: Callable[[str, int], Any]) -> None:
         self.connect = connect
         self.owners: list[tuple[str, int] | None] = [None] * 16384
+        #: Every node the last ``CLUSTER SLOTS`` named (primaries and replicas), in order:
+        #: where to ask for a fresh map when the seed node is gone.
+        self.known: list[tuple[str, int]] = []
         self.nodes: dict[tuple[str, int], Any] = {}
         self.lock = threading.Lock()
         self.fork = FORKS[0]
@@ -237,11 +256,14 @@ class SlotMap:
     def load(self, reply: Sequence[Any], seed_host: str) -> None:
         """Fill the map from a ``CLUSTER SLOTS`` reply (an empty host means the seed's)."""
         owners = [None] * 16384
-        for start, end, primary, *_replicas in reply:
-            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
-            node = (host or seed_host, int(primary[1]))
+        known: dict[tuple[str, int], None] = {}
+        for start, end, primary, *replicas in reply:
+            for member in (primary, *replicas):
+                known[_address(member, seed_host)] = None
+            node = _address(primary, seed_host)
             owners[int(start) : int(end) + 1] = [node] * (int(end) - int(start) + 1)
         self.owners = owners  # type: ignore[assignment]
+        self.known = list(known)
 
     def owner(self, route: str | bytes) -> tuple[str, int] | None:
         """The node of the slot of ``route`` (``None`` when the map does not know it)."""
@@ -420,7 +442,9 @@ class RedisConnection:
         ``script``: ``args`` are the arguments of EVALSHA after the SHA (the first key is
         the route). ``route``: a key of the request's slot (Cluster). ``wait``:
         ``(replicas, seconds)`` of a WAIT on the same connection. Redirections of a
-        Cluster are followed (bounded).
+        Cluster are followed: ``MOVED`` at once (bounded hops, the slot map reloaded);
+        ``ASK`` (the slot is being migrated) by asking the same node again until the slot
+        has moved, for up to the timeout (see the comment in the code for why).
 
         Raises:
             ConsensusError: Fewer replicas than ``wait`` asks acknowledged the write.
@@ -433,23 +457,49 @@ class RedisConnection:
             route = args[1]
         slots = self._slot_map(client)
         node = client if route is None else slots.node(slots.owner(route) or (self.host, self.port))
-        asking = False
-        for _ in range(_REDIRECTS):
+        hops, pause, deadline = 0, _ASK_PAUSE[0], None
+        while True:
             try:
-                return self._once(node, args, script, pipeline, wait, asking)
+                return self._once(node, args, script, pipeline, wait)
+            except BackendUnavailable:
+                # The node is gone (killed, or failed over): its replica may serve its
+                # slots by the next call. The error still reaches the caller: the request
+                # may have run, and whether to send it again is the caller's call.
+                self._refresh(slots, client)
+                raise
             except BackendError as err:
                 hop = redirect(err.__cause__) if isinstance(err.__cause__, ResponseError) else None
                 if hop is None or route is None:
                     raise
                 asking, host, port = hop
-                if not asking:  # the slot moved for good: learn the new map
-                    slots.moved(route, host, port)
-                    reply = self._once(client, ("CLUSTER", "SLOTS"), None, None, None)
-                    slots.load(reply, self.host)
+                if asking:
+                    # The slot is being migrated. ASK is not followed: our scripts declare
+                    # one key and touch others (and a pipeline's ASKING covers only its first
+                    # command), so on the importing node they would run on the keys already
+                    # moved only: a key still on the source looks absent, and what they write
+                    # there collides with the source's copy (MIGRATE: "BUSYKEY", or older
+                    # values restored over newer ones by a --cluster-replace). Nothing ran
+                    # here; ask this node again until the slot has moved (MOVED), for up to
+                    # the timeout.
+                    now = time.monotonic()
+                    deadline = deadline or now + self.timeout
+                    if now >= deadline:
+                        raise BackendUnavailable(
+                            f"Redis Cluster at {self.host}:{self.port}: the slot of {route!r} "
+                            f"was still being migrated after {self.timeout}s (ASK {host}:{port})"
+                        ) from err
+                    time.sleep(min(pause, deadline - now))
+                    pause = min(pause * 2, _ASK_PAUSE[1])
+                    continue
+                hops += 1
+                if hops > _REDIRECTS:
+                    raise BackendUnavailable(
+                        f"Redis Cluster at {self.host}:{self.port}: still redirected after "
+                        f"{_REDIRECTS} hops"
+                    ) from err
+                slots.moved(route, host, port)  # the slot moved for good: learn the new map
+                self._refresh(slots, client, strict=True)
                 node = slots.node((host, port))
-        raise BackendUnavailable(
-            f"Redis Cluster at {self.host}:{self.port}: still redirected after {_REDIRECTS} hops"
-        )
 
     def fan_out(self, calls: Sequence[Call], *, wait: tuple[int, float] | None = None) -> list[Any]:
         """Send many requests, each to the node of its route: one round trip per node.
@@ -457,10 +507,11 @@ class RedisConnection:
         On a Cluster the requests are grouped by the node serving their route's slot; each
         node gets its group as one pipeline (a script call is one ``EVALSHA`` of it, a
         pipeline call its commands), the nodes in parallel threads when there are several.
-        A request refused by its node with ``MOVED``/``ASK`` (the slot moved) or
+        A request refused by its node with ``MOVED``/``ASK`` (the slot moved or is moving) or
         ``NOSCRIPT`` (the node forgot the script) did nothing there and is sent again alone
-        through :meth:`request`, which follows redirects and loads scripts; so send only
-        requests that may be sent again: scripts, and pipelines of reads.
+        through :meth:`request`, which follows redirects (waits out a migration) and loads
+        scripts; so send only requests that may be sent again: scripts, and pipelines of
+        reads.
 
         Args:
             calls: ``(route, script, args, pipeline)`` each: ``args`` as for
@@ -521,26 +572,53 @@ class RedisConnection:
             if error is not None:
                 raise self.translate(error) from error
 
+        failure: BaseException | None = None
         if len(groups) > 1:
             pool = self._executor()
             futures = [pool.submit(send, node, members) for node, members in groups.items()]
-            failure: BaseException | None = None
             for future in futures:  # wait for every node before raising
                 try:
                     future.result()
                 except BaseException as err:  # the first one is raised below
                     failure = failure or err
-            if failure is not None:
-                raise failure
         else:
             for node, members in groups.items():
-                send(node, members)
+                try:
+                    send(node, members)
+                except BaseException as err:
+                    failure = err
+        if failure is not None:
+            if slots is not None and isinstance(failure, BackendUnavailable):
+                self._refresh(slots, client)  # a node gone: see request()
+            raise failure
         for i in sorted(again):
             route, script, args, pipe = calls[i]
             results[i] = self.request(
                 *(args or ()), script=script, pipeline=pipe, route=route, wait=wait
             )
         return results
+
+    def _refresh(self, slots: SlotMap, seed: Connections, strict: bool = False) -> None:
+        """Reload the slot map from the seed node, or from any other node the map knows when
+        the seed is gone (a failed-over primary). ``strict``: raise when no node answers;
+        else leave the map as it is (the next failure tries again)."""
+        candidates = [
+            (self.host, self.port),
+            *(a for a in slots.known if a != (self.host, self.port)),
+        ]
+        failure: BackendError | None = None
+        for address in candidates:
+            conns = seed if address == (self.host, self.port) else slots.node(address)
+            try:
+                reply = self._once(conns, ("CLUSTER", "SLOTS"), None, None, None)
+            except BackendError as err:
+                failure = failure or err
+                continue
+            if reply:  # a node that lost its slots' view answers []
+                slots.load(reply, address[0])
+                return
+        if strict and failure is not None:
+            raise failure
 
     def _executor(self) -> ThreadPoolExecutor:
         threads = self._threads
@@ -582,6 +660,10 @@ class RedisConnection:
         if files and _cause(err, (FileNotFoundError, IsADirectoryError)) is not None:
             named = ", ".join(f"{k}={v!r}" for k, v in files.items())
             return ConfigError(f"{where}: a TLS file is missing or a folder: check {named}")
+        if isinstance(err, (ClusterDownError, TryAgainError)):
+            # CLUSTERDOWN (a failover under way) or TRYAGAIN (a slot half migrated): the
+            # command did not run; the same request succeeds once the cluster settles.
+            return BackendUnavailable(f"{where}: the Cluster cannot serve this now: {err}")
         if isinstance(err, (_RedisTimeoutError, TimeoutError)):
             return BackendTimeout(f"{where} did not answer within {self.timeout}s: {err}")
         if isinstance(err, (_RedisConnectionError, OSError)):
