@@ -244,3 +244,33 @@ def test_upgrade_moves_a_tiered_memorys_tombstones_with_it(redis_server: Any, pr
     report = new.migrate()
     assert report.written == 19  # was a ConfigError: the tombstones were still in layout 1
     assert new.get_many([f"k{i}" for i in range(20)]) == {f"k{i}": i for i in range(1, 20)}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"v": "2", "b": "99999999999"},  # would make a reader build 1e11 buckets
+        {"v": "2", "b": "sixteen"},
+        {"v": "2", "b": "-3"},
+        {"v": b"\xff\xfe", "b": "16"},
+        {"v": "x" * 5000, "b": "16"},
+    ],
+)
+def test_a_layout_record_written_by_someone_else_is_refused_at_once(
+    redis_server: Any, prefix: str, fields: dict[str, Any]
+) -> None:
+    """The record is read from the store: a hostile one raises our error, it never hangs a
+    reader, exhausts its memory or escapes as a ValueError/UnicodeDecodeError."""
+    from prefect_memory.errors import SerializationError
+    from prefect_memory.plugins.redis.layout import record_key, upgrade
+
+    raw = RedisBackend(redis_server.url, key_prefix=prefix)
+    raw.connection.request("HSET", record_key(prefix, "evil"), *sum(fields.items(), ()))
+    new = pm.open_memory(redis_server.url, namespace="evil", key_prefix=prefix, layout=2)
+    old = pm.open_memory(redis_server.url, namespace="evil", key_prefix=prefix)
+    for call in (lambda: new.set("k", 1), lambda: new.get("k"), lambda: old.exists("k")):
+        with pytest.raises((SerializationError, ConfigError)) as caught:
+            call()
+        assert "layout" in str(caught.value) and len(str(caught.value)) < 600
+    with pytest.raises((SerializationError, ConfigError)):
+        upgrade(raw, "evil")

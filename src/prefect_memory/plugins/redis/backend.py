@@ -468,7 +468,7 @@ class RedisBackend(Backend):
         """Refuse ``ns`` to this layout-1 client when it has a layout record."""
         v, b = read_record(self, ns)  # (again when ``found``: for the bucket count)
         if v is None and found is not None:  # gone since: still refused, it was there
-            v = found.decode()
+            v = bytes(found).decode("utf-8", "replace")[:16]
         if v is not None:
             self._checked.discard(ns)
             raise ConfigError(refusal(ns, v, 1, b))

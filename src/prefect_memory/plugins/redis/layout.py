@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from redis.crc import key_slot
 
-from ...errors import ConfigError
+from ...errors import ConfigError, SerializationError
 from ...keys import ns_token
 from .scripts import CLAIM, MOVE_IN
 
@@ -155,11 +155,45 @@ def record_key(prefix: str, namespace: str) -> str:
     return f"{prefix}:{{{ns_token(namespace)}}}:{RECORD}"
 
 
+def parse_record(key: str, v: Any, b: Any) -> tuple[str | None, int | None]:
+    """``(v, b)`` of a layout record as stored, checked: anyone may have written it.
+
+    ``v`` is short ASCII text (an unknown one is refused later, by :func:`refusal`); ``b``
+    a bucket count from 1 to :data:`MAX_BUCKETS` (a huge one would make a reader build
+    that many buckets).
+
+    Raises:
+        SerializationError: The record is not one this release (or a later one) writes.
+
+    Example:
+        >>> parse_record("pm:{s}:layout", b"2", b"16"), parse_record("k", None, None)
+        (('2', 16), (None, None))
+        >>> parse_record("pm:{s}:layout", b"2", b"99999999999")
+        Traceback (most recent call last):
+        ...
+        prefect_memory.errors.SerializationError: the layout record pm:{s}:layout holds ...
+    """
+    try:
+        version = None if v is None else bytes(v).decode("ascii")
+        count = None if b is None else int(bytes(b).decode("ascii"))
+    except (TypeError, ValueError):
+        version, count = "", 0
+    if (version is not None and not 0 < len(version) <= 16) or (
+        count is not None and not 1 <= count <= MAX_BUCKETS
+    ):
+        raise SerializationError(
+            f"the layout record {key} holds v={bytes(v or b'')[:20]!r}, "
+            f"b={bytes(b or b'')[:20]!r}: not a layout record (b from 1 to {MAX_BUCKETS}); "
+            "it was not written by prefect-memory: delete it if nothing else owns it"
+        )
+    return version, count
+
+
 def read_record(backend: RedisBackend, namespace: str) -> tuple[str | None, int | None]:
     """``(v, b)`` of the namespace's layout record (``(None, None)``: none, layout 1)."""
     key = record_key(backend.key_prefix, namespace)
     v, b = backend.connection.request("HMGET", key, "v", "b", route=key)
-    return (v.decode() if v is not None else None), (int(b) if b is not None else None)
+    return parse_record(key, v, b)
 
 
 def refusal(namespace: str, found: str | None, wanted: int, buckets: int | None = None) -> str:
@@ -222,7 +256,7 @@ def open_spread(backend: RedisBackend, namespace: str, buckets: int | None) -> S
         key = record_key(backend.key_prefix, namespace)
         count = buckets or DEFAULT_BUCKETS
         raw_v, raw_b = backend.connection.request(1, key, "2", count, script=CLAIM)
-        v, b = raw_v.decode(), int(raw_b)
+        v, b = parse_record(key, raw_v, raw_b)
     if v != "2" or not b:
         raise ConfigError(refusal(namespace, v, 2, b))
     return Spread(backend.key_prefix, namespace, b)
@@ -323,9 +357,10 @@ def upgrade(
         raise ConfigError(refusal(namespace, v, 2))
     else:
         raw_v, raw_b = conn.request(1, key, MOVING, report.buckets, script=CLAIM)
-        if raw_v.decode() != MOVING:  # another run finished or started with other buckets
+        claimed, claimed_b = parse_record(key, raw_v, raw_b)
+        if claimed != MOVING:  # another run finished or started with other buckets
             return upgrade(backend, namespace, buckets=None, batch=batch, progress=progress)
-        report.buckets = int(raw_b)
+        report.buckets = int(claimed_b or report.buckets)
     spread = Spread(backend.key_prefix, namespace, report.buckets)
     base = f"{backend.key_prefix}:{{{ns_token(namespace)}}}:"
     entries = base + "e:"
