@@ -20,7 +20,7 @@ from prefect_memory.cli import app
 from prefect_memory.errors import ConfigError
 from prefect_memory.keys import ns_token
 from prefect_memory.plugins.redis import RedisBackend
-from prefect_memory.plugins.redis.layout import MOVING, read_record
+from prefect_memory.plugins.redis.layout import MOVING, Spread, read_record
 
 pytestmark = pytest.mark.redis
 
@@ -274,3 +274,27 @@ def test_a_layout_record_written_by_someone_else_is_refused_at_once(
         assert "layout" in str(caught.value) and len(str(caught.value)) < 600
     with pytest.raises((SerializationError, ConfigError)):
         upgrade(raw, "evil")
+
+
+def test_upgrade_carries_an_entry_with_a_spoiled_expiry_over(
+    redis_server: Any, prefix: str
+) -> None:
+    """Another client wrote ``x=nan`` into a layout-1 entry: the upgrade copies the entry
+    without an expiry instead of dropping it (nothing lost), and the rest moves as usual."""
+    from prefect_memory.plugins.redis.layout import upgrade
+
+    mem = pm.open_memory(redis_server.url, namespace="spoiled", key_prefix=prefix)
+    mem.set_many({"a": 1, "b": 2}, ttl=3600)
+    raw = RedisBackend(redis_server.url, key_prefix=prefix)
+    name = f"{prefix}:{{{ns_token('spoiled')}}}:e:a"
+    assert raw.connection.request("HEXISTS", name, "x", route=name) == 1
+    raw.connection.request("HSET", name, "x", "nan", route=name)
+    assert mem.get_many(["a", "b"]) == {"b": 2}  # a spoiled expiry reads as expired
+    report = upgrade(raw, "spoiled")
+    assert report.moved == 2 and report.expired == 0
+    new = pm.open_memory(redis_server.url, namespace="spoiled", key_prefix=prefix, layout=2)
+    assert new.get_many(["a", "b"]) == {"b": 2}  # read as before the upgrade
+    spread = Spread(prefix, "spoiled", report.buckets)
+    moved = spread.bases[spread.bucket("a")] + "e:a"  # the entry is there, bytes and all:
+    raw.connection.request("HSET", moved, "x", str(time.time() + 600), route=moved)
+    assert new.get("a") == 1  # mended, it reads again (it was dropped before: lost)

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -419,11 +420,16 @@ def _move(
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         x = fields.get(b"x") or b""
         try:
-            if x and float(x) <= now:
-                report.expired += 1
-                continue
+            expiry = float(x) if x else None
         except ValueError:
+            expiry = None
+        if expiry is not None and not math.isfinite(expiry):
+            expiry = None  # a spoiled expiry: copied without one rather than dropped
+        if expiry is None:
             x = b""
+        elif expiry <= now:
+            report.expired += 1
+            continue
         try:
             tags = [str(t) for t in msgpack.unpackb(fields[b"m"])[4]]
         except Exception:  # an entry another writer spoiled: copied as it is, untagged
