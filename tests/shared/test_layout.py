@@ -298,3 +298,16 @@ def test_upgrade_carries_an_entry_with_a_spoiled_expiry_over(
     moved = spread.bases[spread.bucket("a")] + "e:a"  # the entry is there, bytes and all:
     raw.connection.request("HSET", moved, "x", str(time.time() + 600), route=moved)
     assert new.get("a") == 1  # mended, it reads again (it was dropped before: lost)
+
+
+def test_a_redis_block_opens_layout_2_from_its_url(redis_server: Any, prefix: str) -> None:
+    """Blocks reach layout 2 the way a config does: ``?layout=2&buckets=`` in the URL."""
+    from prefect_memory.blocks import RedisMemory
+
+    block = RedisMemory(url=f"{redis_server.url}?layout=2&buckets=8", key_prefix=prefix,
+                        namespace="blk")  # fmt: skip
+    block.set_many({f"k{i}": i for i in range(40)})
+    assert read_record(block.memory.backend, "blk") == ("2", 8)
+    assert block.get_many([f"k{i}" for i in range(40)]) == {f"k{i}": i for i in range(40)}
+    with pytest.raises(ConfigError, match="layout=2"):
+        pm.open_memory(redis_server.url, namespace="blk", key_prefix=prefix).get("k1")
