@@ -21,6 +21,7 @@ from pymongo.errors import AutoReconnect, ExecutionTimeout, NetworkTimeout, Oper
 
 import prefect_memory as pm
 from prefect_memory.memory import Memory
+from prefect_memory.plugins.base import Record
 from prefect_memory.plugins.mongodb import MongoBackend
 
 pytestmark = pytest.mark.mongodb
@@ -236,6 +237,8 @@ def test_commands_per_batch_are_constant(open_mongo: Callable[..., Memory]) -> N
         )
         cost[f"get {name}"] = listener.during(lambda d=data: mem.get_many(list(d)))
         assert mem.get_many(list(data)) == data
+    cost["set one"] = listener.during(lambda: mem.set("one", 1, tags=["t"]))
+    cost["overwrite one"] = listener.during(lambda: mem.set("one", 2, ttl=600))
     mem.set_many(sliding, ttl=60, refresh=True)
     mixed = [*sliding, *list(small)[:5], "missing"]
     cost["get sliding"] = listener.during(lambda: mem.get_many(mixed))
@@ -250,6 +253,8 @@ def test_commands_per_batch_are_constant(open_mongo: Callable[..., Memory]) -> N
 
     assert cost["set small"] == cost["set large"] == ["find", "update"], cost
     assert cost["overwrite large"] == ["find", "update"], cost
+    # a single write: one command, the old metadata is merged on the server
+    assert cost["set one"] == cost["overwrite one"] == ["update"], cost
     assert cost["get small"] == cost["get large"] == ["find", "update"], cost
     assert cost["get sliding"] == ["find", "update"], cost
     assert cost["info"] == cost["exists"] == cost["keys"] == cost["missing"] == ["find"], cost
@@ -279,6 +284,12 @@ def test_query_shapes(open_mongo: Callable[..., Memory]) -> None:
     assert finds[3]["filter"]["k"] == "a1"  # a literal pattern is an equality
     listener.reset()
     mem.set("item:1", 10)
+    assert listener.names == ["update"]  # the old metadata is merged on the server
+    (upsert,) = listener.events[0][1]["updates"]
+    assert upsert["upsert"] and upsert["q"]["_id"].endswith(":item:1")
+    listener.reset()  # a record of another version takes the general path: find, replace
+    record = Record(b"\x0a", 1.0, 1.0, 1.0, version=3)
+    mem.backend.put_many(mem.namespace, {"item:2": record}, now=time.time())
     old_meta = next(cmd for name, cmd in listener.events if name == "find")
     assert "v" not in dict(old_meta["projection"])
 

@@ -334,9 +334,12 @@ class HybridBackend(FallbackReads, Backend):
         self, ns: str, puts: Mapping[str, Record] | None, deletes: Sequence[str], now: float
     ) -> None:
         write = self._writer(ns, puts, deletes, now)
-        seqs = self.journal.append(ns, puts=puts, deletes=deletes, at=now)
+        # the entry and the state of the primary's lane: one transaction
+        seqs, busy = self.journal.append_checked(ns, puts=puts, deletes=deletes, at=now)
         try:
-            self.lanes.direct(PRIMARY, ns, puts, deletes, lambda: write(self.primary), now=now)
+            self.lanes.direct(
+                PRIMARY, ns, puts, deletes, lambda: write(self.primary), now=now, busy=busy
+            )
         except BackendUnavailable as err:  # journaled: acknowledged, replayed to the primary
             self._primary_failed(err)
             self.lanes.queue(PRIMARY, ns, puts, deletes, now=now)
@@ -349,8 +352,7 @@ class HybridBackend(FallbackReads, Backend):
         else:
             self._primary_answered()
         self.lanes.ensure_flusher()
-        if self.journal.backlog(SECONDARY) >= self.lanes.flush_batch:
-            self.lanes.kick()
+        self.lanes.queued(len(seqs))
 
     def _write_through(
         self,
@@ -364,10 +366,17 @@ class HybridBackend(FallbackReads, Backend):
         write = self._writer(ns, puts, deletes, now)
         failed: dict[str, BaseException] = {}
         results: list[Any] = []
+        try:  # both lanes in one query (none busy while there is no journal file)
+            busy: frozenset[str] | None = self.journal.busy_lanes()
+        except BackendUnavailable:
+            busy = None  # each store's write reads it again, and fails as it would
         for name, store in ((PRIMARY, self.primary), (SECONDARY, self.secondary)):
             try:
                 call = functools.partial(write, store)
-                results.append(self.lanes.direct(name, ns, puts, deletes, call, now=now))
+                is_busy = None if busy is None else name in busy
+                results.append(
+                    self.lanes.direct(name, ns, puts, deletes, call, now=now, busy=is_busy)
+                )
             except Exception as err:
                 failed[name] = err
                 results.append(None)

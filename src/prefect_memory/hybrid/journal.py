@@ -165,6 +165,11 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 _COLUMNS = "seq, ns, key, op, record, at, lane"
 _INSERT = "INSERT INTO pm_journal (ns, key, op, record, at, lane) VALUES (?, ?, ?, ?, ?, ?)"
+#: Whether a lane (given twice) has queued writes or keys in doubt, as one expression.
+_BUSY = (
+    "(EXISTS (SELECT 1 FROM pm_journal WHERE lane = ?) "
+    "OR EXISTS (SELECT 1 FROM pm_doubt WHERE lane = ?))"
+)
 
 
 class Journal:
@@ -238,6 +243,24 @@ class Journal:
             raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
 
     # -- writing --------------------------------------------------------------------------
+    @staticmethod
+    def _rows(
+        ns: str,
+        puts: Mapping[str, Record] | None,
+        deletes: Iterable[str],
+        at: float | None,
+        lanes: Iterable[str],
+    ) -> list[tuple[Any, ...]]:
+        """The journal rows of a write for each of ``lanes``."""
+        when = time.time() if at is None else at
+        deletes = list(deletes)
+        rows: list[tuple[Any, ...]] = []
+        for lane in lanes:
+            for key, record in (puts or {}).items():
+                rows.append((ns, key, "put", pack_record(record), record.updated_at, lane))
+            rows += [(ns, k, "del", None, when, lane) for k in deletes]
+        return rows
+
     def append(
         self,
         ns: str,
@@ -255,12 +278,7 @@ class Journal:
         Raises:
             BackendUnavailable: The journal cannot be written (disk full, I/O error).
         """
-        when = time.time() if at is None else at
-        rows: list[tuple[Any, ...]] = []
-        for lane in lanes:
-            for key, record in (puts or {}).items():
-                rows.append((ns, key, "put", pack_record(record), record.updated_at, lane))
-            rows += [(ns, k, "del", None, when, lane) for k in deletes]
+        rows = self._rows(ns, puts, deletes, at, lanes)
         if not rows:
             return []
         seqs: list[int] = []
@@ -272,6 +290,30 @@ class Journal:
         except sqlite3.Error as err:
             raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
         return seqs
+
+    def append_checked(
+        self,
+        ns: str,
+        *,
+        puts: Mapping[str, Record] | None = None,
+        deletes: Iterable[str] = (),
+        at: float | None = None,
+        check: str = PRIMARY,
+    ) -> tuple[list[int], bool]:
+        """:meth:`append` to the secondary lane, and tell in the same transaction whether
+        ``check`` is :meth:`busy` (one transaction instead of a write and a read).
+
+        Raises:
+            BackendUnavailable: The journal cannot be written (disk full, I/O error).
+        """
+        rows = self._rows(ns, puts, deletes, at, (SECONDARY,))
+        try:
+            with self._tx() as conn:
+                seqs = [int(conn.execute(_INSERT, row).lastrowid or 0) for row in rows]
+                busy = conn.execute(f"SELECT {_BUSY}", (check, check)).fetchone()
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        return seqs, bool(busy and busy[0])
 
     def remove(self, seqs: Iterable[int]) -> None:
         """Forget entries once they are applied."""
@@ -376,12 +418,15 @@ class Journal:
 
     def busy(self, lane: str) -> bool:
         """Tell whether ``lane`` has queued writes or keys in doubt (one query)."""
-        rows = self._read(
-            "SELECT EXISTS (SELECT 1 FROM pm_journal WHERE lane = ?) "
-            "OR EXISTS (SELECT 1 FROM pm_doubt WHERE lane = ?)",
-            (lane, lane),
-        )
+        rows = self._read(f"SELECT {_BUSY}", (lane, lane))
         return bool(rows and rows[0][0])
+
+    def busy_lanes(self) -> frozenset[str]:
+        """The lanes that are :meth:`busy` (one query; none while there is no journal file)."""
+        rows = self._read(f"SELECT {_BUSY}, {_BUSY}", tuple(ln for ln in LANES for _ in "ab"))
+        if not rows:
+            return frozenset()
+        return frozenset(lane for lane, busy in zip(LANES, rows[0], strict=True) if busy)
 
     def in_doubt(self, lane: str | None = None) -> int:
         """Keys in doubt (in ``lane``, or in all lanes)."""

@@ -103,6 +103,8 @@ class Lanes:
         self.refused: dict[str, str | None] = {PRIMARY: None, SECONDARY: None}
         #: Called with the lane after a batch was applied to its store.
         self.on_applied: Callable[[str], None] | None = None
+        #: Entries queued since the flusher was last kicked (see :meth:`queued`).
+        self.since_kick = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake: threading.Event | None = None
@@ -117,6 +119,7 @@ class Lanes:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("refused", {PRIMARY: None, SECONDARY: None})
+        self.since_kick = 0
         self._lock = threading.Lock()
 
     # -- queueing -------------------------------------------------------------------------
@@ -150,18 +153,21 @@ class Lanes:
         call: Callable[[], T],
         *,
         now: float,
+        busy: bool | None = None,
     ) -> T:
         """Run ``call`` (the write ``puts``/``deletes`` to ``lane``'s store) in lane order.
 
         What is still queued for these keys is applied first; a failure that may still
-        land puts the keys in doubt (see :meth:`recheck`).
+        land puts the keys in doubt (see :meth:`recheck`). ``busy`` is what the caller
+        just read of :meth:`.Journal.busy` for ``lane`` in a query of its own (``None``:
+        it is read here).
 
         Raises:
             BackendTimeout: The lane stayed busy (another flusher) for ``lane_wait`` seconds.
             BackendError: Whatever the store raises while the queued writes are applied.
         """
         writes = _writes(puts, deletes)
-        if not self.journal.busy(lane):
+        if not (self.journal.busy(lane) if busy is None else busy):
             return self._write(lane, ns, writes, call, now=now)
         with self.journal.flush_lock(lane, self.lane_wait) as got:
             if not got:
@@ -430,6 +436,17 @@ class Lanes:
                 daemon=True,
             )
             self._thread.start()
+
+    def queued(self, n: int) -> None:
+        """Count ``n`` entries this process queued; kick the flusher every ``flush_batch``.
+
+        Counted here rather than read from the journal (a count of the whole backlog at
+        every write grows with the backlog); other processes kick their own flushers.
+        """
+        self.since_kick += n
+        if self.since_kick >= self.flush_batch:
+            self.since_kick = 0
+            self.kick()
 
     def kick(self) -> None:
         """Make the flusher run a pass now rather than at its next interval."""

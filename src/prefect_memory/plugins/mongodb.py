@@ -17,9 +17,20 @@ index on ``x`` (``expireAfterSeconds=0``) lets the server delete expired entries
 monitor runs only every 60 seconds, every read also filters expired documents out.
 
 Round trips per batch (commands): ``get_many`` 1 find (+1 update with ``touch``, sliding
-entries included in the same bulk write); ``put_many`` 1 find of the old metadata + 1 bulk
-write; ``delete_many`` 2 deletes (live ones, counted, then expired leftovers); ``scan`` one
-streamed find; ``tagged`` and ``exists_many`` 1 find each.
+entries included in the same bulk write); ``put_many`` of up to 8 records 1 bulk write of
+upserts that merge the old metadata on the server (+1 find +1 bulk write for the rare keys
+they cannot merge: expired leftovers, foreign documents, records of version other than 1),
+of more 1 find of the old metadata + 1 bulk write; ``delete_many``
+2 deletes (live ones, counted, then expired leftovers); ``scan`` one streamed find;
+``tagged`` and ``exists_many`` 1 find each.
+
+The server-side merge uses update operators only (``$set``, ``$setOnInsert``, ``$max``,
+``$inc``, ``$unset``, filters with ``$type`` lists: MongoDB 3.6 and later), no pipeline
+update. It is tested against the MongoDB wire server of the test suite (mongoeco), not
+against a real mongod: there, an upsert whose filter misses an existing ``_id`` (an
+expired entry the TTL monitor has not removed yet) fails with a duplicate key and takes
+the general path; mongoeco hides expired documents and inserts over them instead. Both
+end with the same entry.
 
 Example:
     >>> from prefect_memory.plugins.mongodb import MongoBackend
@@ -98,6 +109,10 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra in
 
 DEFAULT_DATABASE = "prefect_memory"
 _DUPLICATE_KEY = 11000
+#: Most records a ``put_many`` merges over the old metadata on the server (one command);
+#: a larger batch reads the old metadata first (one find for the whole batch), which
+#: costs a test server that scans for each new key less (see ``put_many``).
+_MERGE_ON_SERVER = 8
 _CLAIM_STALE = 60.0  # seconds after which a conditional delete's claim may be taken over
 DEFAULT_COLLECTION = "prefect_memory"
 DEFAULT_TIMEOUT = 5.0
@@ -645,34 +660,67 @@ class MongoBackend(Backend):
         coll.bulk_write(ops, ordered=False)
 
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
-        """Upsert ``records``: 1 find of the live old metadata + 1 bulk write."""
+        """Upsert ``records``, keeping the creation and access history of live entries.
+
+        Up to ``_MERGE_ON_SERVER`` records (single writes: their latency is the round
+        trip): 1 bulk write of upserts that merge the old metadata on the server (see
+        :func:`_merge_upsert`); the keys they cannot merge that way (a record of version
+        other than 1, an expired entry the TTL monitor has not removed yet, a foreign or
+        corrupt document, whose upsert fails alone with a duplicate ``_id``) then take the
+        path of larger batches: 1 find of the live old metadata + 1 bulk write of whole
+        documents, merged here (the find is paid once for the whole batch).
+        """
         if not records:
             return
         coll = self._coll()
         token = ns_token(ns)
-        ids = [f"{token}:{key}" for key in records]
         with self._errors("put"):
-            old = {
-                doc[F_KEY]: Record(
-                    value=b"",
-                    created_at=float(doc[F_CREATED]),
-                    updated_at=float(doc[F_CREATED]),
-                    last_access=float(doc[F_ACCESSED]),
-                    access_count=int(doc.get(F_ACCESS_COUNT) or 0),
-                    version=int(doc.get(F_VERSION) or 1),
-                )
-                for doc in coll.find(
-                    {"_id": {"$in": ids}, **_live(_to_datetime(now))}, _META_PROJECTION
-                )
-                # a foreign or corrupt document is replaced as if absent
-                if not _doc_problem(doc, _META_PROJECTION)
-            }
-            ops = []
-            for key, record in records.items():
-                merged = record.merged_over(old.get(key), now)
-                doc = self._doc(token, ns, key, merged)
-                ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-            coll.bulk_write(ops, ordered=False)
+            if len(records) > _MERGE_ON_SERVER:
+                self._replace_merged(coll, token, ns, records, now)
+                return
+            when = _to_datetime(now)
+            keys = [key for key, record in records.items() if record.version == 1]
+            rest = [key for key, record in records.items() if record.version != 1]
+            if keys:
+                ops = [_merge_upsert(self._doc(token, ns, k, records[k]), when) for k in keys]
+                try:
+                    coll.bulk_write(ops, ordered=False)
+                except BulkWriteError as err:
+                    errors = err.details.get("writeErrors", [])
+                    if err.details.get("writeConcernErrors") or any(
+                        e.get("code") != _DUPLICATE_KEY for e in errors
+                    ):
+                        raise
+                    rest += [keys[e["index"]] for e in errors]
+            if rest:
+                self._replace_merged(coll, token, ns, {k: records[k] for k in rest}, now)
+
+    def _replace_merged(
+        self, coll: Any, token: str, ns: str, records: Mapping[str, Record], now: float
+    ) -> None:
+        """The general path of :meth:`put_many`: 1 find of the live old metadata + 1 bulk
+        write of whole documents (a foreign or corrupt document is replaced as if absent)."""
+        ids = [f"{token}:{key}" for key in records]
+        old = {
+            doc[F_KEY]: Record(
+                value=b"",
+                created_at=float(doc[F_CREATED]),
+                updated_at=float(doc[F_CREATED]),
+                last_access=float(doc[F_ACCESSED]),
+                access_count=int(doc.get(F_ACCESS_COUNT) or 0),
+                version=int(doc.get(F_VERSION) or 1),
+            )
+            for doc in coll.find(
+                {"_id": {"$in": ids}, **_live(_to_datetime(now))}, _META_PROJECTION
+            )
+            if not _doc_problem(doc, _META_PROJECTION)
+        }
+        ops = []
+        for key, record in records.items():
+            merged = record.merged_over(old.get(key), now)
+            doc = self._doc(token, ns, key, merged)
+            ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+        coll.bulk_write(ops, ordered=False)
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
         """Insert the records whose key has no live entry: expired leftovers removed, then
@@ -826,6 +874,47 @@ class MongoBackend(Backend):
         with self._errors("purge expired"):
             result = coll.delete_many({"ns": ns, F_EXPIRES: _expired(_to_datetime(now))})
         return result.deleted_count if result.acknowledged else 0
+
+
+#: BSON types of the numbers an entry's times may be (``bool`` and decimals are not).
+_NUMBER_TYPES = ["double", "int", "long"]
+
+
+def _merge_upsert(doc: dict[str, Any], when: _dt.datetime) -> UpdateOne:
+    """One upsert writing ``doc`` (a new record, version 1) as :meth:`Record.merged_over`
+    would over the live entry it replaces, computed by the server in the same command.
+
+    The filter matches the live entry only when its merged fields are well typed (as
+    :func:`_doc_problem` checks them); then ``created_at`` and ``access_count`` are kept
+    (``$setOnInsert``), ``last_access`` is the later one (``$max``), the version goes up
+    by one (``$inc``, which makes 1 of a new document) and a claim of
+    ``delete_if_unchanged`` is dropped, as a replacement drops it. Without a live entry
+    the document is inserted as is. With an entry the filter does not match (expired,
+    foreign, corrupt), the insert fails alone with a duplicate ``_id`` (the caller then
+    replaces it). Works on MongoDB 2.6+ (no pipeline update needed).
+    """
+    kept = {F_CREATED: doc[F_CREATED], F_ACCESS_COUNT: doc[F_ACCESS_COUNT]}
+    written = {
+        name: value
+        for name, value in doc.items()
+        if name not in ("_id", F_CREATED, F_ACCESS_COUNT, F_ACCESSED, F_VERSION)
+    }
+    query = {
+        "_id": doc["_id"],
+        F_CREATED: {"$type": _NUMBER_TYPES},
+        F_ACCESSED: {"$type": _NUMBER_TYPES},
+        F_ACCESS_COUNT: {"$type": ["int", "long", "null"]},
+        F_VERSION: {"$type": ["int", "long"], "$ne": 0},
+        **_live(when),
+    }
+    update = {
+        "$set": written,
+        "$setOnInsert": kept,
+        "$max": {F_ACCESSED: doc[F_ACCESSED]},
+        "$inc": {F_VERSION: 1},
+        "$unset": {"w": "", "wt": ""},
+    }
+    return UpdateOne(query, update, upsert=True)
 
 
 def _listed_key(doc: Mapping[str, Any], ns: str) -> str | None:
