@@ -8,7 +8,9 @@ tutorial says (60 s avg, 3600 s sum):
     against pandas ``resample`` of the same in-memory points (target: >= 2x pandas);
 (b) ``TimeSeries.downsample()`` end to end (read the raw chunks from Redis, aggregate,
     write the buckets) against merely reading the same chunks with redis-py's ``MGET``
-    (target: >= 0.7x the read-only rate);
+    (target: >= 0.7x the read-only rate); and the same run with ``RedisLink.fetch``
+    reading through redis-py's parser (hiredis when installed) instead of our one-copy
+    reader, for the ratio that keeps ours (``analytics/_redis.py``, ``ONE_COPY_READS``);
 (c) a second run after adding 1% new points (target: about 1% of the first run).
 
 Usage: ``python benchmarks/bench_downsample.py [--points N] [--repeat R]``
@@ -17,6 +19,7 @@ Usage: ``python benchmarks/bench_downsample.py [--points N] [--repeat R]``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from redis.utils import HIREDIS_AVAILABLE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from prefect_memory.analytics import TimeSeries
+from prefect_memory.analytics import _redis as link_module
 from prefect_memory.analytics.aggregate import (
     finalize,
     merge_states,
@@ -79,7 +84,9 @@ def main() -> None:
     args = parser.parse_args()
     n, repeat = args.points, args.repeat
     ts, values = make_points(n, START, seed=1)
-    print(f"{n:,} points, 10 Hz, {n // 1000:,} late; rules {RULES}")
+    load = os.getloadavg()
+    print(f"{n:,} points, 10 Hz, {n // 1000:,} late; rules {RULES}; hiredis "
+          f"{HIREDIS_AVAILABLE}; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
 
     # (a) aggregation alone vs pandas on the same in-memory points
     series = pd.Series(values, index=pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC"))
@@ -119,15 +126,30 @@ def main() -> None:
             for i in range(0, len(keys), 64):
                 ts_obj.link.fetch([("GET", key) for key in keys[i : i + 64]])
 
-        t_read = t_e2e = t_fetch = float("inf")
+        def with_redis_py(fn: Any) -> Any:  # RedisLink.fetch through redis-py's parser
+            def run() -> None:
+                link_module.ONE_COPY_READS = False
+                try:
+                    fn()
+                finally:
+                    link_module.ONE_COPY_READS = True
+
+            return run
+
+        parser = "hiredis" if HIREDIS_AVAILABLE else "pure-Python parser"
+        t_read = t_e2e = t_fetch = t_e2e_py = t_fetch_py = float("inf")
         for _ in range(repeat + 2):  # interleaved: all see the same load of the machine
             t_read = min(t_read, best(read_only, 1))
             t_e2e = min(t_e2e, best(first_run, 1))
             t_fetch = min(t_fetch, best(read_fetch, 1))
+            t_e2e_py = min(t_e2e_py, best(with_redis_py(first_run), 1))
+            t_fetch_py = min(t_fetch_py, best(with_redis_py(read_fetch), 1))
         rows += [(f"    very first run ({cold.sorted_chunks} chunks sorted)", t_cold, n / t_cold),
                  ("(b) downsample end to end", t_e2e, n / t_e2e),
-                 ("    raw redis-py MGET only", t_read, n / t_read),
-                 ("    RedisLink.fetch only (one copy)", t_fetch, n / t_fetch)]  # fmt: skip
+                 (f"    the same, fetch via redis-py ({parser})", t_e2e_py, n / t_e2e_py),
+                 (f"    raw redis-py MGET only ({parser})", t_read, n / t_read),
+                 ("    RedisLink.fetch only (one copy)", t_fetch, n / t_fetch),
+                 (f"    the same via redis-py ({parser})", t_fetch_py, n / t_fetch_py)]  # fmt: skip
 
         # (c) 1% new points after the watermark
         extra = n // 100
@@ -147,12 +169,14 @@ def main() -> None:
         np.testing.assert_allclose(got["value"].to_numpy(), expected.to_numpy(), rtol=1e-9)
         client.close()
 
-    print(f"\n{'step':<36}{'seconds':>10}{'points/s':>16}")
+    print(f"\n{'step':<48}{'seconds':>10}{'points/s':>16}")
     for name, seconds, rate in rows:
-        print(f"{name:<36}{seconds:>10.3f}{rate:>16,.0f}")
+        print(f"{name:<48}{seconds:>10.3f}{rate:>16,.0f}")
     print("\nratios")
     print(f"(a) numpy / pandas speed:            {t_pandas / t_ours:6.2f}x  (target >= 2)")
     print(f"(b) end-to-end / read-only rate:     {t_read / t_e2e:6.2f}x  (target >= 0.7)")
+    print(f"    end to end, our reader / {parser}: {t_e2e_py / t_e2e:5.2f}x  "
+          "(> 1: the one-copy reader pays; benchmarks/bench_resp.py)")  # fmt: skip
     print(f"(c) second run / first run time:     {100 * t_inc / t_e2e:6.2f}%  (target ~1%)")
     print(f"    second run: {report.summary()}")
 

@@ -28,6 +28,25 @@ from typing import Any
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from ..keys import ns_token, validate_namespace
 
+#: Read the raw chunks (:meth:`RedisLink.fetch`) with our reader (:mod:`._resp`), not
+#: redis-py's parser. Kept where it wins, measured against redis-py with hiredis in one run
+#: (``benchmarks/bench_resp.py``, ``benchmarks/bench_downsample.py``; figures in
+#: docs/analytics.md): ``downsample()`` end to end is 1.2-1.5x faster with ours (the next
+#: batch is read on a second thread while numpy aggregates this one; likely because
+#: ``recv_into`` lands a chunk in its array without the GIL, where hiredis copies it and
+#: builds ``bytes`` holding it); reading alone ties hiredis on large strings (0.93-1.17x)
+#: and is 1.2-2.6x faster than redis-py's pure-Python parser (hiredis is an opt-in extra).
+#: Below 64 KiB a string goes through our Python line parser, 5-15% slower than hiredis:
+#: only :meth:`RedisLink.fetch` (the chunk reads) uses ours; every other command goes
+#: through redis-py (with hiredis when installed). ``False``: redis-py for these reads too
+#: (the benchmarks measure both).
+ONE_COPY_READS = True
+
+
+def one_copy_reads() -> bool:
+    """Whether :meth:`RedisLink.fetch` reads with our one-copy reader (see ONE_COPY_READS)."""
+    return ONE_COPY_READS
+
 
 class RedisLink:
     """A Redis connection (a :class:`RedisBackend`) and the key base of one namespace.
@@ -119,15 +138,19 @@ class RedisLink:
         return self.connection.redis_client(**overrides)
 
     def fetch(self, commands: list[tuple[Any, ...]], *, large: int = 65536) -> list[Any]:
-        """Like :meth:`pipeline`, but bulk strings of ``large`` bytes or more come back as
-        ``numpy.uint8`` arrays, read from the socket with one copy (see :mod:`._resp`).
+        """Like :meth:`pipeline`, for reads of large strings (the raw chunks of a series).
+
+        Replies are what :meth:`pipeline` returns, except that bulk strings of ``large``
+        bytes or more come back as ``numpy.uint8`` arrays (both take ``len`` and
+        ``numpy.frombuffer``), read from the socket with one copy by our reader (see
+        :mod:`._resp` and :data:`ONE_COPY_READS` for why not redis-py's parser).
 
         For reads only: a broken connection (server restarted) is retried once. On a Redis
         Cluster this is :meth:`pipeline`.
         """
         if not commands:
             return []
-        pool = self._raw_pool()
+        pool = self._raw_pool() if one_copy_reads() else None
         if pool is None:
             return self.pipeline(commands)
         try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -55,21 +55,73 @@ _SERIES_KEYS = {"type", "retention", "downsampling", "lateWindow", "chunk"}
 
 @dataclass
 class AnalyticsReport:
-    """What :func:`downsample_all` did: one report per series, and the failures."""
+    """What :func:`downsample_all` did: one report per series, and the failures.
+
+    Attributes:
+        series: One report per series downsampled.
+        failed: Series that failed, with their error.
+        seconds: Time of the run.
+        partition: ``"2/4"`` for one partition of the flow's series, ``"total"`` for the
+            merged reports of every partition, ``None`` for the whole namespace in one.
+
+    Example:
+        >>> a = AnalyticsReport([DownsampleReport("cpu", chunks=2, points=10,
+        ...                                       buckets={"1m": 4})], partition="1/2")
+        >>> b = AnalyticsReport([DownsampleReport("mem", chunks=1, points=5,
+        ...                                       buckets={"1m": 2})], partition="2/2")
+        >>> row = AnalyticsReport.merged([a, b]).row()
+        >>> row["partition"], row["series"], row["chunks"], row["points"], row["buckets"]
+        ('total', 2, 3, 15, 6)
+    """
 
     series: list[DownsampleReport] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    partition: str | None = None
 
     @property
     def points(self) -> int:
-        """Raw points read over every series."""
+        """Raw points of the chunks this run wrote, over every series."""
         return sum(r.points for r in self.series)
+
+    @property
+    def chunks(self) -> int:
+        """Chunks this run wrote, over every series."""
+        return sum(r.chunks for r in self.series)
+
+    @property
+    def buckets(self) -> int:
+        """Buckets this run wrote, over every series and resolution."""
+        return sum(sum(r.buckets.values()) for r in self.series)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for a Prefect artifact."""
         return {"series": [r.as_dict() for r in self.series], "failed": dict(self.failed),
                 "points": self.points, "seconds": self.seconds}  # fmt: skip
+
+    def row(self) -> dict[str, Any]:
+        """A table row of the run: partition, series, chunks, points, buckets, seconds."""
+        return {
+            "partition": self.partition or "all",
+            "series": len(self.series),
+            "chunks": self.chunks,
+            "points": self.points,
+            "buckets": self.buckets,
+            "seconds": round(self.seconds, 3),
+            "failed": len(self.failed),
+        }
+
+    @classmethod
+    def merged(cls, reports: Iterable[AnalyticsReport]) -> AnalyticsReport:
+        """The reports of several partitions as one (``partition="total"``; seconds added,
+        as the migration's partition totals are)."""
+        out = cls(partition="total")
+        for report in reports:
+            out.series += report.series
+            out.failed.update(report.failed)
+            out.seconds += report.seconds
+        out.series.sort(key=lambda r: r.series)
+        return out
 
     def markdown(self) -> str:
         """A markdown table of the run (a Prefect artifact's body)."""
@@ -302,14 +354,22 @@ class Analytics:
         """A counter over ``processing.windows`` (a tumbling minute without it)."""
         return Counter(self.link, self.windows or None, alerts=alerts, **options)
 
-    def downsample(self) -> AnalyticsReport:
+    def downsample(self, partition: Any = None) -> AnalyticsReport:
         """Downsample every series written in the namespace (each with its stored config).
 
         A series that fails is reported in ``failed`` and the others still run.
+
+        Args:
+            partition: Only the series of this
+                :class:`~prefect_memory.tiers.partitions.Partition` (a stable hash of the
+                series name; the ``downsample_analytics`` flow maps one task per partition).
         """
         started = time.perf_counter()
-        report = AnalyticsReport()
-        for name in TimeSeries.names(self.link):
+        report = AnalyticsReport(partition=None if partition is None else str(partition))
+        names = TimeSeries.names(self.link)
+        if partition is not None:
+            names = [name for name in names if partition.holds(name)]
+        for name in names:
             try:
                 report.series.append(TimeSeries.open(self.link, name).downsample())
             except (PrefectMemoryError, KeyError, ValueError) as err:
@@ -322,7 +382,12 @@ class Analytics:
 
 
 def downsample_all(
-    namespaces: Any, *, connection: Any = None, namespace: str = "analytics", **options: Any
+    namespaces: Any,
+    *,
+    connection: Any = None,
+    namespace: str = "analytics",
+    partition: Any = None,
+    **options: Any,
 ) -> AnalyticsReport:
     """Downsample every time series of an analytics config (the flow's engine).
 
@@ -330,6 +395,7 @@ def downsample_all(
         namespaces: ``pm.from_config(...)`` of the config, the config itself, or its path.
         connection: The Redis (URL or memory); see :meth:`Analytics.from_config`.
         namespace: Namespace of the analytics keys.
+        partition: Only the series of this partition (see :meth:`Analytics.downsample`).
         **options: Redis options for a URL.
 
     Returns:
@@ -337,4 +403,4 @@ def downsample_all(
     """
     analytics = Analytics.from_config(namespaces, connection=connection, namespace=namespace,
                                       **options)  # fmt: skip
-    return analytics.downsample()
+    return analytics.downsample(partition)

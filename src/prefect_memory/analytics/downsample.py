@@ -16,6 +16,12 @@ One run of a series:
    the dirty set only if nothing was appended since it was read. A concurrent writer (or a
    second downsampler) therefore never makes a stale result stick.
 
+A report counts only what its run did: the chunks (their points, buckets) the Lua call
+wrote, the chunks and blobs its trim removed. Two runs at once, or a partition of the
+``downsample_analytics`` flow retried after its worker was killed, recompute a chunk
+from the whole chunk and overwrite its blobs (never add to them), and exactly one of them
+writes each version of a chunk: the reports of all runs add up to one run's.
+
 Example:
     >>> report = DownsampleReport("cpu", chunks=3, points=10800, buckets={"1m": 180})
     >>> report.as_dict()["buckets"], report.summary()
@@ -42,14 +48,15 @@ if TYPE_CHECKING:
 BATCH_CHUNKS = 32
 
 # KEYS[1] = the series base. ARGV: nchunks, nlevels, level labels..., then per chunk:
-# id, version read, one blob per level ('' = none).
+# id, version read, one blob per level ('' = none). Returns the chunks written, the chunks
+# cleared from the dirty set, and a 1/0 flag per chunk: written by this call.
 _LUA_WRITE = """
 local base, call = KEYS[1], redis.call
 local nc, nl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local labels = {}
 for j = 1, nl do labels[j] = ARGV[2 + j] end
 local i = 3 + nl
-local written, cleared = 0, 0
+local written, cleared, flags = 0, 0, {}
 for _ = 1, nc do
   local id, seen = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
@@ -66,6 +73,9 @@ for _ = 1, nc do
     end
     call('HSET', base .. 'av', id, seen)
     written = written + 1
+    flags[#flags + 1] = 1
+  else
+    flags[#flags + 1] = 0
   end
   if cur == seen then
     call('SREM', base .. 'd', id)
@@ -73,7 +83,7 @@ for _ = 1, nc do
   end
   i = i + nl
 end
-return {written, cleared}
+return {written, cleared, flags}
 """
 
 
@@ -91,6 +101,9 @@ class DownsampleReport:
     sorted_chunks: int = 0
     #: Chunks appended to while being processed: left dirty for the next run.
     retry_chunks: int = 0
+    #: Chunks read but not written: another run (at once, or an earlier attempt of a
+    #: retried partition) wrote that version first, or the chunk was trimmed meanwhile.
+    skipped_chunks: int = 0
     trimmed_chunks: int = 0
     trimmed_buckets: int = 0
     seconds: float = 0.0
@@ -148,7 +161,7 @@ def _aggregate(
         scratch.update(size=total, ts=np.empty(total, np.int64), values=np.empty(total))
     ts, values = scratch["ts"][:total], scratch["values"][:total]
     offset = 0
-    for (_c, _version, had, t, v), n in zip(snapshot, sizes, strict=True):
+    for (_c, _version, _had, t, v), n in zip(snapshot, sizes, strict=True):
         chunk_ts = np.frombuffer(t, dtype=np.int64, count=n)
         chunk_values = np.frombuffer(v, dtype=np.float64, count=n)
         out_ts, out_values = ts[offset : offset + n], values[offset : offset + n]
@@ -161,8 +174,6 @@ def _aggregate(
             out_ts[:] = chunk_ts
             out_values[:] = chunk_values
         offset += n
-        report.points += n
-        report.late_chunks += had
     finest = cfg.levels[0]
     derived = [lv for lv in cfg.levels if lv.interval_ns % finest.interval_ns == 0]
     union = tuple(dict.fromkeys(f for lv in derived for f in lv.fields))
@@ -184,12 +195,24 @@ def _aggregate(
     args: list[Any] = [len(snapshot), len(cfg.levels), *(lv.label for lv in cfg.levels)]
     for k, (c, version, *_) in enumerate(snapshot):
         args += [c, version]
-        for lv, states, bounds in per_level:
+        for _lv, states, bounds in per_level:
             lo, hi = bounds[k]
             args.append(encode_states(states[lo:hi]) if hi > lo else b"")
+    _written, cleared, flags = series.link.script(_LUA_WRITE, [series.base], args)
+    # Count only what this call wrote: a chunk version written by another run (at once, or
+    # an earlier attempt of a retried partition) is that run's, and counted by it.
+    for k, ((_c, _version, had, *_), n, wrote) in enumerate(
+        zip(snapshot, sizes, flags, strict=True)
+    ):
+        if not int(wrote):
+            report.skipped_chunks += 1
+            continue
+        report.chunks += 1
+        report.points += n
+        report.late_chunks += had
+        for lv, _states, bounds in per_level:
+            lo, hi = bounds[k]
             report.buckets[lv.label] = report.buckets.get(lv.label, 0) + (hi - lo)
-    _written, cleared = series.link.script(_LUA_WRITE, [series.base], args)
-    report.chunks += len(snapshot)
     report.retry_chunks += len(snapshot) - int(cleared)
 
 
@@ -238,18 +261,22 @@ def trim_series(series: TimeSeries) -> tuple[int, int]:
 
     chunks = expired(b + "i", cfg.retention_ns)
     commands: list[tuple[Any, ...]] = []
+    counted: list[int] = []  # replies of the ZREMs: what this call removed (not another run)
     if chunks:
         commands += [("DEL", *(f"{b}r:{c}:{p}" for c in chunks for p in "tv")),
                      ("HDEL", b + "v", *chunks), ("HDEL", b + "av", *chunks),
                      ("SREM", b + "d", *chunks), ("ZREM", b + "i", *chunks)]  # fmt: skip
-    blobs = 0
+        counted.append(len(commands) - 1)
     for lv in cfg.levels:
         if lv.retention_ns is None:
             continue
         gone = expired(f"{b}i:{lv.label}", lv.retention_ns)
         if gone:
-            blobs += len(gone)
             commands += [("DEL", *(f"{b}a:{lv.label}:{c}" for c in gone)),
                          ("ZREM", f"{b}i:{lv.label}", *gone)]  # fmt: skip
-    link.transaction(commands)
-    return len(chunks), blobs
+            counted.append(len(commands) - 1)
+    replies = link.transaction(commands)
+    removed = [int(replies[i]) for i in counted]
+    if chunks:
+        return removed[0], sum(removed[1:])
+    return 0, sum(removed)

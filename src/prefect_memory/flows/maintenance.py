@@ -13,9 +13,12 @@ from ..memory import Memory
 from .partitions import (
     by_rule,
     compact_archive,
+    downsample_rows,
+    markdown_table,
     partition_markdown,
     partition_rows,
     run_cleanup,
+    run_downsample,
     run_migration,
 )
 
@@ -236,16 +239,26 @@ def memory_health_report(block: BlockRef, pressure_threshold: float = 0.8) -> li
 
 @flow(name="downsample_analytics")
 def downsample_analytics(
-    block: BlockRef, config: dict[str, Any] | str, namespace: str = "analytics"
+    block: BlockRef, config: dict[str, Any] | str, namespace: str = "analytics", partitions: int = 1
 ) -> dict[str, Any]:
-    """Downsample every time series of an analytics config, on the block's Redis."""
-    logger = get_run_logger()
-    blk, memory = load_memory(block)
-    from ..analytics import downsample_all
+    """Downsample every time series of an analytics config, on the block's Redis.
 
-    report = downsample_all(config, connection=memory, namespace=namespace)
-    create_markdown_artifact(report.markdown(), key=_artifact_key("downsample", blk))
+    ``partitions`` maps one task per partition of the series (a stable hash of the series
+    name) on the flow's task runner; the artifact then has a row per partition (series,
+    chunks, points, buckets, seconds) and the total above the table per series. Safe to
+    overlap with another run or to retry: each chunk's buckets are written by one run only,
+    and only that run counts them.
+    """
+    logger = get_run_logger()
+    blk, _memory = load_memory(block)
+    report, parts = run_downsample(block, config, namespace, partitions)
+    body = report.markdown()
+    if len(parts) > 1:
+        body = f"{markdown_table(downsample_rows(parts))}\n\n{body}"
+    create_markdown_artifact(body, key=_artifact_key("downsample", blk))
     logger.info("downsampled %d series (%d points)", len(report.series), report.points)
     if report.failed:
         logger.warning("series that failed: %s", report.failed)
-    return report.as_dict()
+    summary = report.as_dict()
+    summary["partitions"] = downsample_rows(parts)
+    return summary

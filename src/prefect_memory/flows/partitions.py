@@ -1,11 +1,13 @@
 """Maintenance fanned out: one Prefect task per partition, on the flow's task runner.
 
-The maintenance flows (``migrate_tiers``, ``archive_to_parquet``, ``cleanup_expired``) take
-``partitions=n``: they ask the engine for ``n`` partitions
-(:func:`prefect_memory.tiers.partitions.partitions`), map one task per partition with
+The maintenance flows (``migrate_tiers``, ``archive_to_parquet``, ``cleanup_expired``,
+``downsample_analytics``) take ``partitions=n``: they ask the engine for ``n`` partitions
+(:func:`prefect_memory.tiers.partitions.partitions`; the series of an analytics namespace
+by a stable hash of their names for ``downsample_analytics``), map one task per partition with
 ``Task.map`` on whatever task runner the flow runs with (the default thread pool,
 ``DaskTaskRunner`` from ``prefect-dask``, ...), wait for all of them, and publish one
-artifact with a row per partition (entries, bytes, seconds, skipped) and the total.
+artifact with a row per partition (entries, bytes, seconds, skipped; series, chunks,
+points, buckets, seconds for the downsampling) and the total.
 
 Each task receives the block (a block pickles without its connections; a saved block's
 ``"type-slug/name"`` is loaded in the task) and builds its own memory where it runs.
@@ -16,7 +18,7 @@ conditional moves make that safe (see :mod:`prefect_memory.tiers.partitions`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
@@ -24,6 +26,9 @@ from prefect.cache_policies import NO_CACHE
 from ..tiers import partitions as engine
 from ..tiers.migration import MigrationReport
 from ..tiers.partitions import Partition, PartitionReport
+
+if TYPE_CHECKING:
+    from ..analytics.config import AnalyticsReport
 
 #: Retries of a partition task (a killed worker, a store briefly down).
 PARTITION_RETRIES = 2
@@ -111,6 +116,67 @@ def run_cleanup(block: Any, memory: Any, partitions: int) -> list[PartitionRepor
     return [future.result() for future in futures]
 
 
+@task(name="downsample_partition", retries=PARTITION_RETRIES, retry_delay_seconds=1,
+      cache_policy=NO_CACHE)  # fmt: skip
+def downsample_partition(
+    block: Any, config: Any, namespace: str, partition: Partition
+) -> AnalyticsReport:
+    """Downsample the time series of one partition (a stable hash of the series name)."""
+    from ..analytics import downsample_all
+
+    report = downsample_all(config, connection=_memory(block), namespace=namespace,
+                            partition=partition)  # fmt: skip
+    get_run_logger().info(
+        "partition %s: %d series, %d chunks, %d points", partition, len(report.series),
+        report.chunks, report.points,
+    )  # fmt: skip
+    return report
+
+
+def run_downsample(
+    block: Any, config: Any, namespace: str, partitions: int
+) -> tuple[AnalyticsReport, list[AnalyticsReport]]:
+    """Map :func:`downsample_partition` over ``partitions`` partitions of the series.
+
+    A series belongs to the partition of its name's hash
+    (:meth:`~prefect_memory.tiers.partitions.Partition.holds`), so each series is
+    downsampled by exactly one task of a run. Two runs at once, or a partition retried, are
+    safe: a chunk's buckets are recomputed from the whole chunk and written by one run only
+    (see :mod:`prefect_memory.analytics.downsample`).
+
+    Returns:
+        The merged report (every series, sorted by name) and the partition reports.
+    """
+    from ..analytics.config import AnalyticsReport
+
+    n = check_partitions(partitions)
+    parts = [Partition(i, n) for i in range(n)]
+    futures = downsample_partition.map(unmapped(block), unmapped(config), unmapped(namespace),
+                                       parts)  # fmt: skip
+    reports = [future.result() for future in futures]
+    merged = AnalyticsReport.merged(reports)
+    if n == 1:
+        merged.partition = None
+    return merged, reports
+
+
+def downsample_rows(reports: Sequence[AnalyticsReport]) -> list[dict[str, Any]]:
+    """A row per downsampling partition (series, chunks, points, buckets, seconds) and the
+    total.
+
+    Example:
+        >>> from prefect_memory.analytics import AnalyticsReport, DownsampleReport
+        >>> one = AnalyticsReport([DownsampleReport("a", chunks=2, points=7,
+        ...                                         buckets={"1m": 3})], partition="1/2")
+        >>> rows = downsample_rows([one, AnalyticsReport(partition="2/2")])
+        >>> [(r["partition"], r["series"], r["points"], r["buckets"]) for r in rows]
+        [('1/2', 1, 7, 3), ('2/2', 0, 0, 0), ('total', 1, 7, 3)]
+    """
+    from ..analytics.config import AnalyticsReport
+
+    return [r.row() for r in reports] + [AnalyticsReport.merged(reports).row()]
+
+
 def partition_rows(reports: Sequence[PartitionReport]) -> list[dict[str, Any]]:
     """A row per partition and the total, for a table artifact.
 
@@ -125,7 +191,18 @@ def partition_rows(reports: Sequence[PartitionReport]) -> list[dict[str, Any]]:
 
 def partition_markdown(reports: Sequence[PartitionReport]) -> str:
     """The rows of :func:`partition_rows` as a Markdown table."""
-    rows = partition_rows(reports)
+    return markdown_table(partition_rows(reports))
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows (dicts with the same keys) as a Markdown table.
+
+    Example:
+        >>> print(markdown_table([{"partition": "1/1", "points": 3}]))
+        | partition | points |
+        |---|---|
+        | 1/1 | 3 |
+    """
     head = list(rows[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
