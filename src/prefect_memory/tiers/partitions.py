@@ -163,13 +163,24 @@ class PartitionReport:
         )
 
     def row(self) -> dict[str, Any]:
-        """A table row: partition, entries, bytes, seconds, skipped."""
+        """A table row: partition, entries, bytes, seconds, skipped, written.
+
+        ``written`` lets a reader reconcile runs that overlapped: a run may commit a move
+        whose copy another run wrote (and skip one whose copy it wrote), so per run the
+        entries and the copies written may differ, while over all runs they are equal.
+
+        Example:
+            >>> row = PartitionReport("1/2", entries=3, bytes=30, written=2, skipped=1).row()
+            >>> list(row), (row["entries"], row["written"])
+            (['partition', 'entries', 'bytes', 'seconds', 'skipped', 'written'], (3, 2))
+        """
         return {
             "partition": self.partition,
             "entries": self.entries,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
+            "written": self.written,
         }
 
 
