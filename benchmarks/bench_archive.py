@@ -14,11 +14,19 @@ bucket, after one warm-up round, each repeated and summarised by the median:
   table building is timed apart and NOT charged to pyarrow;
 - end to end: ``TieredMemory.migrate()`` SQLite -> archive (read + write + delete);
 - key lookups (single keys, S = 200 lookups): ours through the key index (warm: one LIST
-  + one ranged GET), ours cold (first lookup of a new process: index built from the
-  files), and the same lookup with ``pyarrow.dataset`` filters: on our files (sorted by
-  key: row-group statistics prune) and on ``write_dataset``'s files (no pruning).
+  + one ranged GET), ours with a cold index (a new backend object in this process), and
+  the same lookup with ``pyarrow.dataset`` filters: on our files (sorted by key:
+  row-group statistics prune) and on ``write_dataset``'s files (no pruning);
+- cold lookups in a NEW process on an archive of 100 files (the same N entries written
+  as 100 ``put_many`` batches): P spawned processes each open the archive, connect
+  (``ping``), then time their first single-key lookup; the same archive written with
+  key summaries and index manifests (what a lookup reads: one LIST, the manifest and the
+  claims above it, one ranged read) and without them (the layout of earlier versions:
+  every file's footer and key columns read first). Each process then also times lookups
+  through a new backend object (cold index, warm process) and warm lookups.
 
-Target: ours >= 0.8x the rate of ``write_dataset``.
+Targets: ours >= 0.8x the rate of ``write_dataset``; a cold lookup in a new process on
+100 files <= 50 ms (with summaries).
 
 Usage::
 
@@ -37,6 +45,8 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -196,7 +206,7 @@ def measure_lookups(
         lat["index (warm: LIST + 1 ranged GET)"].append(time.perf_counter() - t)
         assert got[key].value == records[key].value
     cold = [ParquetArchiveBackend(archive.url, **options) for _ in range(5)]
-    lat["index cold (new process: index built)"] = [
+    lat["index cold (new backend object in this process)"] = [
         timed(lambda a=a, k=k: a.get_many(NS, [k], now=now))
         for a, k in zip(cold, keys, strict=False)
     ]
@@ -213,17 +223,73 @@ def measure_lookups(
     return lat
 
 
+def _cold_process(url: str, options: dict[str, Any], keys: list[str], out: Any) -> None:
+    """One new process: connect, then time the first lookup, lookups through new
+    backend objects (cold index, warm process) and warm lookups."""
+    archive = ParquetArchiveBackend(url, **options)
+    archive.ping()  # connected, as a worker that has done anything else first
+    first = timed(lambda: archive.get_many(NS, [keys[0]], now=NOW))
+    again = []
+    for key in keys[1:6]:
+        fresh = ParquetArchiveBackend(url, **options)
+        again.append(timed(lambda f=fresh, k=key: f.get_many(NS, [k], now=NOW)))
+    warm = [timed(lambda k=key: archive.get_many(NS, [k], now=NOW)) for key in keys[6:]]
+    found = archive.get_many(NS, keys[:1], now=NOW)
+    out.put((first, again, warm, len(found)))
+
+
+def build_hundred(
+    url: str, options: dict[str, Any], records: dict[str, Record], summaries: bool
+) -> None:
+    """The N entries as 100 files (one ``put_many`` each), with or without summaries."""
+    archive = ParquetArchiveBackend(url, **options)
+    archive._summaries = summaries  # off: the layout written before summaries existed
+    items = list(records.items())
+    per_file = -(-len(items) // 100)
+    for start in range(0, len(items), per_file):
+        archive.put_many(NS, dict(items[start : start + per_file]), now=NOW)
+
+
+def measure_cold(
+    args: Any, records: dict[str, Record], options: dict[str, Any]
+) -> dict[str, list[float]]:
+    """Cold lookups in new (spawned) processes on 100-file archives, with and without
+    key summaries."""
+    ctx = multiprocessing.get_context("spawn")
+    lat: dict[str, list[float]] = {}
+    rng = random.Random(9)
+    for summaries in (True, False):
+        url = f"parquet::s3://bench/hundred-{uuid.uuid4().hex[:8]}"
+        build_hundred(url, options, records, summaries)
+        label = "with summaries" if summaries else "without summaries (earlier layout)"
+        for _ in range(args.processes):
+            keys = rng.sample(list(records), 16)
+            out = ctx.Queue()
+            proc = ctx.Process(target=_cold_process, args=(url, options, keys, out))
+            proc.start()
+            first, again, warm, found = out.get(timeout=600)
+            proc.join()
+            assert found == 1
+            lat.setdefault(f"cold, new process, 100 files, {label}", []).append(first)
+            lat.setdefault(f"cold index (new backend, same process), {label}", []).extend(again)
+            lat.setdefault(f"warm (same backend after a cold lookup), {label}", []).extend(warm)
+    return lat
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--processes", type=int, default=9, help="new processes per variant")
+    parser.add_argument("--cold-only", action="store_true", help="only the 100-file lookups")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--value-json", action="store_true", help="archive value_json=True")
     args = parser.parse_args()
     if args.quick:
         args.n, args.batch, args.repeat, args.lookups = 40_000, 10_000, 3, 50
+        args.processes = min(args.processes, 5)
     servers = _load_servers()
     work = Path(tempfile.mkdtemp(prefix="pm-bench-archive-"))
     with servers.S3Server() as s3:
@@ -237,7 +303,12 @@ def main() -> None:
             warm.put_many(NS, dict(items[start : start + 10_000]), now=T0)
         print(f"N={args.n:,} entries of ~{size:.0f} B values, batches of {args.batch:,} "
               f"(one file each), SeaweedFS {s3.endpoint_url}, median of {args.repeat}, "
-              f"value_json={options['value_json']}")  # fmt: skip
+              f"value_json={options['value_json']}, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        cold_lat = measure_cold(args, records, options)
+        if args.cold_only:
+            report_lookups(cold_lat, "cold lookup (1 key), 100 files", target=True)
+            return
         writes = measure_writes(args, warm, options)
         lat = measure_lookups(args, writes["archive"], writes["base"], records, options)
         cold = ParquetArchiveBackend(f"parquet::s3://bench/mig-{uuid.uuid4().hex[:8]}", **options)
@@ -247,6 +318,8 @@ def main() -> None:
         migrate_t = timed(lambda: mem.migrate(batch_size=args.batch))
         assert sum(1 for _ in cold.scan(NS, None, now=T0 + 86400)) == args.n
     report(args, writes, lat, migrate_t)
+    report_lookups(cold_lat, "cold lookup (1 key), 100 files", target=True)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def report(
@@ -268,11 +341,20 @@ def report(
     print(f"{'ours / (records -> Arrow + write_dataset)':<56}{(raw + build) / ours:>7.2f}x")
     print(f"{'source-read share of read + write (ours)':<56}{read / (read + ours):>8.0%}")
     print(f"{'write share of read + write (ours)':<56}{ours / (read + ours):>8.0%}")
-    print(f"\n{'key lookup (1 key)':<56}{'median':>8}{'p95':>10}")
+    report_lookups(lat, "key lookup (1 key), 4 files")
+
+
+def report_lookups(lat: dict[str, list[float]], title: str, *, target: bool = False) -> None:
+    """Median and p95 of each kind of lookup (and the cold target when asked)."""
+    width = max(56, *(len(label) + 2 for label in lat))
+    print(f"\n{title:<{width}}{'n':>4}{'median':>9}{'p95':>10}")
     for label, values in lat.items():
         values = sorted(values)
         p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
-        print(f"{label:<56}{statistics.median(values) * 1e3:>6.1f}ms{p95 * 1e3:>8.1f}ms")
+        print(f"{label:<{width}}{len(values):>4}{statistics.median(values) * 1e3:>7.1f}ms"
+              f"{p95 * 1e3:>8.1f}ms")  # fmt: skip
+    if target:
+        print("target: cold lookup in a new process on 100 files <= 50 ms (with summaries)")
 
 
 if __name__ == "__main__":

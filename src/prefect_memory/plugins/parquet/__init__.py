@@ -4,8 +4,10 @@ One module per job: :mod:`.backend` (the :class:`ParquetArchiveBackend` users op
 ``parquet://`` URL), :mod:`.store` (listing, reading and claiming files on the store),
 :mod:`.format` (the row schema, writing and ranged reading of Parquet files),
 :mod:`.log` (the commit log: which files count, in which order), :mod:`.index` (the
-in-memory key index per namespace), :mod:`.compact` (compaction and expiry) and
-:mod:`.query` (date-range queries as DataFrames, a pyarrow dataset).
+in-memory key index per namespace), :mod:`.summary` (key summaries of the files and
+the index manifests that bundle them), :mod:`.lookup` (cold lookups through them),
+:mod:`.compact` (compaction and expiry) and :mod:`.query` (date-range queries as
+DataFrames, a pyarrow dataset).
 
 Importing this package is cheap; pyarrow loads with the first name used.
 

@@ -5,6 +5,7 @@ Layout under the root, per namespace token (:func:`prefect_memory.keys.ns_token`
     <root>/<ns>/date=YYYY-MM-DD/part-<seq>-<uuid>-w.parquet  one file per write, never rewritten
     <root>/<ns>/date=YYYY-MM-DD/part-<seq>-<uuid>-c.parquet  a compaction's output
     <root>/<ns>/_log/<slot>                                 the commit log (which files count)
+    <root>/<ns>/_index/<slot>.msgpack                       index manifests (key summaries)
     <root>/<ns>/_stats/stats-<seq>-<uuid>.msgpack           access statistics, one per read batch
 
 - **Writes append.** ``put_many`` writes ONE new file per batch into the partition of
@@ -20,6 +21,10 @@ Layout under the root, per namespace token (:func:`prefect_memory.keys.ns_token`
   step with one LIST per operation; a lookup then reads one byte range (the value chunk
   of one row group) per row group it needs, all row groups of a batch in one concurrent
   fetch. ``exists``, ``scan``, ``tagged`` and the metadata of ``put`` need no read at all.
+  A new process does not build that index for its first lookups: every file has a key
+  summary (key range, bloom filter, row-group ranges) committed with it, bundled in
+  index manifests (:mod:`.summary`), so a cold ``get_many`` of a few keys reads the
+  newest manifest, the claims above it and one row group per key (:mod:`.lookup`).
 - **Access counting** on an append-only store: one small ``_stats`` object per read
   batch, tied to the row version it counts (folded when more than ``stats_fold_at``
   pile up, and into the rows by compaction).
@@ -46,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,8 +66,13 @@ from ..base import Backend, Capabilities, Record
 from ..fs import FsspecBackend
 from ..local_paths import local_path_from_url
 from .index import NsIndex
+from .lookup import Unsure, find_rows, values_of
 from .store import ArchiveStore, Encoded, in_background
 
+#: Most keys a ``get_many`` looks up through key summaries in a cold process (more: the
+#: key index is loaded whole, as it then pays off).
+_LIGHT_KEYS = 256
+_log = logging.getLogger(__name__)
 _OPTIONS = {
     "storage_options", "timeout", "retries", "row_group_bytes", "compression",
     "parquet_compression", "stats_fold_at", "value_json",
@@ -174,10 +185,18 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         if not keys:
             return {}
         with self._errors("read"), self._lock:
+            wanted = list(dict.fromkeys(keys))
+            index = self.refresh(ns, lazy=len(wanted) <= _LIGHT_KEYS)
+            light = self._light_hits(ns, index, wanted, now) if index.stubs else None
+            if light is not None:
+                hits, values = light
             for attempt in (0, 1):
-                index = self.refresh(ns)
+                if light is not None:
+                    break
+                if attempt or index.stubs:
+                    index = self.refresh(ns)
                 hits = {}
-                for key in dict.fromkeys(keys):
+                for key in wanted:
                     found = index.find(key)
                     if found is not None and index.row_live(key, *found, now):
                         hits[key] = found
@@ -196,8 +215,31 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
                     entries.append(index.touched(key, record, *hits[key], seq).pack(key))
                 self.write_stats(ns, index, entries, seq)
                 if len(index.stat_paths) > self.stats_fold_at:
-                    self.fold_stats(ns, index)
+                    self.fold_stats(ns, self.refresh(ns) if index.stubs else index)
         return out
+
+    def _light_hits(
+        self, ns: str, index: NsIndex, keys: list[str], now: float
+    ) -> tuple[dict[str, Any], dict[Any, bytes]] | None:
+        """Live rows of ``keys`` and their values read through key summaries (see
+        :mod:`.lookup`); ``None`` when they cannot answer (the caller loads the index)."""
+        try:
+            found = find_rows(self.fetch, index, keys)
+            hits = {k: f for k, f in found.items() if index.row_live(k, f[0], f[1], now)}
+            return hits, values_of(hits, self.read_values)
+        except Unsure as err:
+            if err.suspect:
+                self._distrust(ns, err)
+            return None
+        except OSError as err:  # compacted meanwhile, or sizes or ranges that do not fit
+            self._distrust(ns, err)
+            return None
+
+    def _distrust(self, ns: str, err: BaseException) -> None:
+        """Forget what a light index took from summaries and manifests (the caller then
+        lists everything, which checks a manifest against the files' listed sizes)."""
+        _log.info("%s: cold lookup falls back to the full index: %s", self.ns_root(ns), err)
+        self.forget(ns)
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         with self._errors("read"), self._lock:

@@ -209,12 +209,14 @@ def _commit(
     """Make the new files count in place of the old ones (a checkpoint in the log), then
     delete the old files and the claims below the checkpoint. False (new files deleted)
     when another compaction replaced some of the same files first."""
-    if backend.commit_checkpoint(ns, index, written, removed) is None:
+    checkpoint = backend.commit_checkpoint(ns, index, written, removed)
+    if checkpoint is None:
         backend.remove_files([f.path for f in written])
         return False
     backend.remove_files(removed)
     index.listed.difference_update(backend.rel_path(ns, p) for p in removed)
     backend.prune_log(ns, index)
+    backend._manifest_after(ns, index, checkpoint)  # the summaries follow the new files
     return True
 
 

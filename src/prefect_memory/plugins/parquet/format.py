@@ -296,9 +296,11 @@ def read_footers(fetch: Fetch, files: dict[str, int]) -> dict[str, pq.FileMetaDa
     paths = list(files)
     starts = [max(0, files[p] - _FOOTER_READ) for p in paths]
     tails = dict(zip(paths, fetch(paths, starts, [files[p] for p in paths]), strict=True))
-    short = [p for p in paths if int.from_bytes(tails[p][-8:-4], "little") + 8 > len(tails[p])]
-    if short:
-        whole = fetch(short, [0] * len(short), [files[p] for p in short])
+    need = {p: int.from_bytes(tails[p][-8:-4], "little") + 8 for p in paths}
+    short = [p for p in paths if need[p] > len(tails[p])]
+    if short:  # footers larger than the tail read: read exactly each footer
+        starts = [max(0, files[p] - need[p]) for p in short]
+        whole = fetch(short, starts, [files[p] for p in short])
         tails.update(zip(short, whole, strict=True))
     out: dict[str, pq.FileMetaData] = {}
     for path in paths:
@@ -307,7 +309,8 @@ def read_footers(fetch: Fetch, files: dict[str, int]) -> dict[str, pq.FileMetaDa
     return out
 
 
-def _chunk_range(meta: pq.FileMetaData, rg: int, column: int) -> tuple[int, int]:
+def chunk_range(meta: pq.FileMetaData, rg: int, column: int) -> tuple[int, int]:
+    """Byte range ``[start, end)`` of one column chunk of a row group."""
     chunk = meta.row_group(rg).column(column)
     start = chunk.data_page_offset
     if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
@@ -344,7 +347,7 @@ def fetch_tables(fetch: Fetch, requests: Sequence[ReadRequest]) -> list[pa.Table
         spans: list[tuple[int, int]] = []
         for rg in req.row_groups:
             for column in leaves:
-                lo, hi = _chunk_range(req.metadata, rg, column)
+                lo, hi = chunk_range(req.metadata, rg, column)
                 if spans and lo <= spans[-1][1] + _MERGE_GAP:
                     spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
                 else:
@@ -363,8 +366,43 @@ def fetch_tables(fetch: Fetch, requests: Sequence[ReadRequest]) -> list[pa.Table
     return tables
 
 
+_ARROW_OF = {np.dtype(np.int64): pa.int64(), np.dtype(np.float64): pa.float64(),
+             np.dtype(np.bool_): pa.bool_()}  # fmt: skip
+
+
+def column_numpy(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
+    """A numeric or boolean column as a numpy array, read from its Arrow buffers (a null
+    reads as NaN, 0 or False). pyarrow's ``to_numpy`` imports pandas, which costs a new
+    process 0.3 s or more: a cold lookup must not pay that.
+
+    Example:
+        >>> t = pa.table({"x": pa.array([1.5, None]), "b": pa.array([True, False])})
+        >>> column_numpy(t, "x", np.float64).tolist(), column_numpy(t, "b", np.bool_).tolist()
+        ([1.5, nan], [True, False])
+    """
+    dtype = np.dtype(dtype)
+    arr = table.column(name).combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype)
+    if arr.type != _ARROW_OF[dtype]:  # not our schema: let pyarrow convert it
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+    validity, values = arr.buffers()[:2]
+    rows = slice(arr.offset, arr.offset + n)
+    if dtype == np.bool_:
+        out = np.unpackbits(np.frombuffer(values, np.uint8), bitorder="little")[rows]
+        out = out.astype(np.bool_)
+    else:
+        out = np.frombuffer(values, dtype)[rows]
+    if arr.null_count:
+        valid = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")[rows]
+        out = out.copy()
+        out[valid == 0] = np.nan if dtype == np.float64 else 0
+    return out
+
+
 def _floats(table: pa.Table, name: str) -> np.ndarray:
-    return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
+    return column_numpy(table, name, np.float64)
 
 
 def _opt(x: float) -> float | None:
@@ -396,22 +434,24 @@ class PartFile:
         self.day = path.rsplit("/date=", 1)[-1].split("/", 1)[0]
         # the writer passes its (sorted) keys: the same str objects as the caller's
         self.keys: list[str] = meta.column("key").to_pylist() if keys is None else keys
-        self.seq = np.asarray(meta.column("seq").to_numpy(), dtype=np.int64)
+        self.seq = column_numpy(meta, "seq", np.int64)
         self.slot = 0
         self.void: tuple[str, ...] = ()
         self.void_rows: np.ndarray | None = None  # rows that never applied (None: none)
-        self.deleted = np.asarray(meta.column("deleted").to_numpy(), dtype=np.bool_)
+        self.deleted = column_numpy(meta, "deleted", np.bool_)
         self.created = _floats(meta, "created_at")
         self.updated = _floats(meta, "updated_at")
         self.last_access = _floats(meta, "last_access")
-        self.count = np.asarray(meta.column("access_count").to_numpy(), dtype=np.int64)
+        self.count = column_numpy(meta, "access_count", np.int64)
         self.expires = _floats(meta, "expires_at")
         self.ttl = _floats(meta, "ttl")
-        self.sliding = np.asarray(meta.column("sliding").to_numpy(), dtype=np.bool_)
-        self.version = np.asarray(meta.column("version").to_numpy(), dtype=np.int64)
+        self.sliding = column_numpy(meta, "sliding", np.bool_)
+        self.version = column_numpy(meta, "version", np.int64)
         self.archived = _floats(meta, "archived_at")
         self.tags = meta.column("tags").combine_chunks()
         self.seqs: list[int] = self.seq.tolist()
+        #: Its key summary (:mod:`.summary`) as written or read, when known.
+        self.summary: Any = None
         self._rows: dict[str, int] | None = None  # the writer's keys are sorted and unique
         if keys is None and any(a >= b for a, b in itertools.pairwise(self.keys)):
             self._rows = {k: i for i, k in enumerate(self.keys)}  # not written by us: map it

@@ -10,6 +10,10 @@ Which files count, the ``seq`` of a write's rows (its log slot) and the rows tha
 applied (``void``: a conditional write whose condition failed) come from the commit log
 (:mod:`.log`, kept in :attr:`NsIndex.log`): a void row is never a latest row.
 
+Until a process needs every file (a write, a scan, a query...), files that have a key
+summary (:mod:`.summary`) are kept as :class:`Stub` objects, not read: a lookup reads
+only the row group that can hold its key (:mod:`.lookup`); ``NsIndex.light`` tells.
+
 Access statistics (counts, last access, sliding expiry) never touch the data files: a
 read that counts accesses writes one small ``_stats`` object per batch, and the index
 folds them in (:class:`Stat`): a statistic applies only to the exact row version it was
@@ -37,10 +41,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..base import Record
 from .format import PartFile
-from .log import LogView
+from .log import Entry, LogView
+from .summary import KeySummary
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,26 @@ class Stat:
         return str(key), cls(int(row_seq), int(stat_seq), int(count), float(last), expires)  # type: ignore[arg-type]
 
 
+@dataclass
+class Stub:
+    """A data file that counts, known by its key summary only (not read yet).
+
+    A lookup reads from it only the row group that may hold a key (see
+    :mod:`.lookup`); any other use of the index loads it whole first.
+    """
+
+    path: str
+    entry: Entry
+    summary: KeySummary
+    #: The file's Parquet footer, once read.
+    footer: Any = None
+
+    @property
+    def top(self) -> int:
+        """The highest ``seq`` of its rows (a write's rows all take its slot)."""
+        return self.entry.slot or self.summary.top
+
+
 class NsIndex:
     """Latest row per key over the data files of one namespace, plus access statistics.
 
@@ -83,6 +109,34 @@ class NsIndex:
         self.listed: set[str] = set()
         #: Keys whose rows changed since :meth:`watch` (``None``: not watching).
         self.changed: set[str] | None = None
+        #: Files known by their key summary only (see :class:`Stub`), by path.
+        self.stubs: dict[str, Stub] = {}
+        #: Key summaries as read (claims, manifests) or written, by data file path.
+        self.summaries: dict[str, Any] = {}
+        #: Index manifests listed: ``{slot: (path, size)}``.
+        self.manifests: dict[int, tuple[str, int]] = {}
+        #: True until the first use that needs every file loaded: until then new files
+        #: with a summary become :class:`Stub` objects.
+        self.light = True
+        #: Files from before the log that count (``{relative path: size}``; ``None``: not
+        #: known yet): what lets a light index list only the log, not the data files.
+        self.legacy: dict[str, int] | None = None
+
+    @property
+    def cold(self) -> bool:
+        """Nothing known yet (a new process, or after :meth:`ArchiveStore.forget`)."""
+        log = self.log
+        return not (log.base or log.claims or log.seen or self.files or self.stubs)
+
+    @property
+    def manifest_gen(self) -> int:
+        """The slot of the newest manifest listed or written (0: none)."""
+        return max(self.manifests, default=0)
+
+    def add_stub(self, stub: Stub) -> None:
+        """Take in a file known by its summary only."""
+        self.stubs[stub.path] = stub
+        self.max_seq = max(self.max_seq, stub.top)
 
     def watch(self) -> set[str]:
         """Start collecting the keys whose rows change (files added or removed)."""
@@ -93,6 +147,9 @@ class NsIndex:
         """Take the rows of a new data file into the index (``new_keys``: the caller knows
         that none of its keys is in the index yet). Rows of ``void`` keys never apply."""
         self.files[file.path] = file
+        self.stubs.pop(file.path, None)
+        if file.summary is not None:
+            self.summaries[file.path] = file.summary
         if file.seqs:
             self.max_seq = max(self.max_seq, max(file.seqs))
         keys = file.applied_keys
@@ -115,6 +172,8 @@ class NsIndex:
         """Forget data files (deleted from the store) and rebuild the pointers."""
         changed, self.changed = self.changed, None
         for path in paths:
+            self.stubs.pop(path, None)
+            self.summaries.pop(path, None)
             gone = self.files.pop(path, None)
             if gone is not None and changed is not None:
                 changed.update(gone.keys)

@@ -23,6 +23,9 @@ the same total order of writes:
   freed that way (it listed before the checkpoint) sees a checkpoint above its slot that
   does not name its file, and claims again.
 
+A write's claim also carries the key summary of its file (``"s"``, see :mod:`.summary`):
+a cold reader learns what the file holds from the object that commits it.
+
 No lock and no timing assumption is involved: a writer that dies before claiming leaves
 an unreferenced data file (ignored), one that dies after claiming has written.
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -122,6 +126,8 @@ class Claim:
     drop: tuple[str, ...] = ()
     #: A checkpoint's predecessor: ``(slot, nonce)`` of the checkpoint it was built on.
     prev: tuple[int, str] = (0, "")
+    #: A write's key summary of its file (:mod:`.summary`), as read: checked when used.
+    summary: Any = field(default=None, compare=False, repr=False)
 
     @property
     def checkpoint(self) -> bool:
@@ -140,6 +146,8 @@ class Claim:
         else:
             assert self.entry is not None
             body["w"] = self.entry.pack()
+            if self.summary is not None:
+                body["s"] = self.summary
         return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
@@ -162,7 +170,7 @@ class Claim:
                 prev_slot, prev_nonce = body.get("p", (0, ""))
                 return cls(slot, nonce, files=files, drop=tuple(map(str, body.get("d", ()))),
                            prev=(int(prev_slot), str(prev_nonce)))  # fmt: skip
-            return cls(slot, nonce, entry=Entry.unpack(body["w"]))
+            return cls(slot, nonce, entry=Entry.unpack(body["w"]), summary=body.get("s"))
         except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as err:
             raise SerializationError(
                 f"archive log slot {slot}: not a claim written by prefect-memory "

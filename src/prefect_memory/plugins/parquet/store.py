@@ -26,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 import time
 import uuid
@@ -38,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ...errors import BackendError, BackendUnavailable
+from ...errors import BackendError, BackendUnavailable, SerializationError
 from ...keys import ns_token
 from ..base import Record
 from ..fs import FsspecBackend, no_such_object
@@ -53,10 +55,11 @@ from .format import (
 )
 from .format import fetch_tables as _fetch_tables
 from .format import read_footers as _read_footers
-from .index import NsIndex, Stat
+from .index import NsIndex, Stat, Stub
 from .log import (
     COMPACT_SUFFIX,
     LOG_DIR,
+    MAX_CLAIM_BYTES,
     WRITE_SUFFIX,
     Claim,
     Entry,
@@ -65,6 +68,16 @@ from .log import (
     name_seq,
     parse_slot,
     slot_name,
+)
+from .summary import (
+    INDEX_DIR,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    manifest_due,
+    manifest_name,
+    parse_manifest_name,
+    summarize,
+    summary_of,
 )
 
 _LOAD_BATCH = 256
@@ -75,10 +88,15 @@ _LIST_ATTEMPTS = 8
 #: claimed a slot meanwhile: the system progresses).
 _CLAIM_ATTEMPTS = 10_000
 _MAX_GAP = 100_000
+_log = logging.getLogger(__name__)
 
 
 class _Relist(Exception):
     """The listing is not a consistent view yet (a file vanished, a claim is missing)."""
+
+
+class _NeedFull(Exception):
+    """A narrow listing (the log only) is not enough: list every object."""
 
 
 T = TypeVar("T")
@@ -136,6 +154,8 @@ class ArchiveStore:
     compression: str
     value_json: bool
     stats_fold_at: int
+    #: Write key summaries and index manifests (off: the layout of earlier versions).
+    _summaries: bool = True
     _lock: threading.RLock
     _indexes: dict[str, NsIndex] | None
     _last_seq: int
@@ -203,12 +223,23 @@ class ArchiveStore:
             if path.startswith(base) and not path.rsplit("/", 1)[-1].startswith(".tmp-")
         }
 
-    def refresh(self, ns: str) -> NsIndex:
-        """Bring the index of ``ns`` in step with the store (one LIST, reads of new files)."""
+    def refresh(self, ns: str, *, lazy: bool = False) -> NsIndex:
+        """Bring the index of ``ns`` in step with the store (one LIST, reads of new files).
+
+        ``lazy``: while the index is still light (:attr:`NsIndex.light`), files with a key
+        summary are not read but kept as :class:`~.index.Stub` objects (a lookup reads
+        only the row group it needs); otherwise every file that counts is loaded.
+        """
         with self._lock:
             for attempt in range(_LIST_ATTEMPTS):
                 try:
-                    self.apply_listing(ns, self._list(ns))
+                    if lazy and self._narrow_ok(ns):
+                        try:
+                            self.apply_listing(ns, self._list_light(ns), lazy=True, narrow=True)
+                            return self._index(ns)
+                        except _NeedFull:  # start again from everything listed
+                            self.forget(ns)
+                    self.apply_listing(ns, self._list(ns), lazy=lazy)
                     return self._index(ns)
                 except _Relist:
                     time.sleep(0.005 * attempt)
@@ -225,21 +256,83 @@ class ArchiveStore:
                 self.refresh(ns)
                 return True
 
-    def apply_listing(self, ns: str, listing: dict[str, int]) -> bool:
+    def _narrow_ok(self, ns: str) -> bool:
+        """Whether a light refresh may list the log alone (S3: a LIST of every data file
+        is the slowest part of a cold lookup once the rest comes from a manifest)."""
+        index = self._index(ns)
+        return (
+            self.conn.protocol == "s3" and index.light and (index.cold or index.legacy is not None)
+        )
+
+    def _list_light(self, ns: str) -> dict[str, int]:
+        """The listing a light index needs: statistics objects and the log from the slot it
+        starts at (a cold index: the newest manifest's, listed first; ``_NeedFull`` when
+        there is none), never the data files."""
+        index = self._index(ns)
+        if index.cold:
+            first = self._list_prefixes(ns, [(INDEX_DIR, None), ("_stats", None)])
+            gens = [g for g in map(parse_manifest_name, (p.rsplit("/", 1)[-1] for p in first))
+                    if g is not None]  # fmt: skip
+            if not gens:
+                raise _NeedFull
+            first.update(self._list_prefixes(ns, [(LOG_DIR, slot_name(max(gens) - 1))]))
+            return first
+        after = slot_name(index.log.top)
+        return self._list_prefixes(ns, [("_stats", None), (LOG_DIR, after)])
+
+    def _list_prefixes(self, ns: str, prefixes: list[tuple[str, str | None]]) -> dict[str, int]:
+        """``{path: size}`` under some folders of a namespace on S3, each listed from just
+        after a name (``None``: from the start), all in one concurrent round."""
+        fs = self.fs
+        bucket, _, key = self.ns_root(ns).partition("/")  # ours: "bucket/prefix/ns"
+
+        async def listed(folder: str, after: str | None) -> dict[str, int]:
+            params: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{key}/{folder}/"}
+            if after is not None:
+                params["StartAfter"] = f"{key}/{folder}/{after}"
+            out: dict[str, int] = {}
+            while True:
+                page = await fs._call_s3("list_objects_v2", **params)
+                for item in page.get("Contents", ()):
+                    out[f"{bucket}/{item['Key']}"] = int(item.get("Size") or 0)
+                if not page.get("IsTruncated"):
+                    return out
+                params["ContinuationToken"] = page["NextContinuationToken"]
+
+        from ..fs_atomic import run_all
+
+        found: dict[str, int] = {}
+        for part in run_all(fs, [functools.partial(listed, f, a) for f, a in prefixes]):
+            if isinstance(part, BaseException):
+                raise part
+            found.update(part)
+        return found
+
+    def apply_listing(
+        self, ns: str, listing: dict[str, int], *, lazy: bool = False, narrow: bool = False
+    ) -> bool:
         """Bring the index of ``ns`` in step with a listing; return whether it changed.
 
         The data files that count are the ones the log names (plus, until the first
         checkpoint, the listed files written before the log existed); a listing that
-        misses a claim, or names a file deleted meanwhile, raises ``_Relist``.
+        misses a claim, or names a file deleted meanwhile, raises ``_Relist``. A cold
+        index starts from the newest index manifest the log confirms (:mod:`.summary`),
+        read with the claims above it and new statistics objects in one round.
+        ``narrow``: the listing holds only statistics objects, manifests and the log from
+        some slot on (:meth:`_list_light`); the files from before the log are the ones
+        the index knows (``_NeedFull`` when it knows none: list everything).
         """
         with self._lock:
             index = self._index(ns)
+            lazy = lazy and index.light
             log = index.log
             base = self.ns_root(ns) + "/"
             slots: dict[int, str] = {}
             legacy: dict[str, int] = {}
             listed: set[str] = set()
+            sizes: dict[str, int] = {}
             stats: set[str] = set()
+            manifests: dict[int, tuple[str, int]] = {}
             for path, size in listing.items():
                 rel = path[len(base) :]
                 if rel.startswith(LOG_DIR + "/"):
@@ -247,48 +340,173 @@ class ArchiveStore:
                     if slot is not None:
                         check_claim_size(slot, size or 0)
                         slots[slot] = path
+                elif rel.startswith(INDEX_DIR + "/"):
+                    gen = parse_manifest_name(rel[len(INDEX_DIR) + 1 :])
+                    if gen is not None:
+                        manifests[gen] = (path, size or 0)
                 elif "/_stats/" in path:
                     if path.endswith(".msgpack"):
+                        if (size or 0) > MAX_CLAIM_BYTES:  # read whole: bounded first
+                            raise SerializationError(
+                                f"{path}: {size} bytes, not an access-statistics object "
+                                "written by prefect-memory"
+                            )
                         stats.add(path)
                 elif "/date=" in path and path.endswith(".parquet"):
                     listed.add(rel)
+                    sizes[rel] = size
                     if not is_logged(rel):
                         legacy[rel] = size
-            index.listed = listed
+            if narrow:
+                legacy = dict(index.legacy or {})
+                manifests = manifests or index.manifests
+            else:
+                index.listed = listed
+                index.legacy = dict(legacy)
+            index.manifests = manifests
             if log.base is None:
                 log.legacy_top = max(map(name_seq, legacy), default=0)
             # claims not read yet (those at or below the newest checkpoint are settled)
             known = set(log.claims) | log.seen
             fresh = [s for s in sorted(slots) if s not in known]
+            seed = self._manifest_to_try(index, slots, manifests)
+            first = [s for s in fresh if s > log.floor and (seed is None or s >= seed)]
+            fresh_stats = sorted(stats - index.stat_paths)
+            wanted_paths = [slots[s] for s in first] + fresh_stats
+            if seed is not None:
+                wanted_paths.append(manifests[seed][0])
+            blobs = self.read_fresh(wanted_paths)
+            claims = [Claim.unpack(s, blobs[slots[s]]) for s in first if slots[s] in blobs]
+            self._take_stats(index, fresh_stats, blobs)
+            seeded = seed is not None and self._seed(index, seed, blobs, claims, base, sizes)
+            if narrow and (index.legacy is None or (seed is not None and not seeded)):
+                raise _NeedFull  # the log below the manifest was not listed
+            if narrow and seeded:
+                legacy = dict(index.legacy or {})
+            if seed is not None and not seeded:
+                rest = [s for s in fresh if log.floor < s < seed]  # the manifest is ignored
+                claims += self._read_claims(ns, rest, slots)
             log.seen.update(s for s in fresh if s <= log.floor)
-            claims = self._read_claims(ns, [s for s in fresh if s > log.floor], slots)
             log.take(claims)
             missing = log.missing(max(slots, default=0))
             if missing:  # slots are dense: a claim the listing missed exists (or was pruned)
                 if len(missing) > _MAX_GAP:
                     raise BackendError(f"{base}{LOG_DIR}: {len(missing)} log slots missing")
-                log.take(self._read_claims(ns, missing, {}))
+                more = self._read_claims(ns, missing, {})
+                log.take(more)
+                claims += more
                 if log.missing(max(slots, default=0)):
                     raise _Relist
             log.seen.intersection_update(slots)
+            for claim in claims:
+                if claim.entry is not None and claim.summary is not None:
+                    index.summaries[base + claim.entry.path] = claim.summary
             wanted = {base + rel: entry for rel, entry in log.files(legacy).items()}
-            new = sorted(p for p in wanted if p not in index.files)
-            for start in range(0, len(new), _LOAD_BATCH):
-                batch = {p: wanted[p] for p in new[start : start + _LOAD_BATCH]}
+            gone = [p for p in (*index.files, *index.stubs) if p not in wanted]
+            for path in gone:
+                if path in index.stubs:
+                    index.stubs.pop(path)
+            if any(p in index.files for p in gone):
+                index.remove(gone)
+            index.summaries = {p: s for p, s in index.summaries.items() if p in wanted}
+            new = sorted(p for p in wanted if p not in index.files and p not in index.stubs)
+            if lazy:
+                for path in new:
+                    summary = summary_of(index.summaries.get(path), wanted[path].size)
+                    if summary is not None:
+                        index.add_stub(Stub(path, wanted[path], summary))
+                load = [p for p in new if p not in index.stubs]
+                if narrow and load:  # files to read whole: their listed sizes are wanted
+                    raise _NeedFull
+            else:
+                load = sorted({*new, *index.stubs})  # stubs are loaded whole now
+            for start in range(0, len(load), _LOAD_BATCH):
+                batch = {p: wanted[p] for p in load[start : start + _LOAD_BATCH]}
                 try:
                     loaded = self._load_parts(batch)
                 except FileNotFoundError as err:  # replaced by a checkpoint meanwhile
                     raise _Relist from err
                 for file in loaded:
+                    file.summary = index.summaries.get(file.path)
                     index.add(file)
-            gone = [p for p in index.files if p not in wanted]
-            if gone:
-                index.remove(gone)
-            fresh_stats = sorted(stats - index.stat_paths)
-            for blob in self.conn._cat(fresh_stats).values():
-                index.add_stats(Stat.unpack(item) for item in msgpack.unpackb(blob)["e"])
+            if not lazy:
+                index.light = False
             index.stat_paths = stats
-            return bool(new or gone or fresh_stats or claims)
+            return bool(new or gone or fresh_stats or claims or load)
+
+    @staticmethod
+    def _manifest_to_try(
+        index: NsIndex, slots: Mapping[int, str], manifests: Mapping[int, tuple[str, int]]
+    ) -> int | None:
+        """The slot of the manifest a cold index starts from: the newest one at or below
+        the highest slot listed, not too large to read (``None``: none, or not cold)."""
+        log = index.log
+        if log.base is not None or log.claims or log.seen or index.files or index.stubs:
+            return None
+        top = max(slots, default=0)
+        usable = [g for g, (_, size) in manifests.items()
+                  if log.floor < g <= top and size <= MAX_MANIFEST_BYTES]  # fmt: skip
+        return max(usable, default=None)
+
+    def _seed(
+        self, index: NsIndex, gen: int, blobs: Mapping[str, bytes], claims: list[Claim],
+        root: str, sizes: Mapping[str, int],
+    ) -> bool:  # fmt: skip
+        """Start the log view of a cold index from the manifest of slot ``gen``; False
+        (nothing changed) when it is missing, malformed, or not confirmed by the log."""
+        path = index.manifests[gen][0]
+        blob = blobs.get(path)
+        if blob is None:
+            return False
+        log = index.log
+        try:
+            manifest = Manifest.unpack(gen, blob)
+        except SerializationError as err:
+            _log.warning("%s: ignored (%s)", path, err)
+            return False
+        if not manifest.verified({c.slot: c for c in claims}):
+            _log.info("%s: ignored (the log at slot %d is not the one it names)", path, gen)
+            return False
+        if manifest.base is None:  # files from before the log count by being listed
+            if index.legacy is None:  # the data files were not listed: the manifest says
+                log.legacy_top = max(map(name_seq, manifest.legacy), default=0)
+            elif manifest.legacy != index.legacy:
+                return False  # they changed since it was written
+            if manifest.floor != log.legacy_top:
+                return False
+        entries = [*(manifest.base.files or () if manifest.base else ()),
+                   *(c.entry for c in manifest.claims if c.entry)]  # fmt: skip
+        if any(sizes.get(e.path, e.size) != e.size for e in entries):
+            _log.warning("%s: ignored (names files of other sizes than listed)", path)
+            return False
+        log.base = manifest.base
+        log.claims = {c.slot: c for c in manifest.claims}
+        if index.legacy is None:
+            index.legacy = dict(manifest.legacy) if manifest.base is None else {}
+        for rel, raw in manifest.summaries.items():
+            if isinstance(rel, str):
+                index.summaries[root + rel] = raw
+        for claim in manifest.claims:  # a write's own summary wins over the manifest's
+            if claim.summary is not None and claim.entry is not None:
+                index.summaries[root + claim.entry.path] = claim.summary
+        return True
+
+    def _take_stats(self, index: NsIndex, paths: list[str], blobs: Mapping[str, bytes]) -> None:
+        """Fold statistics objects just read into the index (a foreign object is a
+        :class:`SerializationError` naming it)."""
+        for path in paths:
+            blob = blobs.get(path)
+            if blob is None:  # folded meanwhile
+                continue
+            try:
+                items = [Stat.unpack(item) for item in msgpack.unpackb(blob)["e"]]
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as err:
+                raise SerializationError(
+                    f"{path}: not an access-statistics object written by prefect-memory "
+                    f"({type(err).__name__})"
+                ) from None
+            index.add_stats(items)
+            index.stat_paths.add(path)
 
     def _log_path(self, ns: str, slot: int) -> str:
         return f"{self.ns_root(ns)}/{LOG_DIR}/{slot_name(slot)}"
@@ -411,11 +629,16 @@ class ArchiveStore:
         raise BackendError(f"{self.ns_root(ns)}: no log slot after {_CLAIM_ATTEMPTS} attempts")
 
     def _overtaken(self, ns: str, claim: Claim) -> bool | None:
-        """See :func:`.log.overtaken` (one LIST of the log, reads of later slots)."""
+        """See :func:`.log.overtaken` (one LIST of the log above the slot, reads of the
+        later slots)."""
         from .log import overtaken
 
+        if self.conn.protocol == "s3":  # only the slots above: the log may be long
+            found = list(self._list_prefixes(ns, [(LOG_DIR, slot_name(claim.slot))]))
+        else:
+            found = self.fs.find(f"{self.ns_root(ns)}/{LOG_DIR}")
         paths: dict[int, str] = {}
-        for path in self.fs.find(f"{self.ns_root(ns)}/{LOG_DIR}"):
+        for path in found:
             slot = parse_slot(path.rsplit("/", 1)[-1])
             if slot is not None and slot > claim.slot:
                 paths[slot] = path
@@ -433,6 +656,8 @@ class ArchiveStore:
         try:
             footer = pq.read_metadata(pa.BufferReader(file.data))
             part = PartFile(path, len(file.data), footer, file.meta, file.keys)
+            part.summary = self._summarize(file.meta.column("key"), footer, len(file.data),
+                                           file.seq)  # fmt: skip
         finally:
             try:
                 uploaded()
@@ -447,7 +672,8 @@ class ArchiveStore:
             void: set[str] = set()
             if file.decide is not None and changed:
                 void = file.decide(changed.intersection(file.keys))
-            return Claim(slot, nonce, entry=Entry(rel, len(file.data), slot, tuple(sorted(void))))
+            entry = Entry(rel, len(file.data), slot, tuple(sorted(void)))
+            return Claim(slot, nonce, entry=entry, summary=part.summary)
 
         try:
             claim = self._claim(ns, index, make)
@@ -456,7 +682,65 @@ class ArchiveStore:
         assert claim is not None and claim.entry is not None
         part.commit(claim.slot, claim.entry.void)
         index.add(part, new_keys=file.new_keys and not changed)
+        self._manifest_after(ns, index, claim)
         return set(claim.entry.void)
+
+    # -- key summaries and index manifests (see .summary) ------------------------------------
+    def _summarize(self, keys: Any, footer: Any, size: int, top: int) -> dict[str, Any] | None:
+        """The packed key summary of a new data file (``None``: summaries are off)."""
+        if not self._summaries:
+            return None
+        made = summarize(keys, footer, size, top)
+        return None if made is None else made.pack()
+
+    def _manifest_after(self, ns: str, index: NsIndex, claim: Claim) -> None:
+        """Write an index manifest at ``claim``'s slot when one is due (a failure is
+        logged: the write it follows has happened, whatever becomes of the manifest)."""
+        if not self._summaries:
+            return
+        log, newest = index.log, index.manifest_gen
+        since = sum(c.entry.size for s, c in log.claims.items() if s > newest and c.entry)
+        size = index.manifests[newest][1] if newest else 0
+        if not claim.checkpoint and not manifest_due(claim.slot, newest, since, size):
+            return
+        try:
+            self.write_manifest(ns, index, claim.slot, claim.nonce)
+        except Exception as err:  # the manifest is a shortcut: readers do without it
+            _log.warning("%s: index manifest %d not written: %s", self.ns_root(ns), claim.slot,
+                         type(err).__name__)  # fmt: skip
+
+    def write_manifest(self, ns: str, index: NsIndex, gen: int, nonce: str) -> str | None:
+        """Write the index manifest of slot ``gen`` (the claim there has ``nonce``) from a
+        loaded index whose log view ends at ``gen``; delete the manifests older than the
+        previous one. Return its path (``None``: the view does not allow one)."""
+        log = index.log
+        claims = [log.claims[s] for s in sorted(log.claims) if s <= gen]
+        if index.stubs or [c.slot for c in claims] != list(range(log.floor + 1, gen + 1)):
+            return None
+        root = self.ns_root(ns) + "/"
+        summaries: dict[str, Any] = {}
+        for path, file in index.files.items():
+            raw = index.summaries.get(path)
+            if summary_of(raw, file.size) is None:
+                made = None
+                if file._rows is None:  # sorted unique keys (written by us)
+                    made = summarize(file.keys, file.metadata, file.size, max(file.seqs, default=0))
+                raw = None if made is None else made.pack()
+                if raw is not None:
+                    index.summaries[path] = raw
+            if raw is not None:
+                summaries[path[len(root) :]] = raw
+        legacy = dict(index.legacy or {}) if log.base is None else {}
+        blob = Manifest(gen, nonce, log.floor, log.base, claims, summaries, legacy).pack()
+        if len(blob) > MAX_MANIFEST_BYTES:
+            return None
+        path = f"{root}{INDEX_DIR}/{manifest_name(gen)}"
+        self.conn._write({path: blob})
+        index.manifests[gen] = (path, len(blob))
+        old = sorted(index.manifests)[:-2]
+        if old:
+            self.remove_files([index.manifests.pop(g)[0] for g in old])
+        return path
 
     def write_part(self, ns: str, day: str, table: pa.Table, seq: int) -> PartFile:
         """Upload ``table`` as a new data file of partition ``day`` (counted once a
@@ -471,6 +755,8 @@ class ArchiveStore:
             footer = pq.read_metadata(pa.BufferReader(data))
             meta = table.select(list(META_COLUMNS))
             part = PartFile(path, len(data), footer, meta)
+            part.summary = self._summarize(table.column("key"), footer, len(data),
+                                           max(part.seqs, default=0))  # fmt: skip
         finally:
             uploaded()
         return part
