@@ -11,7 +11,8 @@ feature dict of ``bench_redis.py``, same TTL), repeated R times (median and best
   script call per bucket, pipelined per node, the nodes in parallel threads;
 - ours, layout 1 (reference): the same namespace in one slot, so on one primary.
 
-Target: layout 2 >= 0.9x raw for both. Usage::
+Both sides read replies with redis-py's parser: ``hiredis`` when it is installed (the
+header says which). Target: layout 2 >= 0.9x raw for both. Usage::
 
     python benchmarks/bench_cluster.py            # starts its own 3-node cluster
     python benchmarks/bench_cluster.py --quick    # N=20,000, R=2
@@ -37,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.utils import HIREDIS_AVAILABLE
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -164,6 +167,13 @@ def run(args: argparse.Namespace, url: str) -> None:
     keys = list(data)
     host, port = url.split("//")[1].split("/")[0].split(":")
     raw = RedisCluster(startup_nodes=[ClusterNode(host, int(port))], protocol=2)
+    server = raw.get_default_node().redis_connection.info("server")["redis_version"]
+    print(
+        f"redis-py {redis.__version__}, redis.utils.HIREDIS_AVAILABLE={HIREDIS_AVAILABLE} "
+        f"(both sides parse replies with {'hiredis' if HIREDIS_AVAILABLE else 'pure Python'}); "
+        f"redis-server {server}",
+        flush=True,
+    )
     prefix = "bench" + uuid.uuid4().hex[:6]
     packb, unpackb = msgpack.packb, msgpack.unpackb
 

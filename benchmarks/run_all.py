@@ -25,6 +25,9 @@ QUICK_ARGS = {
     "bench_archive.py": ["--quick"],
     "bench_hybrid.py": ["--quick"],
     "bench_downsample.py": ["--points", "1000000", "--repeat", "1"],
+    "bench_async.py": ["--quick"],
+    "bench_migrate.py": ["--quick"],
+    "bench_resp.py": ["--quick"],
 }
 PACKAGES = ["prefect-memory", "redis", "pymongo", "s3fs", "pyarrow", "pandas", "numpy", "prefect"]
 

@@ -179,3 +179,19 @@ def test_sqlite_usage(tmp_path: Path) -> None:
     assert usage is not None
     assert usage.used_bytes == sum(os.path.getsize(f) for f in files if os.path.exists(f)) > 5000
     assert SqliteBackend(":memory:").usage() is None
+
+
+def test_a_store_reading_replicas_is_refused_as_a_hybrid_store() -> None:
+    """read_from_replicas may read stale data: a hybrid decides replays on its reads."""
+    from prefect_memory.errors import ConfigError
+    from prefect_memory.plugins.inprocess import InProcessBackend
+    from prefect_memory.plugins.redis import RedisBackend
+
+    stale = RedisBackend("redis://127.0.0.1:1/0", cluster=True, read_from_replicas=True)
+    fresh = RedisBackend("redis://127.0.0.1:1/0", cluster=True)
+    assert stale.stale_reads and not fresh.stale_reads
+    assert ResilientBackend(stale).stale_reads  # a wrapper says what its store says
+    for primary, secondary in ((stale, InProcessBackend()), (InProcessBackend(), stale)):
+        with pytest.raises(ConfigError, match="read_from_replicas"):
+            HybridBackend(primary, secondary)
+    HybridBackend(fresh, InProcessBackend()).close()

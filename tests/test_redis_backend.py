@@ -6,6 +6,7 @@ tells apart the ones a Lua script runs inside the server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pickle
 import threading
@@ -267,7 +268,11 @@ def test_server_error_is_backend_error(raw: redis.Redis, open_mem: Any, prefix: 
 def test_batches_are_one_call_each(redis_server: RedisServer, open_mem: Any) -> None:
     mem = open_mem(batch_size=1000)
     data = {f"key:{i:05d}": {"i": i, "name": f"n{i}"} for i in range(2000)}
-    mem.ping()  # connection made outside the counted blocks
+    # Connection made and scripts loaded outside the counted blocks (a fresh server answers
+    # NOSCRIPT once per script: EVALSHA, SCRIPT LOAD, EVALSHA).
+    mem.set("warm", 0)
+    mem.get("warm")
+    mem.delete("warm")
     batches = 2
     with client_commands(redis_server) as sent:
         mem.set_many(data, ttl=600)
@@ -284,6 +289,35 @@ def test_batches_are_one_call_each(redis_server: RedisServer, open_mem: Any) -> 
         mem.get("key:01999")
         assert mem.exists("key:01999")
     assert sent == ["EVALSHA", "HGET"], sent
+
+
+def test_async_twins_cost_the_same_round_trips(redis_server: RedisServer, open_mem: Any) -> None:
+    mem = open_mem(batch_size=1000)
+    data = {f"key:{i:05d}": {"i": i} for i in range(2000)}
+    loop = asyncio.new_event_loop()
+    run = loop.run_until_complete
+    try:
+        # Connection, layout check and scripts (see above) outside the counted blocks.
+        run(mem.aset("warm", 0, tags=["w"]))
+        run(mem.aget("warm"))
+        run(mem.atagged("w"))
+        run(mem.adelete("warm"))
+        run(mem.aexists("warm"))
+        with client_commands(redis_server) as sent:
+            run(mem.aset_many(data, ttl=600))
+        assert sent.count("EVALSHA") == 2 and len(sent) <= 4, sent  # + a SCRIPT LOAD at most
+        with client_commands(redis_server) as sent:
+            assert run(mem.aget_many(list(data))) == data
+        assert sent == ["EVALSHA", "EVALSHA"], sent
+        with client_commands(redis_server) as sent:
+            run(mem.aset("key:00001", 1, tags=["t"]))
+            assert run(mem.aget("key:00001")) == 1
+            assert run(mem.aexists("key:00001"))
+            assert run(mem.atagged("t")) == ["key:00001"]
+            assert run(mem.adelete_many(list(data)[:1500])) == 1500
+        assert sent == ["EVALSHA", "EVALSHA", "HGET", "EVALSHA", "EVALSHA", "EVALSHA"], sent
+    finally:
+        loop.close()
 
 
 def test_batch_of_thousands_in_one_script(open_mem: Any) -> None:

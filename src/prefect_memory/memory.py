@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as _dt
 import enum
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .aio import async_twin
+from .aio import Body, Call, adrive, async_twin, call, drive
 from .codecs import Codec
 from .errors import ConfigError, EntryNotFound, SerializationError
 from .keys import (
@@ -59,6 +60,7 @@ class _Unset(enum.Enum):
 
 
 _UNSET: Any = _Unset.UNSET
+R = TypeVar("R")
 TTL = float | int | _dt.timedelta | None
 
 
@@ -279,6 +281,50 @@ class Memory:
         for start in range(0, len(items), self.batch_size):
             yield items[start : start + self.batch_size]
 
+    # -- how a method and its async twin share their code --------------------------------------
+    # A single-entry method is a prepare (validate, build the records), one backend call and
+    # a finish (decode): its ``a`` twin runs the same prepare and finish around the
+    # backend's async call. A batch method is a sans-I/O body (``_set_many``...) yielding
+    # its backend calls, one per batch (see :mod:`prefect_memory.aio`), run with the
+    # backend's blocking methods or awaited with its async ones. Either way the twin is
+    # native only on a backend that declares ``capabilities.native_async`` (no thread per
+    # call); on any other it runs the blocking method in a worker thread.
+    def _call(self, request: Call) -> Any:
+        method, args, kwargs = request
+        return getattr(self.backend, method)(*args, **kwargs)
+
+    async def _acall(self, request: Call) -> Any:
+        method, args, kwargs = request
+        return await getattr(self.backend, "a" + method)(*args, **kwargs)
+
+    def _run(self, body: Body[R]) -> R:
+        return drive(body, self._call)
+
+    async def _arun(
+        self, method: Callable[..., R], body: Callable[..., Body[R]], *args: Any, **kwargs: Any
+    ) -> R:
+        if self.backend.capabilities.native_async:
+            return await adrive(body(*args, **kwargs), self._acall)
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    def _one_record(
+        self, key: str, value: Any, ttl: Any, tags: Iterable[str], refresh: bool | None
+    ) -> tuple[dict[str, Record], float]:
+        """``({key: record}, now)`` of a single write (the key checked first)."""
+        validate_key(key)
+        now = self.clock()
+        return {key: self._record_factory(now, ttl, tags, refresh)(key, value)}, now
+
+    def _value(self, key: str, found: Mapping[str, Record], default: Any) -> Any:
+        record = found.get(key)
+        if record is None:
+            return default
+        return self._decode(key, record.value) if self.hooks else self.codec.decode(record.value)
+
+    def _info(self, key: str, found: Mapping[str, Record]) -> EntryInfo | None:
+        record = found.get(key)
+        return None if record is None else EntryInfo.from_record(key, self.namespace, record)
+
     # -- single entries -----------------------------------------------------------------------
     def set(
         self,
@@ -307,16 +353,14 @@ class Memory:
             InvalidTTLError: ``ttl`` is out of bounds. Either is raised before anything is
                 written.
         """
-        self.set_many({key: value}, ttl=ttl, tags=tags, refresh=refresh)
+        records, now = self._one_record(key, value, ttl, tags, refresh)
+        self.backend.put_many(self.namespace, records, now=now)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value of ``key`` (counting an access), or ``default``."""
         validate_key(key)
-        records = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=True)
-        record = records.get(key)
-        if record is None:
-            return default
-        return self._decode(key, record.value) if self.hooks else self.codec.decode(record.value)
+        found = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=True)
+        return self._value(key, found, default)
 
     def exists(self, key: str) -> bool:
         """Tell whether ``key`` has a live entry (does not count an access)."""
@@ -325,15 +369,14 @@ class Memory:
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return whether a live entry was removed."""
-        return self.delete_many([key]) == 1
+        validate_key(key)
+        return self.backend.delete_many(self.namespace, [key], now=self.clock()) == 1
 
     def info(self, key: str) -> EntryInfo | None:
         """Return the metadata of ``key`` (``None`` when missing); does not count an access."""
         validate_key(key)
-        record = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=False).get(
-            key
-        )
-        return None if record is None else EntryInfo.from_record(key, self.namespace, record)
+        found = self.backend.get_many(self.namespace, [key], now=self.clock(), touch=False)
+        return self._info(key, found)
 
     # -- batches ------------------------------------------------------------------------------
     def set_many(
@@ -345,6 +388,24 @@ class Memory:
         refresh: bool | None = None,
     ) -> None:
         """Store every item of ``entries`` (one round trip per batch)."""
+        self._run(self._set_many(entries, ttl=ttl, tags=tags, refresh=refresh))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys that have a live entry (counting accesses)."""
+        return self._run(self._get_many(keys))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete ``keys``; return how many live entries were removed."""
+        return self._run(self._delete_many(keys))
+
+    def _set_many(
+        self,
+        entries: Mapping[str, Any],
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> Body[None]:
         if not isinstance(entries, Mapping):
             raise TypeError(f"set_many takes a mapping of key to value, got {type(entries)}")
         validate_keys(entries)
@@ -353,16 +414,15 @@ class Memory:
         items = list(entries.items())
         for batch in self._batches(items):
             records = {key: make(key, value) for key, value in batch}
-            self.backend.put_many(self.namespace, records, now=now)
+            yield call("put_many", self.namespace, records, now=now)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """Return ``{key: value}`` for the keys that have a live entry (counting accesses)."""
+    def _get_many(self, keys: Iterable[str]) -> Body[dict[str, Any]]:
         keys = list(dict.fromkeys(validate_keys(keys)))
         codec_decode = self.codec.decode
         hooked = bool(self.hooks)
         out: dict[str, Any] = {}
         for batch in self._batches(keys):
-            found = self.backend.get_many(self.namespace, batch, now=self.clock(), touch=True)
+            found = yield call("get_many", self.namespace, batch, now=self.clock(), touch=True)
             for key in batch:
                 record = found.get(key)
                 if record is not None:
@@ -370,13 +430,12 @@ class Memory:
                     out[key] = self._decode(key, data) if hooked else codec_decode(data)
         return out
 
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Delete ``keys``; return how many live entries were removed."""
+    def _delete_many(self, keys: Iterable[str]) -> Body[int]:
         keys = list(dict.fromkeys(validate_keys(keys)))
-        return sum(
-            self.backend.delete_many(self.namespace, batch, now=self.clock())
-            for batch in self._batches(keys)
-        )
+        removed = 0
+        for batch in self._batches(keys):
+            removed += yield call("delete_many", self.namespace, batch, now=self.clock())
+        return removed
 
     def keys(self, pattern: str = "*") -> Iterator[str]:
         """Yield the keys of this namespace matching the glob ``pattern``."""
@@ -399,25 +458,30 @@ class Memory:
         Atomic on stores that offer it (Redis, SQLite, in-process); elsewhere a check then
         a write.
         """
-        validate_key(key)
-        now = self.clock()
-        record = self._record_factory(now, ttl, tags, refresh)(key, value)
-        return key in self.backend.put_absent_many(self.namespace, {key: record}, now=now)
+        records, now = self._one_record(key, value, ttl, tags, refresh)
+        return key in self.backend.put_absent_many(self.namespace, records, now=now)
 
     def tagged(self, *tags: str | Iterable[str]) -> list[str]:
         """Return the keys carrying any of ``tags`` (sorted)."""
+        return self._run(self._tagged(*tags))
+
+    def invalidate_tags(self, *tags: str | Iterable[str]) -> int:
+        """Delete every entry carrying any of ``tags``; return how many were removed."""
+        return self._run(self._invalidate_tags(*tags))
+
+    def _tagged(self, *tags: str | Iterable[str]) -> Body[list[str]]:
         flat: list[str] = []
         for tag in tags:
             flat.extend(validate_tags(tag))
         flat = list(dict.fromkeys(flat))
         if not flat:
             return []
-        return sorted(self.backend.tagged(self.namespace, flat, now=self.clock()))
+        found = yield call("tagged", self.namespace, flat, now=self.clock())
+        return sorted(found)
 
-    def invalidate_tags(self, *tags: str | Iterable[str]) -> int:
-        """Delete every entry carrying any of ``tags``; return how many were removed."""
-        keys = self.tagged(*tags)
-        return self.delete_many(keys) if keys else 0
+    def _invalidate_tags(self, *tags: str | Iterable[str]) -> Body[int]:
+        keys = yield from self._tagged(*tags)
+        return (yield from self._delete_many(keys)) if keys else 0
 
     def clear(self) -> int:
         """Delete every entry of this namespace; return how many were removed."""
@@ -464,18 +528,101 @@ class Memory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- async twins (one body each: the sync method, run off the event loop) -----------------
-    aset = async_twin(set)
-    aget = async_twin(get)
-    aexists = async_twin(exists)
-    adelete = async_twin(delete)
-    ainfo = async_twin(info)
-    aset_many = async_twin(set_many)
-    aget_many = async_twin(get_many)
-    adelete_many = async_twin(delete_many)
-    ainvalidate_tags = async_twin(invalidate_tags)
-    aadd = async_twin(add)
-    atagged = async_twin(tagged)
+    # -- async twins: the same code, native on a backend with an async driver -----------------
+    async def aset(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Async twin of :meth:`set` (same arguments and result)."""
+        if not self.backend.capabilities.native_async:
+            return await asyncio.to_thread(
+                self.set, key, value, ttl=ttl, tags=tags, refresh=refresh
+            )
+        records, now = self._one_record(key, value, ttl, tags, refresh)
+        await self.backend.aput_many(self.namespace, records, now=now)
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        """Async twin of :meth:`get` (same arguments and result)."""
+        if not self.backend.capabilities.native_async:
+            return await asyncio.to_thread(self.get, key, default)
+        validate_key(key)
+        found = await self.backend.aget_many(self.namespace, [key], now=self.clock(), touch=True)
+        return self._value(key, found, default)
+
+    async def aexists(self, key: str) -> bool:
+        """Async twin of :meth:`exists` (same arguments and result)."""
+        if not self.backend.capabilities.native_async:
+            return await asyncio.to_thread(self.exists, key)
+        validate_key(key)
+        return key in await self.backend.aexists_many(self.namespace, [key], now=self.clock())
+
+    async def adelete(self, key: str) -> bool:
+        """Async twin of :meth:`delete` (same arguments and result)."""
+        if not self.backend.capabilities.native_async:
+            return await asyncio.to_thread(self.delete, key)
+        validate_key(key)
+        return await self.backend.adelete_many(self.namespace, [key], now=self.clock()) == 1
+
+    async def ainfo(self, key: str) -> EntryInfo | None:
+        """Async twin of :meth:`info` (same arguments and result)."""
+        if not self.backend.capabilities.native_async:
+            return await asyncio.to_thread(self.info, key)
+        validate_key(key)
+        found = await self.backend.aget_many(self.namespace, [key], now=self.clock(), touch=False)
+        return self._info(key, found)
+
+    async def aadd(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> bool:
+        """Async twin of :meth:`add` (same arguments and result)."""
+        if not self.backend.capabilities.native_async:
+            return await asyncio.to_thread(
+                self.add, key, value, ttl=ttl, tags=tags, refresh=refresh
+            )
+        records, now = self._one_record(key, value, ttl, tags, refresh)
+        return key in await self.backend.aput_absent_many(self.namespace, records, now=now)
+
+    async def aset_many(
+        self,
+        entries: Mapping[str, Any],
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Async twin of :meth:`set_many` (same arguments and result)."""
+        await self._arun(
+            self.set_many, self._set_many, entries, ttl=ttl, tags=tags, refresh=refresh
+        )
+
+    async def aget_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Async twin of :meth:`get_many` (same arguments and result)."""
+        return await self._arun(self.get_many, self._get_many, keys)
+
+    async def adelete_many(self, keys: Iterable[str]) -> int:
+        """Async twin of :meth:`delete_many` (same arguments and result)."""
+        return await self._arun(self.delete_many, self._delete_many, keys)
+
+    async def atagged(self, *tags: str | Iterable[str]) -> list[str]:
+        """Async twin of :meth:`tagged` (same arguments and result)."""
+        return await self._arun(self.tagged, self._tagged, *tags)
+
+    async def ainvalidate_tags(self, *tags: str | Iterable[str]) -> int:
+        """Async twin of :meth:`invalidate_tags` (same arguments and result)."""
+        return await self._arun(self.invalidate_tags, self._invalidate_tags, *tags)
+
+    # Scans and whole-namespace work: in a worker thread on every backend.
     aclear = async_twin(clear)
     apurge_expired = async_twin(purge_expired)
 

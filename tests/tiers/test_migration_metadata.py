@@ -207,19 +207,24 @@ def test_size_rule_and_budget_on_metadata(kind: str, make_store: Make) -> None:
 
 
 def test_entry_changed_after_the_decision_is_rechecked(make_store: Make) -> None:
-    """A rule decided on metadata is checked again on the loaded entry before it moves."""
+    """A rule decided on metadata is checked again on the loaded entry before it moves.
+
+    (Values too large to come with their batch are loaded after the decision: here every
+    value, ``batch_bytes=1``.)
+    """
     hot, warm = make_store("sqlite", "hot"), make_store("sqlite", "warm")
     fill(hot, {"a": 100, "b": 100})
     backend = tiered(hot, warm, "accessCount < 1")
-    meta_many = hot.meta_many
+    scan_columns = hot.scan_columns
 
-    def racing_meta(ns: str, keys: Any, *, now: float) -> dict[str, Record]:
-        found = meta_many(ns, keys, now=now)
-        hot.get_many(ns, ["a"], now=now, touch=True)  # read between decision and move
-        return found
+    def racing_scan(ns: str, **options: Any) -> Iterator[Any]:
+        for batch in scan_columns(ns, **options):
+            assert batch.values == [None, None]  # decided on metadata alone
+            hot.get_many(ns, ["a"], now=options["now"], touch=True)  # read meanwhile
+            yield batch
 
-    hot.meta_many = racing_meta  # type: ignore[method-assign]
-    report = migrate(backend, NS, now=T0 + 10)
+    hot.scan_columns = racing_scan  # type: ignore[method-assign]
+    report = migrate(backend, NS, now=T0 + 10, batch_bytes=1)
     assert report.total_moved == 1 and report.skipped == 1
     assert keys_of(warm) == ["b"] and keys_of(hot) == ["a"]
 

@@ -455,14 +455,54 @@ class MemoryBlock(ResultStorageMixin, WritableFileSystem, ABC):
             removed += self._keys_memory().purge_expired()
         return removed
 
-    aget = async_twin(get)
-    aset = async_twin(set)
-    aexists = async_twin(exists)
-    aget_many = async_twin(get_many)
-    aset_many = async_twin(set_many)
-    adelete_many = async_twin(delete_many)
-    ainvalidate_tags = async_twin(invalidate_tags)
-    ainfo = async_twin(info)
+    # The memory's own twins (as ``adelete``): native on a store with an async driver.
+    async def aget(self, key: str, default: Any = None) -> Any:
+        """Async twin of :meth:`get`."""
+        return await self.memory.aget(key, default)
+
+    async def aset(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Async twin of :meth:`set`."""
+        await self.memory.aset(key, value, ttl=ttl, tags=tags, refresh=refresh)
+
+    async def aexists(self, key: str) -> bool:
+        """Async twin of :meth:`exists`."""
+        return await self.memory.aexists(key)
+
+    async def aget_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Async twin of :meth:`get_many`."""
+        return await self.memory.aget_many(keys)
+
+    async def aset_many(
+        self,
+        entries: Mapping[str, Any],
+        *,
+        ttl: TTL = _UNSET,
+        tags: Iterable[str] = (),
+        refresh: bool | None = None,
+    ) -> None:
+        """Async twin of :meth:`set_many`."""
+        await self.memory.aset_many(entries, ttl=ttl, tags=tags, refresh=refresh)
+
+    async def adelete_many(self, keys: Iterable[str]) -> int:
+        """Async twin of :meth:`delete_many`."""
+        return await self.memory.adelete_many(keys)
+
+    async def ainvalidate_tags(self, *tags: str | Iterable[str]) -> int:
+        """Async twin of :meth:`invalidate_tags`."""
+        return await self.memory.ainvalidate_tags(*tags)
+
+    async def ainfo(self, key: str) -> EntryInfo | None:
+        """Async twin of :meth:`info`."""
+        return await self.memory.ainfo(key)
+
     aclear = async_twin(clear)
     apurge_expired = async_twin(purge_expired)
 

@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from ..errors import BackendError, BackendUnavailable, ConfigError
-from ..plugins.base import Backend, Capabilities, Record
+from ..plugins.base import Backend, Capabilities, Record, refuse_stale_reads
 from .fallback import FallbackReads
 from .journal import PRIMARY, SECONDARY, Journal
 from .pending import Lanes
@@ -146,6 +146,8 @@ class HybridBackend(FallbackReads, Backend):
             raise ConfigError("flush_batch must be >= 1, flush_interval and max_backoff > 0")
         if not recheck_after >= 0:
             raise ConfigError(f"recheck_after must be seconds >= 0, got {recheck_after!r}")
+        refuse_stale_reads("the primary of a hybrid memory", primary)
+        refuse_stale_reads("the secondary of a hybrid memory", secondary)
         self.primary = primary
         self.secondary = secondary
         self.strategy = strategy

@@ -18,12 +18,15 @@ lazily and dropped from the pickled state).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from ..errors import ConfigError
 from ..urls import redact_url
 
 
@@ -44,6 +47,14 @@ class Capabilities:
         metadata_reads: ``meta_many`` reads the metadata and the stored size of entries
             without transferring their values (else it falls back to ``get_many``), so a
             migration decides on metadata and loads only the values that move.
+        native_async: The store has an async driver: the ``a``-prefixed twins of the
+            batch methods (:meth:`Backend.aget_many`...) run on the event loop, with no
+            thread per call (else they run the blocking method in a worker thread, and
+            :class:`~prefect_memory.Memory` hops to a thread once per call instead).
+        column_scans: :meth:`Backend.scan_columns` reads a namespace in batches straight
+            into columns, metadata and small values in one query per batch (else it is
+            built from ``scan`` and ``meta_many``): a migration then decides on columns
+            and makes records only for the entries that move.
     """
 
     native_ttl: bool = False
@@ -54,6 +65,8 @@ class Capabilities:
     pushdown: bool = False
     atomic_moves: bool = False
     metadata_reads: bool = False
+    native_async: bool = False
+    column_scans: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,6 +308,55 @@ class Backend(ABC):
         found = self.get_many(ns, keys, now=now, touch=False)
         return {key: record.without_value() for key, record in found.items()}
 
+    def scan_columns(
+        self,
+        ns: str,
+        *,
+        now: float,
+        batch_size: int = 1000,
+        value_bytes: int = 0,
+        query: Mapping[str, Any] | None = None,
+    ) -> Iterator[EntryColumns]:
+        """Yield the live entries of ``ns`` as :class:`EntryColumns`, ``batch_size`` a batch.
+
+        Each batch holds every field a migration rule reads (sizes included) and the
+        values of at most ``value_bytes`` bytes (``0``: none; a larger value is left for
+        :meth:`get_many`), so one batch holds at most ``batch_size * value_bytes`` bytes
+        of values. ``query`` (a :meth:`scan_query` filter, on stores that declare
+        ``capabilities.pushdown``) narrows the entries to its candidates.
+
+        Stores that declare ``capabilities.column_scans`` read a batch in one query; this
+        default reads the keys with :meth:`scan` (or :meth:`scan_query`) and then the
+        batch with :meth:`meta_many`, or with :meth:`get_many` where the store cannot
+        read metadata alone and values are wanted (it reads them anyway).
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> store = InProcessBackend()  # reads metadata alone: no value in a batch
+            >>> store.put_many("ns", {"a": Record(b"va", 1.0, 1.0, 1.0),
+            ...                       "b": Record(b"v" * 9, 1.0, 1.0, 1.0)}, now=1.0)
+            >>> batch = next(store.scan_columns("ns", now=2.0, value_bytes=4))
+            >>> batch.keys, sum(batch.sizes), batch.values.count(None)
+            (['a', 'b'], 11, 2)
+        """
+        size = max(1, int(batch_size))
+        if query is None:
+            keys = self.scan(ns, None, now=now)
+        else:
+            keys = self.scan_query(ns, query, now=now)
+        values = value_bytes > 0 and not self.capabilities.metadata_reads
+        read = self.get_many if values else self.meta_many
+        batch: list[str] = []
+        for key in itertools.chain(keys, [None]):
+            if key is not None:
+                batch.append(key)
+                if len(batch) < size:
+                    continue
+            if batch:
+                found = read(ns, batch, now=now)
+                yield EntryColumns.from_records(found, value_bytes if values else 0)
+                batch = []
+
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """Return which of ``keys`` have a live entry (without counting an access)."""
         return set(self.get_many(ns, keys, now=now, touch=False))
@@ -348,6 +410,35 @@ class Backend(ABC):
         """Remove expired entries a store does not expire by itself; return how many."""
         return 0
 
+    # -- async twins: native where ``capabilities.native_async``, else a worker thread --------
+    async def aget_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        """Async twin of :meth:`get_many`."""
+        return await asyncio.to_thread(self.get_many, ns, keys, now=now, touch=touch)
+
+    async def aput_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
+        """Async twin of :meth:`put_many`."""
+        await asyncio.to_thread(self.put_many, ns, records, now=now)
+
+    async def adelete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
+        """Async twin of :meth:`delete_many`."""
+        return await asyncio.to_thread(self.delete_many, ns, keys, now=now)
+
+    async def aexists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
+        """Async twin of :meth:`exists_many`."""
+        return await asyncio.to_thread(self.exists_many, ns, keys, now=now)
+
+    async def aput_absent_many(
+        self, ns: str, records: Mapping[str, Record], *, now: float
+    ) -> set[str]:
+        """Async twin of :meth:`put_absent_many`."""
+        return await asyncio.to_thread(self.put_absent_many, ns, records, now=now)
+
+    async def atagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        """Async twin of :meth:`tagged`."""
+        return await asyncio.to_thread(self.tagged, ns, tags, now=now)
+
     @property
     def retried_writes(self) -> int:
         """Write attempts the driver itself failed and tried again (a running count).
@@ -391,6 +482,20 @@ class Backend(ABC):
         breaker, a shared cache). :func:`walk` visits a whole composition with it.
         """
         return ()
+
+    @property
+    def stale_reads(self) -> bool:
+        """Reads of this store may miss writes it acknowledged (Redis replica reads).
+
+        Tiers and hybrid memories decide moves and replays on what they read, so they
+        refuse such a store (:func:`refuse_stale_reads`). A wrapper says what its child says.
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> InProcessBackend().stale_reads
+            False
+        """
+        return any(child.stale_reads for role, child in self.children() if not role)
 
     def child_facts(self, role: str, above: Mapping[str, Any]) -> dict[str, Any]:
         """What a health report says of the child at ``role`` because of this backend.
@@ -513,3 +618,111 @@ def walk(backend: Backend, *, depth: int | None = None) -> Iterator[Part]:
             for role, child in part.backend.children()
         ]
         stack.extend(reversed(below))
+
+
+@dataclass
+class EntryColumns:
+    """A batch of entries as columns: row ``i`` of every list is the entry ``keys[i]``.
+
+    What :meth:`Backend.scan_columns` yields: the metadata of every entry, its stored
+    size, and its value where the batch carries it (``values[i] is None``: not read).
+    No :class:`Record` exists until :meth:`record` makes one, so a migration evaluates
+    its rules on the columns and makes records only for the entries that move.
+
+    Example:
+        >>> cols = EntryColumns.from_records({"a": Record(b"xy", 1.0, 2.0, 3.0)}, 8)
+        >>> cols.keys, cols.updated_at, cols.sizes, cols.record(0) == Record(b"xy", 1.0, 2.0, 3.0)
+        (['a'], [2.0], [2], True)
+    """
+
+    keys: list[str]
+    created_at: list[float]
+    updated_at: list[float]
+    last_access: list[float]
+    access_count: list[int]
+    expires_at: list[float | None]
+    ttl: list[float | None]
+    sliding: list[bool]
+    tags: list[tuple[str, ...]]
+    version: list[int]
+    sizes: list[int]
+    values: list[bytes | None]
+
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "keys", "created_at", "updated_at", "last_access", "access_count", "expires_at",
+        "ttl", "sliding", "tags", "version", "sizes", "values",
+    )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def record(self, row: int) -> Record:
+        """The entry of ``row`` as a record (without value, with its size, if not read)."""
+        value = self.values[row]
+        return Record(
+            b"" if value is None else value,
+            self.created_at[row],
+            self.updated_at[row],
+            self.last_access[row],
+            self.access_count[row],
+            self.expires_at[row],
+            self.ttl[row],
+            self.sliding[row],
+            self.tags[row],
+            self.version[row],
+            stored_size=self.sizes[row] if value is None else None,
+        )
+
+    def records(self, rows: Sequence[int]) -> dict[str, Record]:
+        """The entries at ``rows`` as records by key (as :meth:`record` makes them)."""
+        columns = [[column[i] for i in rows] for column in map(self.__getattribute__, self._FIELDS)]
+        return {
+            k: Record(b"" if v is None else v, c, u, a, n, x, t, s, g, r, None,
+                      size if v is None else None)
+            for k, c, u, a, n, x, t, s, g, r, size, v in zip(*columns, strict=True)
+        }  # fmt: skip
+
+    def take(self, rows: Sequence[int]) -> EntryColumns:
+        """The batch of the entries at ``rows`` only, in that order."""
+        return EntryColumns(
+            *([column[i] for i in rows] for column in map(self.__getattribute__, self._FIELDS))
+        )
+
+    @classmethod
+    def from_records(cls, records: Mapping[str, Record], value_bytes: int = 0) -> EntryColumns:
+        """Columns of ``records``; their values of at most ``value_bytes`` bytes are kept."""
+        rows = list(records.values())
+        sizes = [r.size for r in rows]
+        keep = [
+            r.stored_size is None and n <= value_bytes for r, n in zip(rows, sizes, strict=True)
+        ]
+        return cls(
+            list(records),
+            [r.created_at for r in rows],
+            [r.updated_at for r in rows],
+            [r.last_access for r in rows],
+            [r.access_count for r in rows],
+            [r.expires_at for r in rows],
+            [r.ttl for r in rows],
+            [r.sliding for r in rows],
+            [r.tags for r in rows],
+            [r.version for r in rows],
+            sizes,
+            [r.value if k else None for r, k in zip(rows, keep, strict=True)],
+        )
+
+
+def refuse_stale_reads(role: str, backend: Backend) -> None:
+    """Raise :class:`ConfigError` when ``backend`` may read stale data (see
+    :attr:`Backend.stale_reads`): a tier or hybrid store must read what it was told.
+
+    Example:
+        >>> from prefect_memory.plugins.inprocess import InProcessBackend
+        >>> refuse_stale_reads("tier 'hot'", InProcessBackend())
+    """
+    if backend.stale_reads:
+        raise ConfigError(
+            f"{role} reads from replicas (read_from_replicas=true): a tier or hybrid store "
+            "decides moves and replays on what it reads, and a replica may be behind; "
+            "remove read_from_replicas from that store's URL"
+        )

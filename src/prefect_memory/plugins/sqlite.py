@@ -18,12 +18,13 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, ConfigError, SerializationError
 from ..keys import glob_match, literal_prefix
-from .base import Backend, Capabilities, Record, StoreUsage
+from .base import Backend, Capabilities, EntryColumns, Record, StoreUsage
 from .local_paths import local_path_from_url
 from .sqlite_wal import connect_wal
 
@@ -49,7 +50,13 @@ _COLUMNS = (
     "tags, version"
 )
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+#: A batch of :meth:`SqliteBackend.scan_columns`: the value only when small enough.
+_SCAN_COLUMNS = (
+    "key, CASE WHEN length(value) <= ? THEN value END, length(value), created_at, updated_at, "
+    "last_access, access_count, expires_at, ttl, sliding, tags, version"
+)
 
+_INSERT = f"INSERT INTO pm_entries (ns, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT = f"""
 INSERT INTO pm_entries (ns, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (ns, key) DO UPDATE SET
@@ -67,25 +74,93 @@ ON CONFLICT (ns, key) DO UPDATE SET
 """
 
 
+#: Most keys in one ``IN (...)`` list (SQLite builds allow from 999 to 250,000 variables;
+#: 32,766 since 3.32): larger batches go as several statements in the same transaction.
+_IN_MAX = 16_000
+_NO_TAGS = "[]"
+
+
+def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
+    if len(keys) > _IN_MAX:  # a key repeated in two statements would count twice
+        keys = list(dict.fromkeys(keys))
+    for start in range(0, len(keys), _IN_MAX):
+        yield keys[start : start + _IN_MAX]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _unreadable(key: Any, err: Exception) -> SerializationError:
+    return SerializationError(
+        f"entry {key!r}: unreadable metadata in the SQLite row: {type(err).__name__}: {err}"
+    )
+
+
+def _tags_of(key: Any, text: Any) -> tuple[str, ...]:
+    """The tags of a row (a JSON list; ``'[]'``, the usual case, is not parsed)."""
+    if text == _NO_TAGS:
+        return ()
+    try:  # another writer of the file may have left anything in a column
+        return tuple(json.loads(text))
+    except (TypeError, ValueError) as err:
+        raise _unreadable(key, err) from None
+
+
+def _bytes_of(key: Any, value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    try:
+        return bytes(value)
+    except (TypeError, ValueError) as err:
+        raise _unreadable(key, err) from None
+
+
 def _row_to_record(row: tuple[Any, ...]) -> tuple[str, Record]:
     key, value, created, updated, last, count, expires, ttl, sliding, tags, version = row
-    try:  # another writer of the file may have left anything in a column
-        return key, Record(
-            value=bytes(value),
-            created_at=created,
-            updated_at=updated,
-            last_access=last,
-            access_count=count,
-            expires_at=expires,
-            ttl=ttl,
-            sliding=bool(sliding),
-            tags=tuple(json.loads(tags)),
-            version=version,
-        )
-    except (TypeError, ValueError) as err:
-        raise SerializationError(
-            f"entry {key!r}: unreadable metadata in the SQLite row: {type(err).__name__}: {err}"
-        ) from None
+    return key, Record(
+        _bytes_of(key, value),
+        created,
+        updated,
+        last,
+        count,
+        expires,
+        ttl,
+        bool(sliding),
+        _tags_of(key, tags),
+        version,
+    )
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> EntryColumns:
+    """The rows of :data:`_SCAN_COLUMNS` as columns (values ``None``: not read)."""
+    keys, values, sizes, created, updated, last, count, expires, ttl, sliding, tags, version = map(
+        list, zip(*rows, strict=True)
+    )
+    return EntryColumns(
+        keys,
+        created,
+        updated,
+        last,
+        count,
+        expires,
+        ttl,
+        [bool(s) for s in sliding],
+        [() if t == _NO_TAGS else _tags_of(k, t) for k, t in zip(keys, tags, strict=True)],
+        version,
+        sizes,
+        [
+            v if v is None or type(v) is bytes else _bytes_of(k, v)
+            for k, v in zip(keys, values, strict=True)
+        ],
+    )
+
+
+def _same_write(row: tuple[Any, ...], token: tuple[int, float]) -> bool:
+    """Whether a row ``(key, version, updated_at, tags)`` holds the write ``token`` (the
+    comparison SQL's ``version = ? AND updated_at = ?`` makes)."""
+    version, updated_at = token
+    return bool(row[1] == version and row[2] == updated_at)
 
 
 class SqliteBackend(Backend):
@@ -97,7 +172,9 @@ class SqliteBackend(Backend):
     """
 
     scheme: ClassVar[str] = "sqlite"
-    capabilities: ClassVar[Capabilities] = Capabilities(atomic_moves=True, metadata_reads=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        atomic_moves=True, metadata_reads=True, column_scans=True
+    )
     _transient = ("_local",)
 
     def __init__(self, path: str, *, timeout: float = 30.0) -> None:
@@ -106,7 +183,8 @@ class SqliteBackend(Backend):
         self.timeout = float(timeout)
         self.url = f"sqlite:///{path}"
         self._local: threading.local | None = None
-        self._connections: list[sqlite3.Connection] = []
+        #: Each thread's connection, with its thread (closed once the thread is gone).
+        self._connections: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._shared: sqlite3.Connection | None = None
         if path != ":memory:":
             folder = os.path.dirname(os.path.abspath(path))
@@ -158,7 +236,10 @@ class SqliteBackend(Backend):
             conn = self._open()
             self._local.conn = conn
             with self._lock:
-                self._connections.append(conn)
+                self._connections = [
+                    *self._living(),
+                    (weakref.ref(threading.current_thread()), conn),
+                ]
         return conn
 
     @contextlib.contextmanager
@@ -179,9 +260,22 @@ class SqliteBackend(Backend):
             except sqlite3.Error as err:
                 raise BackendError(f"SQLite {self.path!r}: {err}") from err
 
+    def _living(self) -> list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]]:
+        """The connections of threads still running; those of ended threads are closed (a
+        short-lived thread, such as a migration's reader, leaves no open file behind)."""
+        living = []
+        for owner, conn in self._connections:
+            thread = owner()
+            if thread is not None and thread.is_alive():
+                living.append((owner, conn))
+            else:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        return living
+
     def close(self) -> None:
         with self._lock:
-            for conn in self._connections:
+            for _, conn in self._connections:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._connections = []
@@ -204,20 +298,22 @@ class SqliteBackend(Backend):
     ) -> dict[str, Record]:
         if not keys:
             return {}
-        marks = ",".join("?" * len(keys))
-        where = f"ns = ? AND key IN ({marks}) AND {_LIVE}"
+        rows: list[tuple[Any, ...]] = []
         with self._tx(write=touch) as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM pm_entries WHERE {where}", (ns, *keys, now)
-            ).fetchall()
-            if touch and rows:
-                conn.execute(
-                    "UPDATE pm_entries SET access_count = access_count + 1, last_access = ?, "
-                    "expires_at = CASE WHEN sliding = 1 AND ttl IS NOT NULL THEN ? + ttl "
-                    f"ELSE expires_at END WHERE {where}",
-                    (now, now, ns, *keys, now),
-                )
-        records = dict(_row_to_record(row) for row in rows)
+            for part in _chunks(keys):
+                where = f"ns = ? AND key IN ({_marks(len(part))}) AND {_LIVE}"
+                found = conn.execute(
+                    f"SELECT {_COLUMNS} FROM pm_entries WHERE {where}", (ns, *part, now)
+                ).fetchall()
+                if touch and found:
+                    conn.execute(
+                        "UPDATE pm_entries SET access_count = access_count + 1, last_access = ?, "
+                        "expires_at = CASE WHEN sliding = 1 AND ttl IS NOT NULL THEN ? + ttl "
+                        f"ELSE expires_at END WHERE {where}",
+                        (now, now, ns, *part, now),
+                    )
+                rows += found
+        records = dict(map(_row_to_record, rows))
         if touch:
             records = {k: r.touched(now) for k, r in records.items()}
         return records
@@ -227,17 +323,57 @@ class SqliteBackend(Backend):
         if not keys:
             return {}
         columns = _COLUMNS.replace("value", "length(value)", 1)
-        where = f"ns = ? AND key IN ({','.join('?' * len(keys))}) AND {_LIVE}"
+        rows: list[tuple[Any, ...]] = []
         with self._tx() as conn:
-            rows = conn.execute(
-                f"SELECT {columns} FROM pm_entries WHERE {where}", (ns, *keys, now)
-            ).fetchall()
+            for part in _chunks(keys):
+                where = f"ns = ? AND key IN ({_marks(len(part))}) AND {_LIVE}"
+                rows += conn.execute(
+                    f"SELECT {columns} FROM pm_entries WHERE {where}", (ns, *part, now)
+                ).fetchall()
         out: dict[str, Record] = {}
         for row in rows:
             key, record = _row_to_record((row[0], b"", *row[2:]))
             record.stored_size = int(row[1])
             out[key] = record
         return out
+
+    def scan_columns(
+        self,
+        ns: str,
+        *,
+        now: float,
+        batch_size: int = 1000,
+        value_bytes: int = 0,
+        query: Mapping[str, Any] | None = None,
+    ) -> Iterator[EntryColumns]:
+        """The live entries of ``ns`` in key order, one query per batch (see the base class).
+
+        A batch is one indexed range read of the primary key (``key > last ORDER BY key
+        LIMIT batch_size``): the metadata, ``length(value)``, and the value itself only
+        when it has at most ``value_bytes`` bytes. Each batch is its own read transaction.
+        """
+        if query is not None:  # no pushdown here: the base class says what that does
+            yield from super().scan_columns(
+                ns, now=now, batch_size=batch_size, value_bytes=value_bytes, query=query
+            )
+            return
+        limit = max(1, int(batch_size))
+        small = int(value_bytes) if value_bytes > 0 else -1
+        last, op = "", ">="
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    f"SELECT {_SCAN_COLUMNS} FROM pm_entries WHERE ns = ? AND key {op} ? "
+                    f"AND {_LIVE} ORDER BY key LIMIT ?",
+                    (small, ns, last, now, limit),
+                ).fetchall()
+            if not rows:
+                return
+            yield _columns(rows)
+            if len(rows) < limit:
+                return
+            last, op = rows[-1][0], ">"
+            del rows
 
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
         if not records:
@@ -270,44 +406,116 @@ class SqliteBackend(Backend):
             )
             for key, r in records.items()
         ]
-        tag_rows = [(ns, tag, key) for key, r in records.items() for tag in r.tags]
         conn.executemany(_UPSERT, rows)
-        conn.executemany("DELETE FROM pm_tags WHERE ns = ? AND key = ?", [(ns, k) for k in records])
+        SqliteBackend._untag(conn, ns, list(records))
+        SqliteBackend._tag(conn, ns, records)
+
+    @staticmethod
+    def _untag(conn: sqlite3.Connection, ns: str, keys: Sequence[str]) -> None:
+        for part in _chunks(keys):
+            conn.execute(f"DELETE FROM pm_tags WHERE ns = ? AND key IN ({_marks(len(part))})",
+                         (ns, *part))  # fmt: skip
+
+    @staticmethod
+    def _tag(conn: sqlite3.Connection, ns: str, records: Mapping[str, Record]) -> None:
+        tag_rows = [(ns, tag, key) for key, r in records.items() for tag in r.tags]
         if tag_rows:
             conn.executemany("INSERT OR IGNORE INTO pm_tags VALUES (?, ?, ?)", tag_rows)
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
+        """Insert the records whose key has no live entry, as they are (one transaction).
+
+        An expired row of such a key is removed first, so the record lands with its own
+        version and access history (a move keeps its token).
+        """
         if not records:
             return set()
         keys = list(records)
-        marks = ",".join("?" * len(keys))
         with self._tx(write=True) as conn:
-            present = {
-                key
-                for (key,) in conn.execute(
-                    f"SELECT key FROM pm_entries WHERE ns = ? AND key IN ({marks}) AND {_LIVE}",
-                    (ns, *keys, now),
-                )
-            }
+            present: set[str] = set()
+            stale: list[str] = []
+            for part in _chunks(keys):
+                for key, live in conn.execute(
+                    f"SELECT key, {_LIVE} FROM pm_entries "
+                    f"WHERE ns = ? AND key IN ({_marks(len(part))})",
+                    (now, ns, *part),
+                ):
+                    if live:
+                        present.add(key)
+                    else:
+                        stale.append(key)
             absent = {k: r for k, r in records.items() if k not in present}
-            self._write(conn, ns, absent, now)
+            for part in _chunks(stale):
+                conn.execute(
+                    f"DELETE FROM pm_entries WHERE ns = ? AND key IN ({_marks(len(part))})",
+                    (ns, *part),
+                )
+            self._untag(conn, ns, stale)
+            conn.executemany(
+                _INSERT,
+                [
+                    (ns, key, r.value, r.created_at, r.updated_at, r.last_access, r.access_count,
+                     r.expires_at, r.ttl, int(r.sliding), json.dumps(list(r.tags)) if r.tags
+                     else _NO_TAGS, r.version)
+                    for key, r in absent.items()
+                ],
+            )  # fmt: skip
+            self._tag(conn, ns, absent)
         return set(absent)
 
     def delete_if_unchanged(
         self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
     ) -> set[str]:
-        deleted: set[str] = set()
+        """Delete the keys still holding ``expected``: one read and one delete per batch,
+        in one write transaction (no other writer comes between them).
+
+        A batch whose keys are all the rows of a key range, each the expected write (a
+        migration's batch, read in key order), is deleted as that range.
+        """
+        deleted: list[str] = []
+        if not expected:
+            return set()
         with self._tx(write=True) as conn:
-            for key, (version, updated_at) in expected.items():
-                cur = conn.execute(
-                    "DELETE FROM pm_entries WHERE ns = ? AND key = ? AND version = ? "
-                    "AND updated_at = ?",
-                    (ns, key, version, updated_at),
+            if len(expected) > 1 and self._delete_range(conn, ns, expected):
+                return set(expected)
+            for part in _chunks(list(expected)):
+                rows = conn.execute(
+                    "SELECT key, version, updated_at, tags FROM pm_entries "
+                    f"WHERE ns = ? AND key IN ({_marks(len(part))})",
+                    (ns, *part),
+                ).fetchall()
+                same = [row for row in rows if _same_write(row, expected[row[0]])]
+                if not same:
+                    continue
+                keys = [row[0] for row in same]
+                conn.execute(
+                    f"DELETE FROM pm_entries WHERE ns = ? AND key IN ({_marks(len(keys))})",
+                    (ns, *keys),
                 )
-                if cur.rowcount:
-                    conn.execute("DELETE FROM pm_tags WHERE ns = ? AND key = ?", (ns, key))
-                    deleted.add(key)
-        return deleted
+                self._untag(conn, ns, [row[0] for row in same if row[3] != _NO_TAGS])
+                deleted += keys
+        return set(deleted)
+
+    def _delete_range(
+        self, conn: sqlite3.Connection, ns: str, expected: Mapping[str, tuple[int, float]]
+    ) -> bool:
+        """Delete ``expected`` as one key range if it is exactly the rows of that range, each
+        still the expected write (else delete nothing); tell whether it did."""
+        low, high = min(expected), max(expected)
+        rows = conn.execute(
+            "SELECT key, version, updated_at, tags FROM pm_entries "
+            "WHERE ns = ? AND key >= ? AND key <= ? LIMIT ?",
+            (ns, low, high, len(expected) + 1),
+        ).fetchall()
+        if len(rows) != len(expected) or not all(
+            row[0] in expected and _same_write(row, expected[row[0]]) for row in rows
+        ):
+            return False
+        conn.execute(
+            "DELETE FROM pm_entries WHERE ns = ? AND key >= ? AND key <= ?", (ns, low, high)
+        )
+        self._untag(conn, ns, [row[0] for row in rows if row[3] != _NO_TAGS])
+        return True
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         if not keys:

@@ -3,19 +3,29 @@
 Order of work: rules and tier TTLs are applied to the sources coldest first, so an entry
 moves at most one step per run and a run never chases its own moves; then size budgets
 are enforced hottest first, so an overflow demoted into a tier counts against its budget.
-For each source tier the keys are streamed in batches of ``batch_size``; per batch one
-read of the records, then per target tier one conditional copy and one conditional delete
-(see :meth:`TieredBackend.move`). A run that is killed anywhere leaves every entry
-readable, and running it again finishes the job.
+For each source tier the entries are read in batches of ``batch_size`` as columns
+(:meth:`~prefect_memory.plugins.base.Backend.scan_columns`: one query per batch on
+stores that declare ``capabilities.column_scans``, such as SQLite), the next batch
+read in a thread while the current one moves; the rules are evaluated a column at a
+time (:meth:`~prefect_memory.tiers.rules.Rule.select`) and records are made only for
+the entries that move; then per target tier one conditional copy and one conditional
+delete (see :meth:`TieredBackend.move`). A run that is killed anywhere leaves every
+entry readable, and running it again finishes the job.
 
-Deciding reads metadata only. Rule fields, tier TTLs and budgets are all metadata, so on
-a store that declares ``capabilities.metadata_reads`` a batch is read with
-:meth:`~prefect_memory.plugins.base.Backend.meta_many` (no value travels); the values
-of the entries that move are then loaded with ``get_many`` in loads of at most
-``batch_size`` entries and ``batch_bytes`` bytes (by their stored sizes; one entry
-larger than that is loaded alone), each entry is checked again on the loaded record (it
-may have changed since the decision) and moved. A dry run loads no value at all. Stores
-that cannot read metadata alone are read once with ``get_many``, as before.
+Deciding reads metadata only. Rule fields, tier TTLs and budgets are all metadata. A
+batch carries the values of at most ``batch_bytes // batch_size`` bytes (those move as
+read: decision and value come from one read); larger values, and every value on stores
+that read metadata apart (``capabilities.metadata_reads`` without ``column_scans``:
+:meth:`~prefect_memory.plugins.base.Backend.meta_many`, no value travels), are loaded
+with ``get_many`` in loads of at most ``batch_size`` entries and ``batch_bytes`` bytes
+(by their stored sizes; one entry larger than that is loaded alone), each entry checked
+again on the loaded record (it may have changed since the decision) and moved. A dry
+run loads no value at all.
+
+Memory: a run holds at most two batches (the one moving, the one read ahead), each
+with at most ``batch_bytes`` of values, plus one load of at most ``batch_bytes``, plus
+what the target's write of one batch needs (an archive builds one file of it), plus
+about 1 KB of metadata per entry of a batch.
 
 Example:
     >>> import prefect_memory as pm
@@ -31,21 +41,25 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..plugins.base import Backend, Record
+from ..plugins.base import EntryColumns, Record
 from .moves import MoveOutcome
 from .pushdown import candidates_query
 from .rules import FIELDS
-from .tiered import Tier, TieredBackend
+from .tiered import TieredBackend
 
 #: Most bytes of values one load of a migration holds (by the stored sizes read).
 BATCH_BYTES = 64 << 20
 #: Rule fields answered by metadata alone (today every field: none reads the value).
 METADATA_FIELDS = frozenset(FIELDS)
+#: Read the next batch of a source in a thread while the current one moves.
+READ_AHEAD = True
 
 
 @dataclass
@@ -79,17 +93,6 @@ class MigrationReport:
         return [{"rule": label, "entries": count} for label, count in self.moved.items()]
 
 
-def _batches(keys: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _loads(records: dict[str, Record], count: int, max_bytes: int) -> Iterator[list[str]]:
     """Keys of ``records`` in loads of at most ``count`` keys and ``max_bytes`` bytes.
 
@@ -119,6 +122,31 @@ def _account(
     report.written += len(outcome.written)
 
 
+def _read_ahead(batches: Iterator[EntryColumns]) -> Iterator[EntryColumns]:
+    """Yield ``batches``, reading the next one in a thread of this run meanwhile.
+
+    The read of batch k+1 (a query, a pipeline: mostly waiting on the store) overlaps the
+    move of batch k. At most two batches are held at once: the one moving, the one read.
+    """
+    if not READ_AHEAD:
+        yield from batches
+        return
+    batches = iter(batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="prefect-memory-migrate") as reader:
+        pending = reader.submit(next, batches, None)
+        try:
+            while (batch := pending.result()) is not None:
+                pending = reader.submit(next, batches, None)
+                yield batch
+                del batch
+        finally:
+            with contextlib.suppress(BaseException):
+                pending.result()  # a generator cannot be closed while it runs
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+
 def _choose(
     backend: TieredBackend, index: int, record: Record, now: float
 ) -> tuple[int, str] | None:
@@ -135,19 +163,71 @@ def _choose(
     return None
 
 
-def _decides_on_metadata(backend: TieredBackend, tier: Tier) -> bool:
-    """Whether the tier's store reads metadata alone and its rules read nothing else."""
-    if not tier.backend.capabilities.metadata_reads:
-        return False
-    fields = {f for r in backend.rules if r.source == tier.name for f in r.condition.fields}
-    return fields <= METADATA_FIELDS
+def _choose_rows(
+    backend: TieredBackend, index: int, columns: EntryColumns, now: float
+) -> dict[tuple[int, str], list[int]]:
+    """:func:`_choose` for every row of ``columns`` at once, a column at a time.
+
+    Returns the rows that move, grouped by target tier and reason (rows that stay are
+    left out): row ``i`` lands where ``_choose(columns.record(i))`` sends it.
+    """
+    tier = backend.tiers[index]
+    groups: dict[tuple[int, str], list[int]] = {}
+    left = list(range(len(columns)))
+    for rule in backend.rules:
+        if rule.source != tier.name or not left:
+            continue
+        hits = rule.condition.select(columns, now)
+        moving = [i for i in left if hits[i]]
+        if moving:
+            label = f"{rule.source} -> {rule.target}: {rule.condition.text}"
+            groups.setdefault((backend.tier_index(rule.target), label), []).extend(moving)
+            left = [i for i in left if not hits[i]]
+    if tier.ttl is not None and index + 1 < len(backend.tiers) and left:
+        updated, ttl = columns.updated_at, tier.ttl
+        moving = [i for i in left if now - updated[i] > ttl]
+        if moving:
+            nxt = backend.tiers[index + 1].name
+            groups[(index + 1, f"{tier.name} -> {nxt}: tier ttl {tier.ttl:g}s")] = moving
+    return groups
 
 
-def _read(source: Backend, ns: str, keys: list[str], now: float, meta: bool) -> dict[str, Record]:
-    """The records of ``keys`` to decide on: metadata only when ``meta``."""
-    if meta:
-        return source.meta_many(ns, keys, now=now)
-    return source.get_many(ns, keys, now=now, touch=False)
+def _live(columns: EntryColumns, now: float, only: Callable[[str], bool] | None) -> EntryColumns:
+    """The rows of ``columns`` live at ``now`` (a batch read a while ago) and kept by ``only``."""
+    expires = columns.expires_at
+    rows = [i for i, x in enumerate(expires) if x is None or x > now]
+    if only is not None:
+        keys = columns.keys
+        rows = [i for i in rows if only(keys[i])]
+    return columns if len(rows) == len(columns) else columns.take(rows)
+
+
+def _move_rows(
+    backend: TieredBackend,
+    ns: str,
+    report: MigrationReport,
+    chosen: tuple[int, str],
+    columns: EntryColumns,
+    rows: list[int],
+    index: int,
+    at: float,
+    limits: tuple[int, int],
+) -> None:
+    """Move the ``rows`` of a batch that go to ``chosen``.
+
+    Rows read with their value move as read (the decision and the value come from one
+    read); the others are loaded in bounded loads and checked again (:func:`_move_loaded`).
+    """
+    target, label = chosen
+    values = columns.values
+    whole = columns.records([i for i in rows if values[i] is not None])
+    if whole:
+        _account(report, label, whole, backend.move_outcome(ns, whole, index, target, now=at))
+        del whole
+    rest = columns.records([i for i in rows if values[i] is None])
+    if rest:
+        same = _same_choice(backend, index, at, chosen)
+        _move_loaded(backend, ns, report, chosen, rest, index, at, limits, same)
 
 
 def _move_loaded(
@@ -193,51 +273,41 @@ def migrate(
     """Apply the rules, tier TTLs and size budgets of ``backend`` to namespace ``ns``.
 
     ``progress`` is called with the running report after every batch (progress bars,
-    Prefect logs). ``batch_bytes`` bounds the values one load holds on stores that read
-    metadata alone (see the module docstring). ``only`` keeps the keys of one partition
-    (a key filter, see :mod:`.partitions`); ``budgets=False`` leaves the size budgets to
+    Prefect logs). ``batch_bytes`` bounds the values one batch or load holds (see the
+    module docstring). ``only`` keeps the keys of one partition (a key filter, see
+    :mod:`.partitions`); ``budgets=False`` leaves the size budgets to
     :func:`enforce_budgets` (an LRU order spans every partition).
     """
     started = time.perf_counter()
     report = MigrationReport(dry_run=dry_run)
     limits = (max(1, int(batch_size)), max(1, int(batch_bytes)))
+    inline = 0 if dry_run else limits[1] // limits[0]  # values read with their batch
     for index in reversed(range(len(backend.tiers))):
         tier = backend.tiers[index]
         last = index + 1 >= len(backend.tiers)
         if not any(r.source == tier.name for r in backend.rules) and (tier.ttl is None or last):
             continue  # nothing can move out of this tier: do not read it
-        meta = _decides_on_metadata(backend, tier)
         at = clock() if now is None else now
         pushed = candidates_query(backend, index, at)  # None unless capabilities.pushdown
-        keys_iter = (
-            tier.backend.scan(ns, None, now=at)
-            if pushed is None
-            else tier.backend.scan_query(ns, pushed, now=at)
-        )
         report.pushed_down += pushed is not None
-        if only is not None:
-            keys_iter = filter(only, keys_iter)
-        for keys in _batches(keys_iter, batch_size):
+        batches = tier.backend.scan_columns(
+            ns, now=at, batch_size=limits[0], value_bytes=inline, query=pushed
+        )
+        for batch in _read_ahead(batches):
             at = clock() if now is None else now
-            records = _read(tier.backend, ns, keys, at, meta)
-            report.scanned += len(records)
-            groups: dict[tuple[int, str], dict[str, Record]] = {}
-            for key, record in records.items():
-                choice = _choose(backend, index, record, at)
-                if choice is not None:
-                    groups.setdefault(choice, {})[key] = record
-            del records
-            for chosen, group in groups.items():
+            columns = _live(batch, at, only)
+            del batch
+            report.scanned += len(columns)
+            for chosen, rows in _choose_rows(backend, index, columns, at).items():
                 target, label = chosen
                 if dry_run:
-                    report.planned.extend((k, tier.name, backend.tiers[target].name) for k in group)
-                    report.add(label, len(group), sum(r.size for r in group.values()))
-                elif meta:
-                    same = _same_choice(backend, index, at, chosen)
-                    _move_loaded(backend, ns, report, chosen, group, index, at, limits, same)
+                    keys, sizes = columns.keys, columns.sizes
+                    report.planned.extend((keys[i], tier.name, backend.tiers[target].name)
+                                          for i in rows)  # fmt: skip
+                    report.add(label, len(rows), sum(sizes[i] for i in rows))
                 else:
-                    outcome = backend.move_outcome(ns, group, index, target, now=at)
-                    _account(report, label, group, outcome)
+                    _move_rows(backend, ns, report, chosen, columns, rows, index, at, limits)
+            del columns
             if progress is not None:
                 progress(report)
     if budgets:
@@ -297,11 +367,9 @@ def _enforce_budget(
     if tier.max_bytes is None and tier.max_entries is None:
         return
     at = clock() if now is None else now
-    meta = tier.backend.capabilities.metadata_reads
     usage: list[tuple[float, str, int]] = []
-    for keys in _batches(tier.backend.scan(ns, None, now=at), limits[0]):
-        for key, record in _read(tier.backend, ns, keys, at, meta).items():
-            usage.append((record.last_access, key, record.size))
+    for columns in tier.backend.scan_columns(ns, now=at, batch_size=limits[0]):
+        usage.extend(zip(columns.last_access, columns.keys, columns.sizes, strict=True))
     usage.sort()
     count, total = len(usage), sum(size for _, _, size in usage)
     overflow: dict[str, Record] = {}

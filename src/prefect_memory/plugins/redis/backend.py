@@ -44,6 +44,13 @@ as one msgpack blob (Redis's Lua has ``cmsgpack``) instead of thousands of comma
 arguments, and ``get_many`` answers with one msgpack blob too; a batch whose records
 share their metadata (as ``Memory.set_many`` makes them) sends it once.
 
+Async (``capabilities.native_async``): each operation is one sans-I/O body (it yields its
+requests and reads their replies, see :mod:`prefect_memory.aio`); the blocking methods
+run it through :attr:`connection`, their ``a`` twins (``aget_many``, ``aput_many``...) on
+the running event loop through redis.asyncio connections (:mod:`.aio`), with the same
+round trips, replies and errors. Against a Cluster the twins run the blocking methods in
+a worker thread.
+
 Example:
     >>> from prefect_memory.plugins.redis import RedisBackend
     >>> backend = RedisBackend.from_url("redis://:s3cret@cache.local:6380/2", key_prefix="app")
@@ -58,12 +65,13 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -76,7 +84,8 @@ except ImportError as _err:  # pragma: no cover - the registry turns this into a
         name="redis",
     ) from _err
 
-from ...errors import BackendError, ConfigError, InvalidTTLError
+from ...aio import Body, Call, adrive, call, drive
+from ...errors import BackendError, ConfigError, InvalidTTLError, SerializationError
 from ...keys import glob_match, ns_token
 from ...urls import redact_url, split_credentials
 from ..base import (
@@ -90,6 +99,7 @@ from ..base import (
     Record,
     StoreUsage,
 )
+from .aio import AsyncRedisConnection
 from .connection import (  # noqa: F401 - Connections, RedisConnector, SlotMap: re-exported
     Connections,
     RedisConnection,
@@ -103,12 +113,12 @@ from .scripts import DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED, LuaScript
 #: Options of ``from_url`` (besides ``ssl_*`` ones, which go to redis-py for ``rediss://``).
 _OPTIONS = frozenset(
     {"timeout", "key_prefix", "max_connections", "password", "username", "consistency",
-     "quorum", "cluster", "layout", "buckets"}
+     "quorum", "cluster", "layout", "buckets", "seeds", "read_from_replicas"}
 )  # fmt: skip
 #: Options that may also come in the URL's query string.
 _QUERY_OPTIONS = (
     "timeout", "key_prefix", "max_connections", "consistency", "quorum", "cluster", "layout",
-    "buckets",
+    "buckets", "seeds", "read_from_replicas",
 )  # fmt: skip
 #: How the layout-1 scripts word a namespace whose layout record they found.
 _LAYOUT_REFUSED = "prefect-memory: layout "
@@ -126,9 +136,11 @@ _META = attrgetter(
 )  # fmt: skip
 _packb = msgpack.Packer(use_bin_type=False).pack  # Redis's cmsgpack knows no bin type
 _unpackb = msgpack.unpackb
+_NUMBER = (int, float)
 
 #: ``(channel, source)`` of a write that publishes its changes.
 Notify = tuple[str, str]
+R = TypeVar("R")
 
 
 def _redis_glob(pattern: str | None) -> str:
@@ -179,6 +191,11 @@ class RedisBackend(Backend):
             layout is refused with a :class:`~prefect_memory.errors.ConfigError`.
         buckets: Buckets of a namespace that layout 2 creates (default 16; a namespace
             keeps the count it was created or upgraded with).
+        seeds: More nodes of the same Cluster (``"host:port,host:port"`` or a list of
+            them): tried in turn when the URL's node does not answer at startup.
+        read_from_replicas: On a Cluster, reads that count no access (``exists``, ``info``,
+            ``keys``, metadata, ``get_many(touch=False)``) go in turn to the slot's primary
+            and its replicas in sync; they may be a little behind (docs/guarantees.md).
 
     Attributes:
         connection: The :class:`~.connection.RedisConnection` every request goes through
@@ -188,8 +205,14 @@ class RedisBackend(Backend):
 
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        native_ttl=True, server_scripts=True, atomic_moves=True, metadata_reads=True
-    )
+        native_ttl=True, server_scripts=True, atomic_moves=True, metadata_reads=True,
+        native_async=True,
+    )  # fmt: skip
+
+    @property
+    def stale_reads(self) -> bool:
+        """``read_from_replicas``: reads may miss writes the primary acknowledged."""
+        return self.connection.read_from_replicas
 
     def __init__(
         self,
@@ -206,6 +229,8 @@ class RedisBackend(Backend):
         ssl_options: Mapping[str, Any] | None = None,
         layout: int = 1,
         buckets: int | None = None,
+        seeds: Any = (),
+        read_from_replicas: bool = False,
     ) -> None:
         super().__init__()
         self.layout, self.buckets = check_layout(layout, buckets)
@@ -213,6 +238,8 @@ class RedisBackend(Backend):
         #: Layout-1 namespaces a script or a read found without a record (its pipelined
         #: reads then skip the check; the scripts check on every call).
         self._checked: set[str] = set()
+        #: The async way to the server (made on first async use; never pickled).
+        self._aio: AsyncRedisConnection | None = None
         url, url_password = split_credentials(url)  # a raw '/', '?', '#' or '@' in it
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -276,14 +303,16 @@ class RedisBackend(Backend):
             passthrough=urlencode({k: v for k, v in query.items() if k != "db"}),
             ssl_options=dict(ssl_options or {}),
             wait=(self.quorum, timeout) if self.consistency == "strong" else None,
+            seeds=_seeds(seeds), read_from_replicas=_flag(read_from_replicas, "read_from_replicas"),
         )  # fmt: skip
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """Build from ``redis://...`` or ``rediss://...`` and keyword options.
 
-        ``timeout``, ``key_prefix``, ``max_connections``, ``consistency``, ``quorum`` and
-        ``cluster`` may also be given in the query string (keyword options win).
+        ``timeout``, ``key_prefix``, ``max_connections``, ``consistency``, ``quorum``,
+        ``cluster``, ``layout``, ``buckets``, ``seeds`` (``h:p,h:p``) and
+        ``read_from_replicas`` may also be given in the query string (keyword options win).
 
         Raises:
             ConfigError: An option is unknown or invalid (every unknown one is named).
@@ -376,8 +405,10 @@ class RedisBackend(Backend):
         self.connection.request("PING")
 
     def close(self) -> None:
-        """Close the connections (the next request reconnects)."""
+        """Close the connections (the next request reconnects), the async ones too."""
         self.connection.close()
+        if self._aio is not None:
+            self._aio.forget()
 
     # -- for the layers above (prefect_memory.shared, analytics): see :attr:`connection` ------
     def execute(self, *args: Any, route: str | None = None) -> Any:
@@ -416,6 +447,7 @@ class RedisBackend(Backend):
         state["_spreads"] = {}
         state["_checked"] = set()
         state["connection"] = copy.copy(self.connection)  # its settings, never its sockets
+        state["_aio"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -435,6 +467,7 @@ class RedisBackend(Backend):
         state.setdefault("buckets", None)
         state.setdefault("_spreads", {})
         state.setdefault("_checked", set())
+        state["_aio"] = None
         super().__setstate__(state)
 
     # -- layouts --------------------------------------------------------------------------
@@ -449,17 +482,18 @@ class RedisBackend(Backend):
             spread = self._spreads[ns] = open_spread(self, ns, self.buckets)
         return spread
 
-    def _one(self, ns: str, *args: Any, **options: Any) -> Any:
+    def _one(self, ns: str, *args: Any, **options: Any) -> Body[Any]:
         """A layout-1 request: the scripts refuse a namespace that has a layout record."""
         try:
-            reply = self.connection.request(*args, **options)
+            reply = yield ("request", args, options)  # (call(...) would pack them again)
         except BackendError as err:
             text = str(err)
             at = text.find(_LAYOUT_REFUSED)
             if at < 0:
                 raise
             words = text[at + len(_LAYOUT_REFUSED) :].split()
-            self._check_record(ns)  # raises, with the bucket count, while the record is there
+            # raises, with the bucket count, while the record is there
+            yield call("_check_record", ns)
             raise ConfigError(refusal(ns, words[0] if words else None, 1)) from err
         self._checked.add(ns)  # the script found no record
         return reply
@@ -473,23 +507,86 @@ class RedisBackend(Backend):
             self._checked.discard(ns)
             raise ConfigError(refusal(ns, v, 1, b))
 
+    # -- the drivers: each operation is one sans-I/O body, run blocking or async ------------
+    # A body (``_get_many``, ``_put``...) yields its requests: ``call("request", ...)`` and
+    # ``call("fan_out", ...)`` as for :class:`.RedisConnection`, or ``call(<method>, ...)``
+    # for a blocking method of the backend itself (a namespace's layout record: read once
+    # per namespace, or when a script refused the namespace).
+    def _perform(self, step: Call) -> Any:
+        method, args, kwargs = step
+        if method == "request":
+            return self.connection.request(*args, **kwargs)
+        if method == "fan_out":
+            return self.connection.fan_out(*args, **kwargs)
+        return getattr(self, method)(*args, **kwargs)
+
+    async def _aperform(self, step: Call) -> Any:
+        method, args, kwargs = step
+        aio = self._aio
+        assert aio is not None  # made by _arun
+        if method == "request":
+            return await aio.request(*args, **kwargs)
+        if method == "fan_out":
+            return await aio.fan_out(*args, **kwargs)
+        return await asyncio.to_thread(getattr(self, method), *args, **kwargs)
+
+    def _run(self, body: Body[R]) -> R:
+        return drive(body, self._perform)
+
+    async def _arun(self, body: Body[R], method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """``body`` on the running event loop; on a Cluster (or with settings redis.asyncio
+        does not take) ``method(*args, **kwargs)`` in a worker thread instead."""
+        aio = self._aio
+        if aio is None:
+            with self._lock:
+                aio = self._aio
+                if aio is None:
+                    aio = self._aio = AsyncRedisConnection(self.connection)
+        if aio.ready or await aio.native():
+            return await adrive(body, self._aperform)
+        body.close()
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    def _spread_of(self, ns: str) -> Body[Spread | None]:
+        """:meth:`_spread` in a body (the namespace's record is read once)."""
+        spread = self._spreads.get(ns)
+        if spread is None:
+            spread = yield call("_spread", ns)
+        return spread
+
     # -- protocol -------------------------------------------------------------------------
     def get_many(
         self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
     ) -> dict[str, Record]:
+        return self._run(self._get_many(ns, keys, now, touch))
+
+    async def aget_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        """Async twin of :meth:`get_many` (the same body, on the event loop)."""
+        return await self._arun(
+            self._get_many(ns, keys, now, touch), self.get_many, ns, keys, now=now, touch=touch
+        )
+
+    def _get_many(
+        self, ns: str, keys: Sequence[str], now: float, touch: bool
+    ) -> Body[dict[str, Record]]:
         if not keys:
             return {}
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
         flag = b"1" if touch else b"0"
-        spread = self._spread(ns)
+        spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
-            raw = self._one(ns, 1, self._base(ns), now, flag, _packb(keys), script=GET)
+            raw = yield from self._one(
+                ns, 1, self._base(ns), now, flag, _packb(keys), script=GET, readonly=not touch
+            )
             return _records(keys, raw)
         groups = spread.group(keys)
-        replies = self.connection.fan_out(
+        replies = yield call(
+            "fan_out",
             [(spread.bases[b], GET, (1, spread.bases[b], now, flag, _packb(part)), None)
-             for b, part in groups.items()]
+             for b, part in groups.items()], readonly=not touch,
         )  # fmt: skip
         out: dict[str, Record] = {}
         for part, raw in zip(groups.values(), replies, strict=True):
@@ -501,32 +598,58 @@ class RedisBackend(Backend):
     ) -> None:
         """Upsert ``records``; ``notify=(channel, source)`` publishes the batch's changes
         (in layout 2 one message per bucket)."""
-        self._put(ns, records, now=now, notify=notify, absent=False)
+        self._run(self._put(ns, records, now=now, notify=notify, absent=False))
+
+    async def aput_many(
+        self, ns: str, records: Mapping[str, Record], *, now: float, notify: Notify | None = None
+    ) -> None:
+        """Async twin of :meth:`put_many`."""
+        await self._arun(
+            self._put(ns, records, now=now, notify=notify, absent=False),
+            self.put_many, ns, records, now=now, notify=notify,
+        )  # fmt: skip
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
         """Write the records whose key has no live entry, atomically (one script call; in
         layout 2 one per bucket, each atomic)."""
-        return set(self._put(ns, records, now=now, notify=None, absent=True))
+        return set(self._run(self._put(ns, records, now=now, notify=None, absent=True)))
+
+    async def aput_absent_many(
+        self, ns: str, records: Mapping[str, Record], *, now: float
+    ) -> set[str]:
+        """Async twin of :meth:`put_absent_many`."""
+        written = await self._arun(
+            self._put(ns, records, now=now, notify=None, absent=True),
+            self.put_absent_many, ns, records, now=now,
+        )  # fmt: skip
+        return set(written)
 
     def delete_if_unchanged(
         self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
     ) -> set[str]:
         """Delete keys still holding the write ``(version, updated_at)``, atomically (in
         layout 2: atomically per bucket)."""
+        return self._run(self._delete_if_unchanged(ns, expected, now))
+
+    def _delete_if_unchanged(
+        self, ns: str, expected: Mapping[str, tuple[int, float]], now: float
+    ) -> Body[set[str]]:
         if not expected:
             return set()
         wait = self.connection.wait
-        spread = self._spread(ns)
+        spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
             items = [[key, int(token[0]), float(token[1])] for key, token in expected.items()]
-            gone = self._one(ns, 1, self._base(ns), now, _packb(items), script=DELETE, wait=wait)
+            gone = yield from self._one(
+                ns, 1, self._base(ns), now, _packb(items), script=DELETE, wait=wait
+            )
             return {key.decode("utf-8") for key in gone}
         calls = []
         for b, part in spread.group(expected).items():
             items = [[key, int(expected[key][0]), float(expected[key][1])] for key in part]
             calls.append((spread.bases[b], DELETE, (1, spread.bases[b], now, _packb(items)), None))
         out: set[str] = set()
-        for gone in self.connection.fan_out(calls, wait=wait):
+        for gone in (yield call("fan_out", calls, wait=wait)):
             out.update(key.decode("utf-8") for key in gone)
         return out
 
@@ -538,7 +661,7 @@ class RedisBackend(Backend):
         now: float,
         notify: Notify | None,
         absent: bool,
-    ) -> list[str]:
+    ) -> Body[list[str]]:
         if not records:
             return []
         keys = list(records)
@@ -549,10 +672,10 @@ class RedisBackend(Backend):
         mode = 2 if absent else 0
         extra = () if notify is None else (notify[0], ns, notify[1])
         wait = self.connection.wait
-        spread = self._spread(ns)
+        spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
             flat = _put_flat(keys, recs, metas, mode)
-            reply = self._one(
+            reply = yield from self._one(
                 ns, 1, self._base(ns), now, _packb(flat), *extra, script=PUT, wait=wait
             )
             return [key.decode("utf-8") for key in reply] if absent else keys
@@ -563,7 +686,7 @@ class RedisBackend(Backend):
             )
             base = spread.bases[b]
             calls.append((base, PUT, (1, base, now, _packb(flat), *extra), None))
-        replies = self.connection.fan_out(calls, wait=wait)
+        replies = yield call("fan_out", calls, wait=wait)
         if not absent:
             return keys
         return [key.decode("utf-8") for reply in replies for key in reply]
@@ -572,28 +695,46 @@ class RedisBackend(Backend):
         self, ns: str, keys: Sequence[str], *, now: float, notify: Notify | None = None
     ) -> int:
         """Delete ``keys``; ``notify=(channel, source)`` publishes the batch's deletions."""
+        return self._run(self._delete_many(ns, keys, now, notify))
+
+    async def adelete_many(
+        self, ns: str, keys: Sequence[str], *, now: float, notify: Notify | None = None
+    ) -> int:
+        """Async twin of :meth:`delete_many`."""
+        return await self._arun(
+            self._delete_many(ns, keys, now, notify), self.delete_many, ns, keys, now=now,
+            notify=notify,
+        )  # fmt: skip
+
+    def _delete_many(
+        self, ns: str, keys: Sequence[str], now: float, notify: Notify | None
+    ) -> Body[int]:
         if not keys:
             return 0
         extra = () if notify is None else (notify[0], ns, notify[1])
         wait = self.connection.wait
-        spread = self._spread(ns)
+        spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
-            return int(
-                self._one(ns, 1, self._base(ns), now, _packb(list(keys)), *extra, script=DELETE,
-                          wait=wait)
-            )  # fmt: skip
+            removed = yield from self._one(
+                ns, 1, self._base(ns), now, _packb(list(keys)), *extra, script=DELETE, wait=wait
+            )
+            return int(removed)
         calls = [
             (spread.bases[b], DELETE, (1, spread.bases[b], now, _packb(part), *extra), None)
             for b, part in spread.group(keys).items()
         ]
-        return sum(int(n) for n in self.connection.fan_out(calls, wait=wait))
+        return sum(int(n) for n in (yield call("fan_out", calls, wait=wait)))
 
     def _pipelines(
-        self, ns: str, keys: Sequence[str], commands: Callable[[str], list[tuple[Any, ...]]]
-    ) -> tuple[list[str], list[Any]]:
+        self,
+        ns: str,
+        keys: Sequence[str],
+        commands: Callable[[str], list[tuple[Any, ...]]],
+        readonly: bool = False,
+    ) -> Body[tuple[list[str], list[Any]]]:
         """Run ``commands(entry)`` for each key, one pipeline per bucket (layout 1: one, led
         by the layout check); the keys in the order of the replies, and the replies."""
-        spread = self._spread(ns)
+        spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
             base = self._base(ns)
             prefix = base + "e:"
@@ -602,13 +743,16 @@ class RedisBackend(Backend):
             for key in keys:
                 pipeline += commands(prefix + key)
             if len(pipeline) == 1:
-                replies = [self.connection.request(*pipeline[0], route=base)]
+                one = ("request", pipeline[0], {"route": base, "readonly": readonly})
+                replies = [(yield one)]
             else:
-                replies = self.connection.request(pipeline=pipeline, route=base)
+                replies = yield (
+                    "request", (), {"pipeline": pipeline, "route": base, "readonly": readonly}
+                )  # fmt: skip
             if check:
                 found, *replies = replies
                 if found is not None:
-                    self._check_record(ns, found)
+                    yield call("_check_record", ns, found)
                 self._checked.add(ns)
             return list(keys), replies
         groups = spread.group(keys)
@@ -620,27 +764,32 @@ class RedisBackend(Backend):
                 pipeline += commands(prefix + key)
             calls.append((spread.bases[b], None, None, pipeline))
         ordered = [key for part in groups.values() for key in part]
-        return ordered, [r for replies in self.connection.fan_out(calls) for r in replies]
+        replies = yield call("fan_out", calls, readonly=readonly)
+        return ordered, [r for reply in replies for r in reply]
 
     def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
         """One pipeline of ``HMGET <entry> m n a x`` and ``HSTRLEN <entry> v`` per key (in
         layout 2 per bucket): the metadata and the stored size of the value, never the value."""
+        return self._run(self._meta_many(ns, keys, now))
+
+    def _meta_many(self, ns: str, keys: Sequence[str], now: float) -> Body[dict[str, Record]]:
         if not keys:
             return {}
-        ordered, replies = self._pipelines(
-            ns, keys, lambda entry: [("HMGET", entry, *_META_FIELDS), ("HSTRLEN", entry, F_VALUE)]
+        ordered, replies = yield from self._pipelines(
+            ns,
+            keys,
+            lambda entry: [("HMGET", entry, *_META_FIELDS), ("HSTRLEN", entry, F_VALUE)],
+            readonly=True,
         )
         out: dict[str, Record] = {}
         for key, (m, n, a, x), size in zip(ordered, replies[::2], replies[1::2], strict=True):
             expires = float(x) if x else None
             if m is None or (expires is not None and expires <= now):
                 continue
-            c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
+            c, u, l, s, tags, r = _meta(key, m)  # noqa: E741
             last = float(a) if a else float(c)
             count = int(n or 0)
-            out[key] = Record(
-                b"", c, u, last, count, expires, l or None, s, tuple(tags), r, stored_size=size
-            )
+            out[key] = Record(b"", c, u, last, count, expires, l, s, tags, r, stored_size=size)
         return out
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
@@ -650,9 +799,20 @@ class RedisBackend(Backend):
         (Rather than ``EXISTS``: an entry that ``now`` finds expired but Redis has not
         dropped yet, e.g. under a caller's own clock, is not live, as for ``get_many``.)
         """
+        return self._run(self._exists_many(ns, keys, now))
+
+    async def aexists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
+        """Async twin of :meth:`exists_many`."""
+        return await self._arun(
+            self._exists_many(ns, keys, now), self.exists_many, ns, keys, now=now
+        )
+
+    def _exists_many(self, ns: str, keys: Sequence[str], now: float) -> Body[set[str]]:
         if not keys:
             return set()
-        ordered, found = self._pipelines(ns, keys, lambda entry: [("HGET", entry, F_EXPIRES)])
+        ordered, found = yield from self._pipelines(
+            ns, keys, lambda entry: [("HGET", entry, F_EXPIRES)], readonly=True
+        )
         return {
             key for key, x in zip(ordered, found, strict=True) if x is not None and _live_x(x, now)
         }
@@ -664,12 +824,12 @@ class RedisBackend(Backend):
             self._check_record(ns)
             prefix = base + "e:"
             start = len(prefix.encode())
-            for name in self._scan_names(prefix + _redis_glob(pattern), base):
+            for name in self._scan_names(prefix + _redis_glob(pattern), base, readonly=True):
                 key = name[start:].decode("utf-8", "surrogateescape")
                 if glob_match(key, pattern):
                     yield key
             return
-        for name in self._spread_names(spread, "e:" + _redis_glob(pattern)):
+        for name in self._spread_names(spread, "e:" + _redis_glob(pattern), readonly=True):
             base = spread.base_of(name)
             if base is None or name[len(base) : len(base) + 2] != b"e:":
                 continue
@@ -677,7 +837,7 @@ class RedisBackend(Backend):
             if glob_match(key, pattern):
                 yield key
 
-    def _spread_names(self, spread: Spread, match: str) -> Iterator[bytes]:
+    def _spread_names(self, spread: Spread, match: str, readonly: bool = False) -> Iterator[bytes]:
         """Names matching ``P:{N:*}:<match>`` on every node holding a bucket (filter them
         with :meth:`.Spread.base_of`): one SCAN per node, not per bucket."""
         routes: list[str | None] = [None]
@@ -690,15 +850,16 @@ class RedisBackend(Backend):
                 by_node.setdefault(slots.owner(base), base)
             routes = list(by_node.values())
         for route in routes:
-            yield from self._scan_names(spread.match + match, route)
+            yield from self._scan_names(spread.match + match, route, readonly)
 
-    def _scan_names(self, match: str, route: str | None) -> Iterator[bytes]:
-        """Yield the Redis key names matching ``match`` on the node of ``route`` (each once)."""
+    def _scan_names(self, match: str, route: str | None, readonly: bool = False) -> Iterator[bytes]:
+        """Yield the Redis key names matching ``match`` on the node of ``route`` (each once;
+        ``readonly``: a replica of that node may answer, see :meth:`.RedisConnection.request`)."""
         seen: set[bytes] = set()
         cursor: bytes | int = 0
         while True:
             cursor, found = self.connection.request(
-                "SCAN", cursor, "MATCH", match, "COUNT", _SCAN_COUNT, route=route
+                "SCAN", cursor, "MATCH", match, "COUNT", _SCAN_COUNT, route=route, readonly=readonly
             )
             for name in found:
                 if name not in seen:  # SCAN may return a key twice
@@ -708,18 +869,25 @@ class RedisBackend(Backend):
                 return
 
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        return self._run(self._tagged(ns, tags, now))
+
+    async def atagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        """Async twin of :meth:`tagged`."""
+        return await self._arun(self._tagged(ns, tags, now), self.tagged, ns, tags, now=now)
+
+    def _tagged(self, ns: str, tags: Iterable[str], now: float) -> Body[set[str]]:
         tags = list(tags)
         if not tags:
             return set()
         packed = _packb(tags)
-        spread = self._spread(ns)
+        spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
-            found = self._one(ns, 1, self._base(ns), now, packed, script=TAGGED)
+            found = yield from self._one(ns, 1, self._base(ns), now, packed, script=TAGGED)
             return {key.decode("utf-8", "surrogateescape") for key in found}
         calls = [(base, TAGGED, (1, base, now, packed), None) for base in spread.bases]
         return {
             key.decode("utf-8", "surrogateescape")
-            for found in self.connection.fan_out(calls)
+            for found in (yield call("fan_out", calls))
             for key in found
         }
 
@@ -777,17 +945,50 @@ def _group_items(spread: Spread, keys: Sequence[str]) -> dict[int, list[int]]:
 
 
 def _records(keys: Sequence[str], raw: bytes) -> dict[str, Record]:
-    """The records of the get script's reply (indexes into ``keys``)."""
+    """The records of the get script's reply (indexes into ``keys``).
+
+    Raises:
+        SerializationError: An entry's fields are not what this library writes (another
+            client wrote them), naming its key.
+    """
     out: dict[str, Record] = {}
     metas: dict[bytes, tuple[Any, ...]] = {}  # a batch written together shares its m
-    for v, m, n, a, x, i in _unpackb(raw, raw=True):
+    for row in _unpackb(raw, raw=True, strict_map_key=False):
+        if type(row) is dict:  # a field the script read as nil (spoiled) leaves a hole
+            row = [row.get(j) for j in range(1, 7)]
+        v, m, n, a, x, i = row
+        key = keys[i - 1]
         meta = metas.get(m)
         if meta is None:
-            c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
-            meta = metas[m] = (c, u, l or None, s, tuple(tags), r)
+            meta = metas[m] = _meta(key, m)
         c, u, l, s, tags, r = meta  # noqa: E741
-        out[keys[i - 1]] = Record(v, c, u, a, n, x or None, l, s, tags, r)
+        if type(n) is not int or not isinstance(a, (int, float)) or type(v) is not bytes:
+            raise SerializationError(f"entry {key!r} has unreadable fields in Redis")
+        out[key] = Record(v, c, u, a, n, x or None, l, s, tags, r)
     return out
+
+
+def _meta(key: str, m: Any) -> tuple[Any, ...]:
+    """``(created, updated, ttl, sliding, tags, version)`` of an entry's ``m`` field.
+
+    Raises:
+        SerializationError: ``m`` is not what this library writes (another client wrote
+            it), naming the key.
+    """
+    try:
+        c, u, l, s, tags, r = _unpackb(m)  # noqa: E741
+        if (
+            type(tags) is not list or type(r) is not int or type(s) is not bool
+            or not isinstance(c, _NUMBER) or not isinstance(u, _NUMBER)
+            or not (l is False or l is None or isinstance(l, _NUMBER))
+        ):  # fmt: skip
+            raise TypeError
+        for tag in tags:
+            if type(tag) is not str:
+                raise TypeError
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise SerializationError(f"entry {key!r} has unreadable metadata in Redis") from None
+    return c, u, l or None, s, tuple(tags), r
 
 
 def _check_consistency(consistency: Any, quorum: Any) -> tuple[str, int]:
@@ -863,9 +1064,45 @@ def _check_prefix(prefix: Any) -> str:
     return prefix
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _seeds(value: Any) -> list[tuple[str, int]]:
+    """``[(host, port), ...]`` of ``"h:p,h:p"`` or a list of ``"h:p"`` / ``(h, p)``."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"seeds must be 'host:port,host:port' or a list, got {value!r}")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            host, _, port = item.strip().rpartition(":")
+            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            host, port = item
+        else:
+            host, port = "", ""
+        try:
+            number = int(port)
+        except (TypeError, ValueError):
+            number = 0
+        if not host or not isinstance(host, str) or not 0 < number < 65536:
+            raise ConfigError(f"a seed is host:port (like 10.0.0.2:7000), got {item!r}")
+        out.append((host, number))
+    return out
+
+
 def _from_query(name: str, value: str) -> Any:
-    if name in ("key_prefix", "consistency"):
+    if name in ("key_prefix", "consistency", "seeds"):
         return value
+    if name == "read_from_replicas":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(
+                f"read_from_replicas in the Redis URL must be true or false: {value!r}"
+            )
+        return value.lower() in ("true", "1", "yes")
     if name == "cluster":
         if value.lower() not in ("true", "false", "1", "0", "yes", "no", "auto"):
             raise ConfigError(f"cluster in the Redis URL must be true, false or auto: {value!r}")

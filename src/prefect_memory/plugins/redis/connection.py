@@ -4,7 +4,8 @@ The hot path skips redis-py's per-command machinery (pool checkout with a readin
 retries, metrics hooks: several times the cost of the command itself on loopback). A
 :class:`Connections` lends sockets of one node; :class:`SlotMap` keeps one per node of a
 Redis Cluster and tells which node serves a key's slot (``CLUSTER SLOTS``, refreshed on
-``MOVED``).
+``MOVED``), and which replicas the node has (reads sent to them when asked: see
+:meth:`RedisConnection.request`, ``readonly``).
 
 Example:
     >>> slots = SlotMap(lambda host, port: None)
@@ -36,6 +37,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -73,6 +75,18 @@ _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 #: How Redis words an ACL refusal: top level (NOPERM) or inside a Lua script (Redis 7).
 _NOPERM = ("NOPERM", "no permissions", "user executing the script can't")
 _TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
+#: Seconds a replica found in sync serves reads before its state is asked again.
+_REPLICA_CHECK = 1.0
+#: Seconds a replica found down, lagging or refusing is left alone (reads go to its primary).
+_REPLICA_PAUSE = 2.0
+#: Age in seconds of a slot map after which reads from replicas ask for a fresh one (replicas
+#: added, or named by the server once they have replicated something).
+_MAP_AGE = 10.0
+#: Replies of a replica that cannot serve a read now (nothing ran there): the slot is not its
+#: primary's any more (MOVED), it lost its primary (MASTERDOWN, CLUSTERDOWN, TRYAGAIN), or a
+#: script it was sent writes (READONLY: the script stopped at its first write). LOADING is a
+#: ConnectionError (unavailable).
+_REPLICA_REFUSALS = (AskError, ReadOnlyError, ClusterDownError, TryAgainError)
 
 
 def plain_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -239,17 +253,44 @@ class SlotMap:
 
     Args:
         connect: Builds the :class:`Connections` of a node from ``(host, port)``.
+        connect_reader: Builds the connections of a replica that reads (each sends
+            ``READONLY`` first); ``None`` when reads never go to replicas.
+
+    Example:
+        >>> slots = SlotMap(lambda host, port: None)
+        >>> slots.load([[0, 16383, [b"h", 7000, b"a"], [b"h", 7003, b"b"]]], "seed")
+        >>> slots.replicas[("h", 7000)]
+        (('h', 7003),)
     """
 
-    __slots__ = ("connect", "fork", "known", "lock", "nodes", "owners")
+    __slots__ = (
+        "connect", "connect_reader", "fork", "health", "known", "loaded", "lock", "nodes", "owners",
+        "readers", "replicas", "turns",
+    )  # fmt: skip
 
-    def __init__(self, connect: Callable[[str, int], Any]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[str, int], Any],
+        connect_reader: Callable[[str, int], Any] | None = None,
+    ) -> None:
         self.connect = connect
+        self.connect_reader = connect_reader
         self.owners: list[tuple[str, int] | None] = [None] * 16384
         #: Every node the last ``CLUSTER SLOTS`` named (primaries and replicas), in order:
         #: where to ask for a fresh map when the seed node is gone.
         self.known: list[tuple[str, int]] = []
+        #: The replicas of each primary the last ``CLUSTER SLOTS`` named (failed ones are
+        #: left out by the server).
+        self.replicas: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}
         self.nodes: dict[tuple[str, int], Any] = {}
+        #: Connections of replicas for reads (``READONLY``): never used for a write, which a
+        #: replica would run and refuse (``READONLY``) instead of redirecting it (``MOVED``).
+        self.readers: dict[tuple[str, int], Any] = {}
+        #: ``address -> (usable, until)``: a replica's state, asked again after ``until``.
+        self.health: dict[tuple[str, int], tuple[bool, float]] = {}
+        #: Round robin of the reads of each primary over it and its replicas.
+        self.turns: dict[tuple[str, int], int] = {}
+        self.loaded = 0.0  # time.monotonic() of the last load
         self.lock = threading.Lock()
         self.fork = FORKS[0]
 
@@ -257,13 +298,17 @@ class SlotMap:
         """Fill the map from a ``CLUSTER SLOTS`` reply (an empty host means the seed's)."""
         owners = [None] * 16384
         known: dict[tuple[str, int], None] = {}
-        for start, end, primary, *replicas in reply:
-            for member in (primary, *replicas):
+        replicas: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}
+        for start, end, primary, *copies in reply:
+            for member in (primary, *copies):
                 known[_address(member, seed_host)] = None
             node = _address(primary, seed_host)
             owners[int(start) : int(end) + 1] = [node] * (int(end) - int(start) + 1)
+            replicas[node] = tuple(_address(member, seed_host) for member in copies)
         self.owners = owners  # type: ignore[assignment]
         self.known = list(known)
+        self.replicas = replicas
+        self.loaded = time.monotonic()
 
     def owner(self, route: str | bytes) -> tuple[str, int] | None:
         """The node of the slot of ``route`` (``None`` when the map does not know it)."""
@@ -285,10 +330,22 @@ class SlotMap:
                     conns = self.nodes[address] = self.connect(*address)
         return conns
 
+    def reader(self, address: tuple[str, int]) -> Any:
+        """The ``READONLY`` connections of the replica at ``address`` (made on first use)."""
+        conns = self.readers.get(address)
+        if conns is None:
+            assert self.connect_reader is not None, "reads from replicas were not asked for"
+            with self.lock:
+                conns = self.readers.get(address)
+                if conns is None:
+                    conns = self.readers[address] = self.connect_reader(*address)
+        return conns
+
     def close(self) -> None:
         with self.lock:
             nodes, self.nodes = list(self.nodes.values()), {}
-        for conns in nodes:
+            readers, self.readers = list(self.readers.values()), {}
+        for conns in nodes + readers:
             conns.close()
 
 
@@ -316,6 +373,11 @@ class RedisConnection:
         cluster: ``True``/``False``, or ``None`` to ask the server (``INFO cluster``) once.
         wait: ``(replicas, seconds)`` of a ``WAIT`` after each write that asks for it
             (``consistency="strong"``), else ``None``.
+        seeds: More nodes of the same Cluster, ``(host, port)`` each: where the client
+            connects when ``host:port`` does not answer at startup, and asks for the slot
+            map when the nodes it knows are gone.
+        read_from_replicas: Send the requests marked ``readonly`` (see :meth:`request`) to
+            the replicas of the slot's primary too, in turn with the primary (a Cluster only).
 
     Example:
         >>> conn = RedisConnection("cache.local", 6380, password=Secret("s3cret"))
@@ -340,6 +402,8 @@ class RedisConnection:
         ssl_options: dict[str, Any] | None = None,
         cluster: bool | None = None,
         wait: tuple[int, float] | None = None,
+        seeds: Sequence[tuple[str, int]] = (),
+        read_from_replicas: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -353,6 +417,15 @@ class RedisConnection:
         self.ssl_options = dict(ssl_options or {})
         self.cluster = cluster
         self.wait = wait
+        self.seeds = [(str(h), int(p)) for h, p in seeds if (str(h), int(p)) != (host, port)]
+        self.read_from_replicas = bool(read_from_replicas)
+        if cluster is False and (self.seeds or self.read_from_replicas):
+            raise ConfigError(
+                "seeds and read_from_replicas are for a Redis Cluster, not with cluster=False"
+            )
+        #: The seed node in use: ``(host, port)``, or the first of :attr:`seeds` that
+        #: answered when it did not.
+        self._at = (host, port)
         self._lock = threading.RLock()
         self._pool: Connections | None = None
         self._slots: SlotMap | None = None
@@ -373,6 +446,8 @@ class RedisConnection:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"seeds": [], "read_from_replicas": False, **state}
+        state.setdefault("_at", (state["host"], state["port"]))
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._threads = None
@@ -427,7 +502,7 @@ class RedisConnection:
         if self.username:
             kwargs["username"] = self.username
         kwargs.update(overrides)
-        return redis.Redis.from_url(self._url(self.host, self.port), **kwargs)
+        return redis.Redis.from_url(self._url(*self._at), **kwargs)
 
     def request(
         self,
@@ -436,6 +511,7 @@ class RedisConnection:
         pipeline: list[tuple[Any, ...]] | None = None,
         route: str | None = None,
         wait: tuple[int, float] | None = None,
+        readonly: bool = False,
     ) -> Any:
         """Send one command (or a script, or the commands of ``pipeline``); read the reply.
 
@@ -445,6 +521,13 @@ class RedisConnection:
         Cluster are followed: ``MOVED`` at once (bounded hops, the slot map reloaded);
         ``ASK`` (the slot is being migrated) by asking the same node again until the slot
         has moved, for up to the timeout (see the comment in the code for why).
+
+        ``readonly``: the request writes nothing (a script too: a replica runs a script and
+        refuses its first write). With :attr:`read_from_replicas` it goes, in turn, to the
+        slot's primary or one of its replicas in sync (``READONLY`` connections); a replica
+        that is down, out of sync or refuses (``MOVED``, ``MASTERDOWN``, ``LOADING``...)
+        is left alone for a while and the request goes to the primary: what a replica
+        answers may be a little behind the primary.
 
         Raises:
             ConsensusError: Fewer replicas than ``wait`` asks acknowledged the write.
@@ -456,7 +539,17 @@ class RedisConnection:
         if route is None and script is not None:
             route = args[1]
         slots = self._slot_map(client)
-        node = client if route is None else slots.node(slots.owner(route) or (self.host, self.port))
+        client = slots.node(self._at)  # (the seed that answered)
+        owner = None if route is None else slots.owner(route) or self._at
+        if readonly and self.read_from_replicas and owner is not None and wait is None:
+            replica = self._reader(slots, owner)
+            if replica is not None:
+                try:
+                    return self._once(slots.reader(replica), args, script, pipeline, None)
+                except BackendError as err:
+                    if not self._replica_failed(slots, replica, err):
+                        raise
+        node = client if owner is None else slots.node(owner)
         hops, pause, deadline = 0, _ASK_PAUSE[0], None
         while True:
             try:
@@ -501,7 +594,13 @@ class RedisConnection:
                 self._refresh(slots, client, strict=True)
                 node = slots.node((host, port))
 
-    def fan_out(self, calls: Sequence[Call], *, wait: tuple[int, float] | None = None) -> list[Any]:
+    def fan_out(
+        self,
+        calls: Sequence[Call],
+        *,
+        wait: tuple[int, float] | None = None,
+        readonly: bool = False,
+    ) -> list[Any]:
         """Send many requests, each to the node of its route: one round trip per node.
 
         On a Cluster the requests are grouped by the node serving their route's slot; each
@@ -519,6 +618,8 @@ class RedisConnection:
                 ``pipeline`` a list of commands (then ``script`` and ``args`` are ``None``).
             wait: ``(replicas, seconds)``: a ``WAIT`` on each node's connection after its
                 group (``consistency="strong"``).
+            readonly: The calls write nothing: with :attr:`read_from_replicas` each node's
+                group may go to one of its replicas instead (see :meth:`request`).
 
         Returns:
             The reply of each call, in order (a pipeline call's: the list of its replies).
@@ -529,10 +630,12 @@ class RedisConnection:
         """
         if not calls:
             return []
+        if readonly and wait is not None:
+            raise ValueError("a readonly fan_out waits for no replica")
         if len(calls) == 1:
             route, script, args, pipe = calls[0]
             return [self.request(*(args or ()), script=script, pipeline=pipe, route=route,
-                                 wait=wait)]  # fmt: skip
+                                 wait=wait, readonly=readonly)]  # fmt: skip
         client = self._seed()
         groups: dict[Any, list[int]] = {}
         if not self.cluster:
@@ -540,9 +643,15 @@ class RedisConnection:
             slots = None
         else:
             slots = self._slot_map(client)
-            seed = (self.host, self.port)
+            client = slots.node(self._at)
             for i, call in enumerate(calls):
-                groups.setdefault(slots.owner(call[0]) or seed, []).append(i)
+                groups.setdefault(slots.owner(call[0]) or self._at, []).append(i)
+        readers: dict[Any, tuple[str, int]] = {}
+        if readonly and self.read_from_replicas and slots is not None:
+            for node in groups:
+                replica = self._reader(slots, node)
+                if replica is not None:
+                    readers[node] = replica
         results: list[Any] = [None] * len(calls)
         again: list[int] = []
 
@@ -558,7 +667,22 @@ class RedisConnection:
                 else:
                     spans.append((len(commands), len(pipe or ())))
                     commands.extend(pipe or ())
-            replies = self._once(conns, (), None, commands, wait, keep_errors=True)
+            replies = None
+            replica = readers.get(node)
+            if replica is not None:
+                assert slots is not None
+                try:
+                    replies = self._once(slots.reader(replica), (), None, commands, None,
+                                         keep_errors=True)  # fmt: skip
+                except BackendError as err:
+                    if not self._replica_failed(slots, replica, err):
+                        raise
+                else:
+                    refused = next((r for r in replies if isinstance(r, _REPLICA_REFUSALS)), None)
+                    if refused is not None and self._replica_failed(slots, replica, refused):
+                        replies = None  # the whole group again, on the primary
+            if replies is None:
+                replies = self._once(conns, (), None, commands, wait, keep_errors=True)
             error: ResponseError | None = None
             for i, (start, size) in zip(members, spans, strict=True):
                 part = replies[start : start + size]
@@ -594,21 +718,77 @@ class RedisConnection:
         for i in sorted(again):
             route, script, args, pipe = calls[i]
             results[i] = self.request(
-                *(args or ()), script=script, pipeline=pipe, route=route, wait=wait
-            )
+                *(args or ()), script=script, pipeline=pipe, route=route, wait=wait,
+                readonly=readonly,
+            )  # fmt: skip
         return results
+
+    def _reader(self, slots: SlotMap, primary: tuple[str, int]) -> tuple[str, int] | None:
+        """The replica of ``primary`` that serves this read, ``None`` for the primary itself.
+
+        Round robin over the primary and its replicas; a replica found down or out of sync
+        (:meth:`_replica_usable`) gives its turn to the primary.
+        """
+        age = time.monotonic() - slots.loaded
+        if age > _MAP_AGE or (age > _REPLICA_CHECK and not slots.replicas.get(primary)):
+            slots.loaded = time.monotonic()  # one refresh at a time: the others go on
+            self._refresh(slots, slots.node(self._at))
+        replicas = slots.replicas.get(primary)
+        if not replicas:
+            return None
+        turn = (slots.turns.get(primary, 0) + 1) % (len(replicas) + 1)
+        slots.turns[primary] = turn  # (two threads may take the same turn: harmless)
+        if turn == 0:
+            return None
+        replica = replicas[turn - 1]
+        return replica if self._replica_usable(slots, replica) else None
+
+    def _replica_usable(self, slots: SlotMap, replica: tuple[str, int]) -> bool:
+        """Whether ``replica`` may serve reads: a replica whose link to its primary is up and
+        which is not loading a full copy (``INFO replication``, asked at most once per
+        :data:`_REPLICA_CHECK` seconds; a replica that failed waits :data:`_REPLICA_PAUSE`)."""
+        now = time.monotonic()
+        usable, until = slots.health.get(replica, (False, 0.0))
+        if now < until:
+            return usable
+        try:
+            reply = self._once(slots.reader(replica), ("INFO", "replication"), None, None, None)
+        except BackendError:
+            usable = False
+        else:
+            text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+            info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            usable = (
+                info.get("role") == "slave"
+                and info.get("master_link_status") == "up"
+                and info.get("master_sync_in_progress", "0") == "0"
+            )
+        slots.health[replica] = (usable, now + (_REPLICA_CHECK if usable else _REPLICA_PAUSE))
+        return usable
+
+    def _replica_failed(self, slots: SlotMap, replica: tuple[str, int], err: BaseException) -> bool:
+        """Whether a read that ``replica`` failed with ``err`` goes to the primary instead
+        (then the replica is left alone for :data:`_REPLICA_PAUSE` seconds). A refusal for
+        good (credentials, ACL, TLS) or an error of the request itself is raised instead."""
+        cause = err.__cause__ if isinstance(err, BackendError) else err
+        if isinstance(err, (BackendPermissionError, ConfigError)):
+            return False
+        if not isinstance(err, BackendUnavailable) and not isinstance(cause, _REPLICA_REFUSALS):
+            return False
+        slots.health[replica] = (False, time.monotonic() + _REPLICA_PAUSE)
+        if isinstance(cause, AskError):  # its primary lost the slot: the map is old
+            self._refresh(slots, slots.node(self._at))
+        return True
 
     def _refresh(self, slots: SlotMap, seed: Connections, strict: bool = False) -> None:
         """Reload the slot map from the seed node, or from any other node the map knows when
         the seed is gone (a failed-over primary). ``strict``: raise when no node answers;
         else leave the map as it is (the next failure tries again)."""
-        candidates = [
-            (self.host, self.port),
-            *(a for a in slots.known if a != (self.host, self.port)),
-        ]
+        first = [self._at, *(a for a in [(self.host, self.port), *self.seeds] if a != self._at)]
+        candidates = [*first, *(a for a in slots.known if a not in first)]
         failure: BackendError | None = None
         for address in candidates:
-            conns = seed if address == (self.host, self.port) else slots.node(address)
+            conns = seed if address == self._at else slots.node(address)
             try:
                 reply = self._once(conns, ("CLUSTER", "SLOTS"), None, None, None)
             except BackendError as err:
@@ -688,8 +868,9 @@ class RedisConnection:
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return urlunsplit((self.scheme, netloc, f"/{self.db}", self.passthrough, ""))
 
-    def _connections(self, host: str, port: int) -> Connections:
-        """A pool of connections to one node (the seed node or one of a Cluster)."""
+    def _connections(self, host: str, port: int, readonly: bool = False) -> Connections:
+        """A pool of connections to one node (the seed node or one of a Cluster); each
+        connection of a ``readonly`` pool sends ``READONLY`` first (reads on a replica)."""
         kwargs: dict[str, Any] = {
             "socket_connect_timeout": self.timeout,
             "socket_timeout": self.timeout,
@@ -702,8 +883,13 @@ class RedisConnection:
             kwargs["password"] = self.password.get_secret_value()
         if self.username:
             kwargs["username"] = self.username
+        if readonly:
+            kwargs["redis_connect_func"] = _connect_readonly
         pool = redis.ConnectionPool.from_url(self._url(host, port), **kwargs)
         return Connections(pool, self.max_connections)
+
+    def _reader_connections(self, host: str, port: int) -> Connections:
+        return self._connections(host, port, readonly=True)
 
     def _seed(self) -> Connections:
         client = self._pool
@@ -713,13 +899,51 @@ class RedisConnection:
                 if client is None or client.fork != FORKS[0]:
                     # After a fork the parent's sockets are not ours: start afresh (the
                     # pool of redis-py resets itself in the child too).
-                    client = self._pool = self._connections(self.host, self.port)
+                    client = self._pool = self._connections(*self._at)
                     self._slots = None
                     self._threads = None  # the parent's threads do not exist here
         if self.cluster is None:
-            info = self._once(client, ("INFO", "cluster"), None, None, None)
-            self.cluster = b"cluster_enabled:1" in info
+            client, info = self._ask_seeds(client, ("INFO", "cluster"))
+            cluster = b"cluster_enabled:1" in info
+            if not cluster and (self.seeds or self.read_from_replicas):
+                what = "seeds" if self.seeds else "read_from_replicas"
+                raise ConfigError(
+                    f"{self.where} is a single server, not a Redis Cluster: {what} is for a "
+                    "Cluster (drop it, or point the URL at a Cluster node)"
+                )
+            self.cluster = cluster
         return client
+
+    def _ask_seeds(self, client: Connections, args: tuple[Any, ...]) -> tuple[Connections, Any]:
+        """``args`` sent to the seed node in use, else to each of :attr:`seeds` in turn (a
+        seed down at startup): the connections of the node that answered, and its reply.
+        The first that answers becomes the seed in use (one thread looks at a time)."""
+        try:
+            return client, self._once(client, args, None, None, None)
+        except BackendUnavailable as err:
+            failure = err
+        if not self.seeds:
+            raise failure
+        with self._lock:
+            current = self._pool
+            if current is not None and current is not client:  # another thread switched
+                with contextlib.suppress(BackendUnavailable):
+                    return current, self._once(current, args, None, None, None)
+            for address in [(self.host, self.port), *self.seeds]:
+                if address == self._at:
+                    continue
+                other = self._connections(*address)
+                try:
+                    reply = self._once(other, args, None, None, None)
+                except BackendUnavailable:
+                    other.close()
+                    continue
+                old, self._pool, self._at = self._pool, other, address
+                self._slots = None
+                if old is not None:
+                    old.close()
+                return other, reply
+        raise failure
 
     def _slot_map(self, seed: Connections) -> SlotMap:
         slots = self._slots
@@ -727,9 +951,10 @@ class RedisConnection:
             with self._lock:
                 slots = self._slots
                 if slots is None or slots.fork != FORKS[0]:
-                    slots = SlotMap(self._connections)
-                    slots.nodes[(self.host, self.port)] = seed
-                    slots.load(self._once(seed, ("CLUSTER", "SLOTS"), None, None, None), self.host)
+                    seed, reply = self._ask_seeds(self._pool or seed, ("CLUSTER", "SLOTS"))
+                    slots = SlotMap(self._connections, self._reader_connections)
+                    slots.nodes[self._at] = seed
+                    slots.load(reply, self._at[0])
                     self._slots = slots
         return slots
 
@@ -801,6 +1026,15 @@ class RedisConnection:
         """A TLS connection the server closed (EOF, reset) before answering anything."""
         cut = (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)
         return self.scheme == "rediss" and _cause(err, cut) is not None
+
+
+def _connect_readonly(conn: Any) -> None:
+    """How a connection to a replica that reads starts: as any other, then ``READONLY``
+    (a Cluster replica then serves the reads of its primary's slots)."""
+    conn.on_connect()
+    conn.send_command("READONLY")
+    if conn.read_response() not in (b"OK", "OK"):  # pragma: no cover - the server's word
+        raise _RedisConnectionError("READONLY was refused")
 
 
 #: The former name (a mixin of the backend, now the connection object it holds).

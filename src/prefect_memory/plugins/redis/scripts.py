@@ -258,7 +258,8 @@ for i = 1, #keys do
   if h[1] then
     local x = tonumber(h[5])
     if not x or x > now then
-      local n, a = tonumber(h[3]), now  -- (no parsing of a when it is replaced anyway)
+      -- (no parsing of a when it is replaced anyway; a count another client spoiled is 0)
+      local n, a = tonumber(h[3]) or 0, now
       if not touch then
         a = tonumber(h[4])
       else
