@@ -195,3 +195,7 @@ def test_a_store_reading_replicas_is_refused_as_a_hybrid_store() -> None:
         with pytest.raises(ConfigError, match="read_from_replicas"):
             HybridBackend(primary, secondary)
     HybridBackend(fresh, InProcessBackend()).close()
+    from prefect_memory.tiers import Tier, TieredBackend
+
+    with pytest.raises(ConfigError, match="tier 'hot' reads from replicas"):
+        TieredBackend([Tier("hot", stale), Tier("warm", InProcessBackend())], [])

@@ -12,7 +12,8 @@ acknowledged (or ``error`` with the traceback). Roles:
   times (or until ``stop``); checks each answer against the initial value of the key
   (keys in ``volatile`` may change or vanish: only their ``key`` field is checked).
 - ``write``: sets new values, deletes and ``invalidate_tags`` on its keys; logs every
-  operation with whether it was acknowledged; sets ``stop`` when done.
+  operation with whether it was acknowledged (and each invalidation with the count it
+  returned); sets ``stop`` when done.
 
 The spec::
 
@@ -118,6 +119,7 @@ def _write(mem: TieredMemory, params: dict[str, Any], queue: Any, stop: Any) -> 
     tags: list[str] = params["tags"]
     current: dict[str, str | None] = dict(params["initial_tags"])  # key -> tag (None: deleted)
     log: list[list[Any]] = []
+    invalidated: list[list[Any]] = []  # [n, tag, keys known to carry it, count removed]
     errors: list[str] = []
     try:
         for n in range(params["ops"]):
@@ -147,17 +149,18 @@ def _write(mem: TieredMemory, params: dict[str, Any], queue: Any, stop: Any) -> 
                 tag = rng.choice(tags)
                 carrying = [k for k, t in current.items() if t == tag]
                 try:
-                    mem.invalidate_tags(tag)
+                    removed = mem.invalidate_tags(tag)
                     acked = True
                 except pm.PrefectMemoryError as err:
-                    acked = False
+                    acked, removed = False, None
                     errors.append(repr(err))
+                invalidated.append([n, tag, carrying, removed])
                 for key in carrying:
                     current[key] = None
                     log.append([n, "delete", key, None, acked])
     finally:
         stop.set()
-    return {"log": log, "errors": errors[:10]}
+    return {"log": log, "invalidated": invalidated, "errors": errors[:10]}
 
 
 ROLES = {"migrate": _migrate, "read": _read, "write": _write}

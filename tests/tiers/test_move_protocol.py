@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from prefect_memory.plugins.base import Backend, Record
 from prefect_memory.plugins.inprocess import InProcessBackend
 from prefect_memory.tiers import Tier, TieredMemory
+from prefect_memory.tiers.moves import TOMBSTONE_NS
 
 NS = "model"
 KEYS = ("session:a", "session:b")
@@ -37,17 +38,20 @@ class Scheduler:
         self.choose = choose
         self.cond = threading.Condition()
         self.waiting: dict[str, threading.Event] = {}
+        self.labels: dict[str, str] = {}  # what each waiting actor will do next
         self.running: str | None = None
         self.local = threading.local()
         self.steps = 0
 
-    def gate(self) -> None:
+    def gate(self, label: str = "") -> None:
+        """Wait for this actor's turn; ``label`` names the store call about to be made."""
         name = getattr(self.local, "name", None)
         if name is None:  # set-up and checks run outside any actor
             return
         event = threading.Event()
         with self.cond:
             self.waiting[name] = event
+            self.labels[name] = label
             self.running = None
             self.cond.notify_all()
         event.wait()
@@ -80,8 +84,7 @@ class Scheduler:
                 assert ok, "an actor is stuck outside the gates"
                 if not alive:
                     break
-                names = sorted(self.waiting)
-                pick = names[self.choose(len(names)) % len(names)]
+                pick = self.pick(sorted(self.waiting), alive)
                 self.running = pick
                 self.steps += 1
                 self.waiting.pop(pick).set()
@@ -92,13 +95,46 @@ class Scheduler:
                 raise AssertionError(f"actor {name} failed") from result
         return results
 
+    def pick(self, names: list[str], alive: set[str]) -> str:
+        """The waiting actor that takes the next step."""
+        return names[self.choose(len(names)) % len(names)]
+
+
+class Planned(Scheduler):
+    """Runs a written interleaving: ``plan`` is a list of ``(actor, until)``.
+
+    Each item lets ``actor`` take steps until the call it waits to make has a label starting
+    with ``until`` (or with one of them, a tuple). ``Gated`` labels are ``method:tier:model``
+    or ``method:tier:stones``; a writer adds ``op:<n>`` before its n-th operation. With
+    ``END`` the actor runs to its end. Then the next item goes; after the plan, the actors
+    finish in name order. The interleaving is so stated by what the actors do, not by
+    counting their steps, and stays the same when a protocol step is added or removed.
+    """
+
+    END = "\x00end"
+
+    def __init__(self, plan: Sequence[tuple[str, str | tuple[str, ...]]]) -> None:
+        super().__init__(lambda n: 0)
+        self.plan = list(plan)
+
+    def pick(self, names: list[str], alive: set[str]) -> str:
+        while self.plan:
+            actor, until = self.plan[0]
+            if actor in self.waiting and not self.labels[actor].startswith(until):
+                return actor
+            assert until == self.END or actor in self.waiting, (
+                f"plan: {actor} finished before reaching {until!r}"
+            )
+            self.plan.pop(0)
+        return names[0]
+
 
 class Gated(Backend):
     """A backend whose every call is one step of the scheduler."""
 
-    def __init__(self, inner: Backend, sched: Scheduler) -> None:
+    def __init__(self, inner: Backend, sched: Scheduler, name: str = "") -> None:
         super().__init__()
-        self.inner, self.sched = inner, sched
+        self.inner, self.sched, self.name = inner, sched, name
         self.capabilities = inner.capabilities
 
     @classmethod
@@ -106,7 +142,8 @@ class Gated(Backend):
         raise NotImplementedError
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        self.sched.gate()
+        kind = "stones" if args and str(args[0]).endswith(TOMBSTONE_NS) else "model"
+        self.sched.gate(f"{name}:{self.name}:{kind}")
         return getattr(self.inner, name)(*args, **kwargs)
 
     def get_many(self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False):
@@ -128,7 +165,7 @@ class Gated(Backend):
         return self._call("delete_if_unchanged", ns, expected, now=now)
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
-        self.sched.gate()
+        self.sched.gate(f"scan:{self.name}:model")
         return iter(list(self.inner.scan(ns, pattern, now=now)))
 
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
@@ -146,7 +183,11 @@ class World:
     def memory(self, *, promote: bool = True) -> TieredMemory:
         names = ["hot", "warm", "cold"][: len(self.stores)]
         tiers = [
-            Tier(name, Gated(store, self.sched), patterns=("session:*",) if i == self.home else ())
+            Tier(
+                name,
+                Gated(store, self.sched, name),
+                patterns=("session:*",) if i == self.home else (),
+            )
             for i, (name, store) in enumerate(zip(names, self.stores, strict=True))
         ]
         rules = [
@@ -377,3 +418,275 @@ def test_home_in_the_middle_tier(start: int, schedule: list[int]) -> None:
     steps = [("set", "session:a", "v5"), ("delete", "session:b", None)]
     world.sched.run({"m": _migrate(world), "r": _read(world), "w": _writer(world, steps)})
     check(world, _expected(steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# written interleavings: races found under load, replayed step by step
+# ---------------------------------------------------------------------------------------------
+END = Planned.END
+WRITE_HOT = ("put_many:hot:model", "put_absent_many:hot:model")  # the writer's write to hot
+
+
+def _marked_writer(world: World, script: Sequence[tuple[Any, ...]]) -> Callable[[], Any]:
+    """A writer that announces each operation (label ``op:<n>``, from 1) before making it.
+
+    Operations: ``("set", key, value[, tags])``, ``("delete", key, None)`` and
+    ``("invalidate", tag, None)``.
+    """
+
+    def run() -> None:
+        mem = world.memory()
+        for n, (op, key, value, *tags) in enumerate(script, 1):
+            world.sched.gate(f"op:{n}")
+            if op == "set":
+                mem.set(key, value, tags=tags[0] if tags else ())
+            elif op == "invalidate":
+                mem.invalidate_tags(key)
+            else:
+                mem.delete(key)
+
+    return run
+
+
+def _planned(
+    plan: list[tuple[str, Any]],
+    script: Sequence[tuple[Any, ...]],
+    *,
+    start: int = 0,
+    seeds: Sequence[str] = ("v0",),
+) -> World:
+    """Write ``seeds`` to ``session:a`` (in turn) in tier ``start``, then run the writer, two
+    migrations (``m1``, ``m2``) and a promoting reader (``r``) by ``plan``."""
+    world = World(Planned(plan))
+    for value in seeds:
+        world.memory(promote=False).set("session:a", value)
+    for _ in range(start):
+        world.memory(promote=False).migrate(batch_size=10)
+    actors = {"w": _marked_writer(world, script), "m1": _migrate(world), "m2": _migrate(world)}
+    world.sched.run({**actors, "r": lambda: world.memory().get_many(["session:a"])})
+    return world
+
+
+SET_SET_SET_DELETE = [
+    ("set", "session:a", "v1"),
+    ("set", "session:a", "v2"),
+    ("set", "session:a", "v3"),
+    ("delete", "session:a", None),
+]
+#: m2 reads v1 and stalls; m1 demotes v2 between the writer's look for older writes and its
+#: write of v3 (so the write of v3 saw no older write anywhere); then m2 wakes up.
+REGRESSION_PLAN = [
+    ("w", "op:2"),  # v1 written (version 2, over v0 in hot)
+    ("m2", "put_absent_many"),  # m2 has read v1 from hot: it will copy it to warm
+    ("w", "op:3"),  # v2 written over v1 in hot (version 3)
+    ("m1", "put_absent_many"),  # m1 has read v2
+    ("w", WRITE_HOT),  # the writer looked for older writes of v3's key: none elsewhere
+    ("m1", "get_many:hot:stones"),  # m1 copied v2 to warm and deleted it from hot
+]  # then: the writer writes v3 into an empty hot tier (and deletes it), m1 and m2 finish
+
+
+def test_race_stalled_mover_after_a_regressed_version_resurrects_nothing() -> None:
+    """The race of test_writer_during_moves[redis_to_s3] (a deleted key came back holding an
+    older write): v3 was written while v2 was between tiers, so v3 got version 1 (below v1's
+    2 and v2's 3); the delete then recorded only version 1, and m2's copy of v1 (version 2,
+    never seen by any delete or overwrite: it was overwritten in place) passed for a newer
+    write than the one deleted."""
+    plan = [*REGRESSION_PLAN, ("w", END), ("m1", END), ("m2", END)]
+    world = _planned(plan, SET_SET_SET_DELETE)
+    check(world, {"session:a": None})
+
+
+def test_race_stalled_mover_after_a_regressed_version_loses_nothing() -> None:
+    """The same race without the delete: m2's settle saw v3 (version 1) in hot "older" than
+    its copy of v1 (version 2) and removed it: the acknowledged v3 was lost."""
+    plan = [*REGRESSION_PLAN, ("w", END), ("m1", END), ("m2", END)]
+    world = _planned(plan, SET_SET_SET_DELETE[:3])
+    check(world, {"session:a": "v3"})
+
+
+def test_race_write_after_delete_over_a_dead_copy_is_not_dead() -> None:
+    """A write after a delete that finds a dead copy of an older write (placed by a stalled
+    mover) must still get a version past the delete record: else the next move of the new
+    write takes it for the deleted one and removes it."""
+    script = [
+        ("set", "session:a", "v1"),
+        ("set", "session:a", "v2"),
+        ("delete", "session:a", None),
+        ("set", "session:a", "v3"),
+    ]
+    plan = [
+        ("m2", "put_absent_many"),  # m2 has read v0 (version 1) from hot
+        ("w", "op:4"),  # v1, v2 (version 3), then the delete (record: version 3)
+        ("m2", "get_many:hot:stones"),  # m2 placed its copy of v0 in warm (dead, not yet killed)
+        ("w", END),  # v3: its look for older writes finds the dead copy of v0 (version 1)
+        ("m2", END),
+        ("m1", END),  # m1 demotes v3
+    ]
+    world = _planned(plan, script)
+    check(world, {"session:a": "v3"})
+
+
+def test_race_write_over_a_dead_copy_landing_home_is_not_dead() -> None:
+    """A dead copy of an older write that a stalled promotion places in the home tier just
+    before a write lands there: a plain write merged over it (the copy's version + 1, below
+    the delete record), and the next move removed the write as a dead one."""
+    script = [
+        ("set", "session:a", "v1"),
+        ("set", "session:a", "v2"),
+        ("delete", "session:a", None),
+        ("set", "session:a", "v3"),
+    ]
+    plan = [
+        ("r", "put_absent_many"),  # the reader found v0 (version 1) in warm: it promotes it
+        ("w", "op:4"),  # v1 (version 2), v2 (version 3), the delete (record: version 3)
+        ("w", WRITE_HOT),  # v3 looked: hot empty; its version: 4
+        ("r", "delete_if_unchanged"),  # the reader placed its (dead) copy of v0 in hot
+        ("w", END),  # v3 is written over the dead copy
+        ("r", END),
+        ("m1", END),  # m1 demotes v3
+    ]
+    world = _planned(plan, script, start=1)
+    check(world, {"session:a": "v3"})
+
+
+def test_race_key_moving_twice_around_a_write_still_gets_a_higher_version() -> None:
+    """The write's look at the tiers misses v2 (version 3) altogether: it is promoted after
+    the look at hot and demoted again before the write. The write then finds it in warm
+    afterwards and writes itself again past its version: versions of a key only grow."""
+    plan = [
+        ("w", "get_many:warm:model"),  # v3 looked at hot (empty); warm holds v2
+        ("r", END),  # the reader promotes v2 to hot
+        ("w", WRITE_HOT),  # v3 looked at warm (empty): no version known
+        ("m1", END),  # m1 demotes v2 to warm again
+    ]
+    world = _planned(plan, [("set", "session:a", "v3")], start=1, seeds=("v0", "v1", "v2"))
+    check(world, {"session:a": "v3"})
+    [record] = [r for st in world.stores for r in st.get_many(NS, ["session:a"], now=0).values()]
+    assert record.version > 3
+
+
+def test_race_dead_copy_with_an_old_tag_invalidates_nothing() -> None:
+    """test_writer_on_few_keys_during_moves[redis_to_s3] lost an acknowledged write: a
+    stalled mover's dead copy of an older write, tagged ``a``, sat in warm for a moment
+    after the key was rewritten with tag ``b``; ``invalidate_tags("a")`` found the key by
+    the copy's tag and deleted it, the new write included. (On S3 a tag marker written just
+    after a move removed its entry did the same.)"""
+    script = [
+        ("set", "session:a", "v1", ["a"]),
+        ("set", "session:a", "v2", ["b"]),
+        ("invalidate", "a", None),
+    ]
+    plan = [
+        ("w", "op:2"),  # v1 (tag a) written in hot
+        ("m2", "put_absent_many"),  # m2 has read v1: it will copy it to warm
+        ("w", "op:3"),  # v2 (tag b) written over v1 in hot
+        ("m2", "delete_if_unchanged"),  # m2 placed its (dead) copy of v1 in warm
+        ("w", END),  # invalidate_tags("a")
+        ("m2", END),
+        ("m1", END),
+    ]
+    world = _planned(plan, script)
+    check(world, {"session:a": "v2"})
+
+
+Bursts = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 12)), min_size=1, max_size=120)
+
+
+def _bursty(bursts: list[tuple[int, int]]) -> Callable[[int], int]:
+    """A schedule of bursts: actor ``i`` (of those waiting) takes ``n + 1`` steps in a row.
+
+    Uniform picks rarely let one actor run several steps while another stalls, which is
+    how a loaded machine interleaves processes (the race of the tests above needs it).
+    """
+    steps = iter([i for i, n in bursts for _ in range(n + 1)])
+    return lambda n: next(steps, 0) % n
+
+
+@SETTINGS
+@given(bursts=Bursts)
+@example(bursts=[(2, 0), (2, 12), (2, 12), (1, 9)])  # lost the last write before the fix
+def test_writes_against_two_migrations_and_a_reader_in_bursts(
+    bursts: list[tuple[int, int]],
+) -> None:
+    """Five overwrites of one key against two migrations and a promoting reader (each two
+    rounds), in bursts: the last write wins, and nothing else is left anywhere."""
+    world = World(Scheduler(_bursty(bursts)))
+    world.memory(promote=False).set("session:a", "v0")
+    script = [("set", "session:a", f"v{n}") for n in range(1, 6)]
+
+    def twice(fn: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: [fn(), fn()]
+
+    world.sched.run(
+        {
+            "m1": twice(_migrate(world)),
+            "m2": twice(_migrate(world)),
+            "r": twice(_read(world)),
+            "w": _writer(world, script),
+        }
+    )
+    check(world, {"session:a": "v5"})
+
+
+@SETTINGS
+@given(bursts=Bursts)
+def test_writes_and_deletes_against_two_migrations_and_a_reader_in_bursts(
+    bursts: list[tuple[int, int]],
+) -> None:
+    """The same with deletes in between and at the end: the deleted key stays deleted."""
+    world = World(Scheduler(_bursty(bursts)))
+    world.memory(promote=False).set("session:a", "v0")
+    script = [
+        ("set", "session:a", "v1"),
+        ("set", "session:a", "v2"),
+        ("delete", "session:a", None),
+        ("set", "session:a", "v3"),
+        ("set", "session:a", "v4"),
+        ("delete", "session:a", None),
+    ]
+
+    def twice(fn: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: [fn(), fn()]
+
+    world.sched.run(
+        {
+            "m1": twice(_migrate(world)),
+            "m2": twice(_migrate(world)),
+            "r": twice(_read(world)),
+            "w": _writer(world, script),
+        }
+    )
+    check(world, {"session:a": None})
+
+
+@SETTINGS
+@given(bursts=Bursts)
+def test_retagged_writes_and_invalidations_against_moves_in_bursts(
+    bursts: list[tuple[int, int]],
+) -> None:
+    """Writes changing the key's tag and invalidations of its old tag, against two
+    migrations and a promoting reader: an invalidation removes only a key whose write
+    carries the tag (the last write, tagged ``b``, survives)."""
+    world = World(Scheduler(_bursty(bursts)))
+    world.memory(promote=False).set("session:a", "v0", tags=["a"])
+    script = [
+        ("set", "session:a", "v1", ["a"]),
+        ("set", "session:a", "v2", ["b"]),
+        ("invalidate", "a", None),
+        ("set", "session:a", "v3", ["a"]),
+        ("set", "session:a", "v4", ["b"]),
+        ("invalidate", "a", None),
+    ]
+
+    def twice(fn: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: [fn(), fn()]
+
+    world.sched.run(
+        {
+            "m1": twice(_migrate(world)),
+            "m2": twice(_migrate(world)),
+            "r": twice(_read(world)),
+            "w": _marked_writer(world, script),
+        }
+    )
+    check(world, {"session:a": "v4"})

@@ -218,12 +218,14 @@ def test_crash_mid_migration_then_rerun(
     hot = InProcessBackend()
     warm = SqliteBackend(str(tmp_path / "w.db"))
     backends: list[Backend] = [hot, warm]
-    backends[tier_index] = Crashing(backends[tier_index], method, after=1)
+    crash = backends[tier_index] = Crashing(backends[tier_index], method, after=1)
     tiers = [Tier("hot", backends[0]), Tier("warm", backends[1])]
     rules = [{"from": "hot", "to": "warm", "condition": "age > 10"}]
     mem = TieredMemory(tiers, rules, namespace="c", clock=clock, promote="never")
     data = {f"k{i:03d}": i for i in range(50)}
+    crash.armed = False  # the crash is the migration's: count its calls only
     mem.set_many(data)
+    crash.armed = True
     clock.now += 11
     with pytest.raises(RuntimeError, match="injected crash"):
         mem.migrate(batch_size=10)

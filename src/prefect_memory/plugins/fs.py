@@ -1153,6 +1153,7 @@ class FsspecBackend(Backend):
         replaced: dict[str, Record] = {}  # the expired entry a key's last attempt replaces
         stats_etags: dict[str, str] = {}
         written: list[str] = []
+        twins: list[str] = []  # keys refused because they hold this very record already
         error: BaseException | None = None
         pending = list(records)
         for attempt in range(_MOVE_ATTEMPTS):
@@ -1181,6 +1182,12 @@ class FsspecBackend(Backend):
                 replaced.pop(key, None)
                 stats_etags.pop(key, None)
                 if current is not None and not current.expired(now):
+                    if current.token == records[key].token:
+                        # This very record, created by another writer that may not have
+                        # written its tag markers yet: write them too (the same objects),
+                        # so that a caller who goes on (a move deleting its source) never
+                        # leaves the key in no tag index.
+                        twins.append(key)
                     continue  # a live entry: not absent
                 etags[key] = found.get(key)
                 if current is not None:
@@ -1191,6 +1198,8 @@ class FsspecBackend(Backend):
         markers: dict[str, bytes] = {}
         stale: list[str] = []
         stale_stats: list[tuple[str, str]] = []
+        for key in twins:
+            markers.update(self._markers(ns, key, records[key].tags))
         for key in written:
             markers.update(self._markers(ns, key, records[key].tags))
             previous = replaced.get(key)

@@ -30,7 +30,30 @@ never removed by a move, whatever the interleaving (an inductive argument: the c
 4. **Honour deletes.** A user delete (or an overwrite landing in another tier) records the
    tokens it removes as *tombstones* before removing them (:class:`Tombstones`). After
    placing a copy, a mover looks its token up; a tombstoned copy is removed again, so a
-   move that read an entry before the user deleted it cannot bring it back.
+   move that read an entry before the user deleted it cannot bring it back. A delete also
+   records the newest token it removed (never below the key's earlier delete record): every
+   write up to it is dead, which covers the writes that were overwritten in place in one
+   tier and so never tombstoned (a mover may still hold one, read before the overwrite).
+
+All of this rests on **versions that only grow**: a write of a key gets a version above
+every version of the key it can know of, so that token order is write order ("newer"
+above, and a delete record covering "every write up to it", mean what they say). A write
+(:meth:`TieredBackend.put_many`) reads the home tier first, then the other tiers, and the
+delete record, and takes the next version past all of them. It then writes over the entry
+it saw in the home tier (a store merges a write over what it holds: that entry's version
++ 1, the version chosen), or, where it saw none, only if the home tier still holds none:
+a plain write would merge over an entry moved in meanwhile, such as a dead copy placed by
+a stalled mover, and take its version + 1 (an older entry found there is removed and the
+write tried again). A home tier holding an older write than one seen elsewhere loses it
+before the write. An entry that leaves the home tier after the look is seen in another
+tier; one the look missed altogether (promoted after the home tier was read, demoted
+again before the write) shows in the read of the other tiers after the write, which is
+then written again past it. A write where the key is absent (``put_absent_many``,
+``Memory.add``) continues past the delete record too. Without all this, a write made
+while its key was between tiers started again at version 1: an older write held by a
+stalled mover then looked newer than it, came back after the key was deleted (the delete
+record said "version 1 and older"), or made the mover remove the new write as "older"
+(tests/tiers/test_move_protocol.py, ``test_race_*``).
 
 Nothing in these steps depends on time or on leases: a mover may stall anywhere for any
 time (only the tombstone retention bounds how long a stalled mover may still rely on a
@@ -99,9 +122,10 @@ class Tombstones:
       removed, and so is every moved copy of it (a move adds a float step to the update
       time; copies within ``_COPY_SPAN`` of it count);
     - ``key|deleted``: the user deleted the key; its value is the newest token the delete
-      removed. Every write up to that token is dead (a move that read an older value before
-      it was overwritten and then deleted must not bring it back), and a later write of the
-      key continues its versions past it, so that write is never mistaken for a dead one.
+      removed (or an earlier delete record, if newer: it never goes back). Every write up
+      to that token is dead (a move that read an older value before it was overwritten and
+      then deleted must not bring it back), and a later write of the key continues its
+      versions past it, so that write is never mistaken for a dead one.
 
     Args:
         backend: The store holding the tombstones (a tiered memory uses its first shared
@@ -133,9 +157,19 @@ class Tombstones:
         return f"{key}|deleted"
 
     def add(
-        self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float, deleted: bool = False
+        self,
+        ns: str,
+        tokens: Mapping[str, Iterable[Token]],
+        *,
+        now: float,
+        deleted: bool = False,
+        prior: Mapping[str, Token] | None = None,
     ) -> None:
-        """Record that the writes ``tokens[key]`` were removed (``deleted``: by a delete)."""
+        """Record that the writes ``tokens[key]`` were removed (``deleted``: by a delete).
+
+        A delete record holds the newest of the tokens and of the key's ``prior`` record
+        (:meth:`deleted`): it never goes back below what an earlier delete recorded.
+        """
         batch: dict[str, Record] = {}
         for key, ts in tokens.items():
             newest: dict[int, float] = {}
@@ -145,7 +179,8 @@ class Tombstones:
                 batch[self.name(key, version)] = self._stone(repr(updated).encode(), now)
             if deleted and newest:
                 version = max(newest)
-                value = f"{version}|{newest[version]!r}".encode()
+                record = max((version, newest[version]), (prior or {}).get(key, (-1, 0.0)))
+                value = f"{record[0]}|{record[1]!r}".encode()
                 batch[self.deleted_name(key)] = self._stone(value, now)
         if batch:
             self.backend.put_many(ns + TOMBSTONE_NS, batch, now=now)
@@ -194,18 +229,23 @@ class Tombstones:
                     dead.add(key)
         return dead
 
-    def versions(self, ns: str, keys: Iterable[str], *, now: float) -> dict[str, int]:
-        """The version of the newest deleted write per key (keys never deleted left out)."""
-        names = [self.deleted_name(k) for k in keys]
-        if not names:
+    def deleted(self, ns: str, keys: Iterable[str], *, now: float) -> dict[str, Token]:
+        """The delete record (newest token deleted) per key (keys never deleted left out)."""
+        keys = list(keys)
+        if not keys:
             return {}
+        names = [self.deleted_name(k) for k in keys]
         found = self.backend.get_many(ns + TOMBSTONE_NS, names, now=now, touch=False)
-        out: dict[str, int] = {}
+        out: dict[str, Token] = {}
         for key in keys:
             last = self._deleted(found, key)
             if last is not None:
-                out[key] = last[0]
+                out[key] = last
         return out
+
+    def versions(self, ns: str, keys: Iterable[str], *, now: float) -> dict[str, int]:
+        """The version of the newest deleted write per key (keys never deleted left out)."""
+        return {k: token[0] for k, token in self.deleted(ns, keys, now=now).items()}
 
     def purge_expired(self, ns: str, *, now: float) -> int:
         """Remove expired tombstones (stores without native TTL)."""

@@ -26,12 +26,22 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
 from ..keys import glob_match
-from ..plugins.base import Backend, Capabilities, Record
-from .moves import TOMBSTONE_TTL, MoveOutcome, Token, Tombstones, copy_of, move, token_of
+from ..plugins.base import Backend, Capabilities, Record, refuse_stale_reads
+from .moves import (
+    TOMBSTONE_TTL,
+    MoveOutcome,
+    Token,
+    Tombstones,
+    copy_of,
+    move,
+    newer,
+    token_of,
+)
 from .rules import Rule, parse_rule
 
 Promote = Literal["home", "first", "never"]
 _RETIRE_READS = 4  # reads of the tiers at most while a write or delete retires old writes
+_TAG_CHECK_BATCH = 1000  # keys whose tags are checked per read of a tier (tagged)
 
 
 @dataclass
@@ -149,6 +159,8 @@ class TieredBackend(Backend):
             problems.append(f"promote: must be 'home', 'first' or 'never', got {promote!r}")
         if problems:
             raise ConfigError("invalid tiered memory:\n  " + "\n  ".join(problems))
+        for tier in tiers:
+            refuse_stale_reads(f"tier {tier.name!r}", tier.backend)
         self.tiers = list(tiers)
         self.rules = list(rules)
         self.promote = promote
@@ -256,27 +268,117 @@ class TieredBackend(Backend):
         for index, group in groups.items():
             keys = list(group)
             others = [j for j in range(len(self.tiers)) if j != index]
-            # what the key holds in other tiers: its history is kept, its old writes retired
+            home = self.tiers[index].backend
+            # What the key holds: the home tier first, then the others (an entry that leaves
+            # the home tier meanwhile is seen in one of them, or is back home when the write
+            # merges over it). Their versions and the key's delete record bound the new
+            # version from below: versions of a key only grow (see .moves).
+            here = home.get_many(ns, keys, now=now, touch=False)
             seen = self._retire(ns, keys, others, now, sweeps=1, settle=False)
             olds: dict[str, Record] = {}
             for j in others:
                 olds.update(seen.records.get(j, {}))
             if olds:
                 group.update({k: group[k].merged_over(o, now) for k, o in olds.items()})
-            # a key deleted earlier continues its versions: its new write is never "dead"
-            floors = self.tombstones.versions(ns, [k for k in keys if k not in olds], now=now)
-            for key, floor in floors.items():
-                if group[key].version <= floor:
-                    group[key] = replace(group[key], version=floor + 1)
-            self.tiers[index].backend.put_many(ns, group, now=now)
+            floors = self.tombstones.versions(ns, keys, now=now)
+            stale: dict[str, Record] = {}
+            for key in keys:
+                known = [floors.get(key, 0), *(v for v, _ in seen.tokens.get(key, ()))]
+                mine = here.get(key)
+                if mine is not None:
+                    known.append(mine.version)
+                version = max(group[key].version, max(known) + 1)
+                group[key] = replace(group[key], version=version)
+                if mine is not None and (
+                    mine.version + 1 < version or mine.version <= floors.get(key, 0)
+                ):
+                    # older than a write seen elsewhere, or deleted (a dead copy a mover
+                    # has not removed yet): written over it (or over whatever replaces it
+                    # meanwhile), the new write would take a version from the store, too low
+                    stale[key] = mine
+            if stale:  # removed (tombstoned first, as every write retired) before the write
+                self.tombstones.add(ns, {k: [token_of(r)] for k, r in stale.items()}, now=now)
+                home.delete_if_unchanged(ns, {k: token_of(r) for k, r in stale.items()}, now=now)
+            over = {k: r for k, r in group.items() if k in here and k not in stale}
+            if over:  # merged over the entry seen: its version + 1, the version chosen
+                home.put_many(ns, over, now=now)
+            self._write_absent(ns, index, {k: r for k, r in group.items() if k not in over}, now)
             # a move may have carried an old write out of the home tier meanwhile
             self._retire(ns, keys, others[::-1], now, sweeps=1, seen=seen, spare=group)
+            # a write found only now (the look missed it: it moved twice) may be newer
+            doubt = [
+                k for k in keys if any(v >= group[k].version for v, _ in seen.tokens.get(k, ()))
+            ]
+            if doubt:
+                self._raise_versions(ns, index, {k: group[k] for k in doubt}, seen, floors, now)
             for j in others:  # only the writes seen: never a copy of the new one
                 seen.delete_in(self.tiers[j].backend, j, ns, now)
 
+    def _write_absent(self, ns: str, index: int, records: Mapping[str, Record], now: float) -> None:
+        """Write records whose key the home tier did not hold, with the versions chosen.
+
+        Written only where still absent: a plain write would merge over an entry moved in
+        meanwhile and take that entry's version + 1 (below the delete record, if it was a
+        dead copy: the next move would take the new write for a dead one and remove it).
+        An entry found there older than the write is removed (tombstoned first, if
+        unchanged) and the write tried again; a newer one (a concurrent write of the key)
+        is written over as usual, as is anything still in the way after a few rounds.
+        """
+        home = self.tiers[index].backend
+        pending = dict(records)
+        for _ in range(_RETIRE_READS):
+            if not pending:
+                return
+            written = home.put_absent_many(ns, pending, now=now)
+            pending = {k: r for k, r in pending.items() if k not in written}
+            if not pending:
+                return
+            current = home.get_many(ns, list(pending), now=now, touch=False)
+            older = {k: token_of(c) for k, c in current.items() if c.version < pending[k].version}
+            newer = {k: pending.pop(k) for k in current if k not in older}
+            if newer:
+                home.put_many(ns, newer, now=now)
+            if older:
+                self.tombstones.add(ns, {k: [t] for k, t in older.items()}, now=now)
+                home.delete_if_unchanged(ns, older, now=now)
+        if pending:
+            home.put_many(ns, pending, now=now)
+
+    def _raise_versions(
+        self,
+        ns: str,
+        index: int,
+        written: Mapping[str, Record],
+        seen: Retired,
+        floors: Mapping[str, int],
+        now: float,
+    ) -> None:
+        """Write again, past every version known, the writes stored with too low a version.
+
+        Rare (a write of the key found only after the write): the write is read back; if it is
+        still there as written and its version does not exceed every version seen and the
+        delete record's, it is deleted if unchanged and written again where absent.
+        Meanwhile a read sees the value before the write, which has not returned yet.
+        """
+        home = self.tiers[index].backend
+        stored = home.get_many(ns, list(written), now=now, touch=False)
+        redo: dict[str, tuple[Token, Record]] = {}
+        for key, record in written.items():
+            got = stored.get(key)
+            if got is None or got.updated_at != record.updated_at or got.value != record.value:
+                continue  # moved or rewritten meanwhile: not ours to touch
+            top = max([floors.get(key, 0), *(v for v, _ in seen.tokens.get(key, ()))])
+            if got.version <= top:
+                redo[key] = (token_of(got), replace(record, version=top + 1))
+        if redo:
+            gone = home.delete_if_unchanged(ns, {k: t for k, (t, _) in redo.items()}, now=now)
+            self._write_absent(ns, index, {k: redo[k][1] for k in gone}, now)
+
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         everywhere = list(range(len(self.tiers)))
-        seen = self._retire(ns, keys, everywhere, now, sweeps=2, deleted=True)
+        # the delete record never goes below an earlier one (a write missed now stays dead)
+        prior = self.tombstones.deleted(ns, keys, now=now)
+        seen = self._retire(ns, keys, everywhere, now, sweeps=2, deleted=True, prior=prior)
         for tier in self.tiers:
             tier.backend.delete_many(ns, keys, now=now)
         return len(seen.keys())
@@ -293,6 +395,7 @@ class TieredBackend(Backend):
         settle: bool = True,
         spare: Mapping[str, Record] | None = None,
         deleted: bool = False,
+        prior: Mapping[str, Token] | None = None,
     ) -> Retired:
         """Find the writes of ``keys`` in ``tiers`` and tombstone them before they go.
 
@@ -300,7 +403,8 @@ class TieredBackend(Backend):
         on while a sweep finds a write it had not seen. Each new write is tombstoned BEFORE
         the next sweep: a mover that places a copy of it after the tombstone removes the
         copy itself; one that placed it before shows in the next sweep. Moved copies of
-        the writes in ``spare`` (a write just made) are left alone.
+        the writes in ``spare`` (a write just made) are left alone. With ``deleted``, each
+        key's delete record is the newest of the tokens seen and its ``prior`` record.
         """
         seen = Retired() if seen is None else seen
         for attempt in range(_RETIRE_READS if settle else sweeps):
@@ -316,7 +420,7 @@ class TieredBackend(Backend):
             if new:
                 if deleted:  # the delete record holds the newest token seen so far
                     new = {k: seen.tokens[k] for k in new}
-                self.tombstones.add(ns, new, now=now, deleted=deleted)
+                self.tombstones.add(ns, new, now=now, deleted=deleted, prior=prior)
             elif attempt + 1 >= sweeps:
                 break
         return seen
@@ -348,7 +452,30 @@ class TieredBackend(Backend):
         found: set[str] = set()
         for i in self._sweeps(3):
             found |= self.tiers[i].backend.tagged(ns, tags, now=now)
-        return found
+        return self._carrying(ns, sorted(found), set(tags), now)
+
+    def _carrying(self, ns: str, keys: Sequence[str], tags: set[str], now: float) -> set[str]:
+        """The ``keys`` whose newest write carries one of ``tags``.
+
+        A tier's tag index may name a key whose newest write does not carry the tag: a dead
+        copy of an older write that a stalled mover placed and is about to remove again, or
+        an S3 tag marker written just after a move removed its entry. ``invalidate_tags``
+        deleted such a key, newest write included (an acknowledged write lost). So the
+        metadata of the keys found is read in three sweeps, as a read looks (the newest
+        write escapes them only by moving up, down and up meanwhile), and the newest write
+        seen decides (versions only grow, see .moves); a key seen nowhere is gone. Bounded
+        batches, one metadata read per tier and sweep.
+        """
+        out: set[str] = set()
+        for start in range(0, len(keys), _TAG_CHECK_BATCH):
+            batch = list(keys[start : start + _TAG_CHECK_BATCH])
+            newest: dict[str, Record] = {}
+            for i in self._sweeps(3):
+                for key, record in self.tiers[i].backend.meta_many(ns, batch, now=now).items():
+                    if key not in newest or newer(token_of(record), token_of(newest[key])):
+                        newest[key] = record
+            out.update(k for k, r in newest.items() if tags & set(r.tags))
+        return out
 
     def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
         # until a sweep finds nothing: entries moved by others while it ran are cleared too
@@ -368,6 +495,11 @@ class TieredBackend(Backend):
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
         present = self.exists_many(ns, list(records), now=now)
         absent = {k: r for k, r in records.items() if k not in present}
+        # a key deleted earlier continues its versions: else its new write looks deleted
+        floors = self.tombstones.versions(ns, list(absent), now=now)
+        for key, floor in floors.items():
+            if absent[key].version <= floor:
+                absent[key] = replace(absent[key], version=floor + 1)
         written: set[str] = set()
         groups: dict[int, dict[str, Record]] = {}
         for key, record in absent.items():
