@@ -90,6 +90,7 @@ try:
     from bson.errors import BSONError, InvalidBSON
     from pymongo import ReplaceOne, UpdateMany, UpdateOne
     from pymongo.errors import (
+        AutoReconnect,
         BulkWriteError,
         ConfigurationError,
         ConnectionFailure,
@@ -684,7 +685,7 @@ class MongoBackend(Backend):
             if keys:
                 ops = [_merge_upsert(self._doc(token, ns, k, records[k]), when) for k in keys]
                 try:
-                    coll.bulk_write(ops, ordered=False)
+                    _write_once_more_if_closed(coll, ops)
                 except BulkWriteError as err:
                     errors = err.details.get("writeErrors", [])
                     if err.details.get("writeConcernErrors") or any(
@@ -874,6 +875,22 @@ class MongoBackend(Backend):
         with self._errors("purge expired"):
             result = coll.delete_many({"ns": ns, F_EXPIRES: _expired(_to_datetime(now))})
         return result.deleted_count if result.acknowledged else 0
+
+
+def _write_once_more_if_closed(coll: Any, ops: list[Any]) -> None:
+    """``bulk_write`` of merge upserts, sent again once when a pooled connection turned out
+    closed (the server restarted): the general path's ``find`` went first and pymongo
+    retries a read on a fresh connection, while a write on a server without retryable
+    writes (a standalone) is not retried. A timeout is never sent again (the write may
+    have run). Sending the upserts twice is harmless: the second finds the first's entry
+    and merges over it (the version goes up once more, which versions may).
+    """
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except AutoReconnect as err:  # not ServerSelectionTimeoutError: no server, no retry
+        if isinstance(err, NetworkTimeout):
+            raise
+        coll.bulk_write(ops, ordered=False)
 
 
 #: BSON types of the numbers an entry's times may be (``bool`` and decimals are not).
