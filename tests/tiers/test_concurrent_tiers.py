@@ -248,10 +248,12 @@ def run_actors(
 ) -> Run:
     """Start every actor in its own process, start them together, collect what they report.
 
-    ``kill=(name, n)``: SIGKILL actor ``name`` as soon as it reports its ``n``-th batch.
+    ``kill=(name, n)``: SIGKILL actor ``name`` as soon as it reports its ``n``-th batch. An
+    actor with ``"after": m`` starts only once that actor reported its ``m``-th batch (or
+    ended): the victim is then certain to be mid-run when the overlap begins.
     """
     ctx = _context()
-    go, stop = ctx.Event(), ctx.Event()
+    go, stop, late = ctx.Event(), ctx.Event(), ctx.Event()
     procs: dict[str, Any] = {}
     queues: dict[str, Any] = {}
     run = Run()
@@ -262,7 +264,7 @@ def run_actors(
             queues[name] = ctx.Queue()  # one queue each: a killed actor cannot jam the others
             procs[name] = ctx.Process(
                 target=actor.run,
-                args=(name, spec, params, queues[name], go, stop),
+                args=(name, spec, params, queues[name], late if "after" in params else go, stop),
                 name=f"pm-{name}",
                 daemon=True,
             )
@@ -283,12 +285,15 @@ def run_actors(
                     if msg[0] == phase == "ready":
                         waiting.discard(name)
                     elif msg[0] == "batch" and kill is not None and name == kill[0]:
+                        if any(msg[1] >= p.get("after", msg[1] + 1) for p in actors.values()):
+                            late.set()
                         if msg[1] >= kill[1]:
                             os.kill(procs[name].pid, signal.SIGKILL)
                             run.batches_before_kill = msg[1]
                             run.killed.append(name)
                             waiting.discard(name)
                     elif msg[0] == "done":
+                        late.set()  # the kill target ended: nothing left to wait for
                         run.results[name] = msg[1]
                         waiting.discard(name)
                     elif msg[0] == "error":
@@ -306,6 +311,7 @@ def run_actors(
     finally:
         stop.set()
         go.set()
+        late.set()
         for proc in procs.values():
             proc.join(timeout=30)
             if proc.is_alive():
@@ -690,10 +696,11 @@ def killed_migration(
     seed(spec, {"hot": keys}, lambda k: "t")
     book.lap("seed")
     actors = {
-        # smaller batches: the victim reports batches often enough to be killed mid-run even
-        # when the other migration, started with it, moves most entries first
+        # smaller batches: the victim reports batches often enough to be killed mid-run; the
+        # other migration joins once the victim has moved kill_after - 1 batches (started
+        # together, on S3 it once moved everything before the victim's third batch)
         "victim": {"role": "migrate", "batch_size": max(2, batch // 4), "progress": True},
-        "migrate-1": {"role": "migrate", "batch_size": batch},
+        "migrate-1": {"role": "migrate", "batch_size": batch, "after": kill_after - 1},
     }
     run = run_actors(spec, actors, kill=("victim", kill_after))
     assert run.killed == ["victim"], f"the victim finished before the kill: {run.errors}"
