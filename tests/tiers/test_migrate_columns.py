@@ -303,3 +303,38 @@ def test_migration_holds_a_few_batches_not_the_tier(tmp_path: Path) -> None:
     assert peak < 8 * batch_bytes < count * len(value) // 2
     hot.close()
     warm.close()
+
+
+def test_a_move_from_columns_writes_what_a_move_of_records_writes(tmp_path: Path) -> None:
+    """The migration's column path (no source records) and :func:`move` place the same
+    copies (the same entry, one float step later) and report the same outcome."""
+    from prefect_memory.tiers.moves import move, move_columns, moved_copy
+
+    records = random_records(300, seed=5)
+    for i, record in enumerate(records.values()):  # sliding expiries and ttls too
+        record.sliding = record.expires_at is not None and i % 2 == 0
+    src = SqliteBackend(str(tmp_path / "src.db"))
+    src.put_many(NS, records, now=T0)
+    now = T0 + 1.0
+    batch = next(src.scan_columns(NS, now=now, batch_size=1000, value_bytes=1 << 10))
+    assert None not in batch.values
+    rows = [i for i, key in enumerate(batch.keys) if int(key[1:]) % 3]  # not every row
+    by_records, by_columns = InProcessBackend(), InProcessBackend()
+    read = src.get_many(NS, [batch.keys[i] for i in rows], now=now, touch=False)
+    want = move(SqliteBackend(":memory:"), by_records, NS, read, now=now)
+    got = move_columns(src, by_columns, NS, batch, rows, now=now)
+    assert got.moved == set(read) and want.written == got.written == set(read)
+    placed = by_columns.get_many(NS, list(read), now=now, touch=False)
+    expected = by_records.get_many(NS, list(read), now=now, touch=False)
+    assert placed == expected
+    for key, record in read.items():
+        copy = moved_copy(record)
+        assert (placed[key].updated_at, placed[key].value, placed[key].tags) == (
+            copy.updated_at, copy.value, copy.tags,
+        )  # fmt: skip
+    left = set(src.scan(NS, None, now=now))
+    assert left == set(batch.keys) - set(read)  # the others stay in the source
+    with pytest.raises(ValueError, match="was not read"):
+        meta = next(src.scan_columns(NS, now=now, batch_size=1000, value_bytes=0))
+        move_columns(src, by_columns, NS, meta, [0], now=now)
+    src.close()

@@ -507,9 +507,10 @@ class SqliteBackend(Backend):
             "WHERE ns = ? AND key >= ? AND key <= ? LIMIT ?",
             (ns, low, high, len(expected) + 1),
         ).fetchall()
-        if len(rows) != len(expected) or not all(
-            row[0] in expected and _same_write(row, expected[row[0]]) for row in rows
-        ):
+        if len(rows) != len(expected):
+            return False
+        want = {(key, version, updated) for key, (version, updated) in expected.items()}
+        if not want.issuperset(row[:3] for row in rows):  # each row the expected write
             return False
         conn.execute(
             "DELETE FROM pm_entries WHERE ns = ? AND key >= ? AND key <= ?", (ns, low, high)

@@ -8,9 +8,10 @@ For each source tier the entries are read in batches of ``batch_size`` as column
 stores that declare ``capabilities.column_scans``, such as SQLite), the next batch
 read in a thread while the current one moves; the rules are evaluated a column at a
 time (:meth:`~prefect_memory.tiers.rules.Rule.select`) and records are made only for
-the entries that move; then per target tier one conditional copy and one conditional
-delete (see :meth:`TieredBackend.move`). A run that is killed anywhere leaves every
-entry readable, and running it again finishes the job.
+the copies of the entries that move (:func:`.moves.move_columns`); then per target tier
+one conditional copy and one conditional delete (see :meth:`TieredBackend.move`). A run
+that is killed anywhere leaves every entry readable, and running it again finishes the
+job.
 
 Deciding reads metadata only. Rule fields, tier TTLs and budgets are all metadata. A
 batch carries the values of at most ``batch_bytes // batch_size`` bytes (those move as
@@ -220,10 +221,15 @@ def _move_rows(
     """
     target, label = chosen
     values = columns.values
-    whole = columns.records([i for i in rows if values[i] is not None])
-    if whole:
-        _account(report, label, whole, backend.move_outcome(ns, whole, index, target, now=at))
-        del whole
+    whole = [i for i in rows if values[i] is not None]
+    if whole:  # moved from the columns: no record is made of the source entries
+        outcome = backend.move_columns(ns, columns, whole, index, target, now=at)
+        keys, sizes = columns.keys, columns.sizes
+        moved = outcome.moved
+        report.add(label, len(moved), sum(sizes[i] for i in whole if keys[i] in moved))
+        report.skipped += len(outcome.skipped)
+        report.written += len(outcome.written)
+        del outcome
     rest = columns.records([i for i in rows if values[i] is None])
     if rest:
         same = _same_choice(backend, index, at, chosen)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
 from ..keys import glob_match
-from ..plugins.base import Backend, Capabilities, Record, refuse_stale_reads
+from ..plugins.base import Backend, Capabilities, EntryColumns, Record, refuse_stale_reads
 from .moves import (
     TOMBSTONE_TTL,
     MoveOutcome,
@@ -34,6 +34,7 @@ from .moves import (
     Tombstones,
     copy_of,
     move,
+    move_columns,
     newer,
     token_of,
 )
@@ -217,6 +218,22 @@ class TieredBackend(Backend):
             self.tiers[target].backend,
             ns,
             records,
+            now=now,
+            tombstones=self.tombstones,
+        )
+
+    def move_columns(
+        self, ns: str, columns: EntryColumns, rows: Sequence[int], source: int, target: int,
+        *, now: float,
+    ) -> MoveOutcome:  # fmt: skip
+        """:meth:`move_outcome` of the ``rows`` of a batch read as columns with their values
+        (a migration's batch: no record is made of its source entries)."""
+        return move_columns(
+            self.tiers[source].backend,
+            self.tiers[target].backend,
+            ns,
+            columns,
+            rows,
             now=now,
             tombstones=self.tombstones,
         )

@@ -282,11 +282,11 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
     def _encode(
         self, ns: str, index: NsIndex, records: Mapping[str, Record], now: float, absent: bool
     ) -> Encoded | None:
-        if absent:
+        latest = index.latest
+        if absent and not latest.keys().isdisjoint(records):  # (a key never seen is absent)
             records = {k: r for k, r in records.items() if not index.live(k, now)}
             if not records:
                 return None
-        latest = index.latest
         new_keys = latest.keys().isdisjoint(records)
         if not new_keys:  # upserts keep creation and access history (base.py's rules)
             records = {
