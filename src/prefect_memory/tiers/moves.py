@@ -318,7 +318,8 @@ def move(
     """Move ``records`` (as read from ``src``) to ``dst`` (see the module docstring)."""
     tokens = {k: token_of(r) for k, r in records.items()}  # what the source holds
     copies = {k: moved_copy(r) for k, r in records.items()}
-    return _move(src, dst, ns, tokens, copies, now=now, tombstones=tombstones)
+    placement = place(dst, ns, tokens, copies, now=now)
+    return commit(src, dst, ns, placement, now=now, tombstones=tombstones)
 
 
 def move_columns(
@@ -388,21 +389,6 @@ def place_columns(
                                 version), strict=True))  # fmt: skip
     ours = dict(zip(keys, zip(version, stepped, strict=True), strict=True))
     return place(dst, ns, tokens, copies, now=now, ours=ours)
-
-
-def _move(
-    src: Backend,
-    dst: Backend,
-    ns: str,
-    tokens: dict[str, Token],
-    copies: dict[str, Record],
-    *,
-    now: float,
-    tombstones: Tombstones | None,
-) -> MoveOutcome:
-    """The move protocol: ``tokens`` what the source holds, ``copies`` what goes to ``dst``."""
-    placement = place(dst, ns, tokens, copies, now=now)
-    return commit(src, dst, ns, placement, now=now, tombstones=tombstones)
 
 
 def place(
