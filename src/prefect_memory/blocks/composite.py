@@ -193,6 +193,16 @@ def features(day: str):
         ),
     )
 
+    journal_sync: Literal["full", "normal"] = Field(
+        default="full",
+        description=(
+            "How durable a write-behind journal commit is. full: an fsync per write, an "
+            "acknowledged write survives a crash of the process and of the machine; normal: "
+            "no fsync per write (faster), it survives a crash of the process (kill -9) but "
+            "not an OS crash or power loss."
+        ),
+    )
+
     @field_validator("primary", "secondary", mode="before")
     @classmethod
     def _load_reference(cls, value: Any) -> Any:
@@ -220,6 +230,7 @@ def features(day: str):
             self.secondary.memory.backend,
             strategy=self.strategy,
             journal=self.journal,
+            journal_sync=self.journal_sync,
             flush_interval=self.flush_interval,
             **self._memory_settings(),
         )

@@ -215,7 +215,8 @@ class _Planner:
         try:
             block = HybridMemoryBlock(
                 **parts, strategy=sync.strategy, flush_interval=sync.flush_interval,
-                sync_interval=sync.sync_interval, journal=spec.journal, **fields,
+                sync_interval=sync.sync_interval, journal=spec.journal,
+                journal_sync=spec.journal_sync, **fields,
             )  # fmt: skip
         except ValidationError as err:
             rename = {"strategy": "sync.strategy", "sync_interval": "sync.interval"}

@@ -156,8 +156,8 @@ class MemoryBuilder:
         settings, sync = spec.settings, spec.sync
         mem = HybridMemory(
             primary, secondary, strategy=sync.strategy, journal=spec.journal,
-            flush_interval=sync.flush_interval, namespace=settings.namespace,
-            **settings.memory_options(),
+            journal_sync=spec.journal_sync, flush_interval=sync.flush_interval,
+            namespace=settings.namespace, **settings.memory_options(),
         )  # fmt: skip
         mem.sync_interval = sync.sync_interval
         return mem

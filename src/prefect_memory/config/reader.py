@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ..errors import ConfigError, PrefectMemoryError
 from ..keys import validate_namespace
@@ -168,10 +168,15 @@ class ConfigReader(Checks):
         if journal is not None and (not isinstance(journal, str) or not journal):
             self.problem(f"{path}.journal", f"must be a file path, got {describe(journal)}")
             return None
+        journal_sync = spec.get("journal_sync", "full")
+        if journal_sync not in get_args(specs.JournalSync):
+            self.problem(f"{path}.journal_sync", f"must be 'full' or 'normal', got "
+                         f"{describe(journal_sync)}")  # fmt: skip
+            return None
         if parts[0] is None or parts[1] is None:
             return None
         return specs.HybridSpec(path=path, settings=settings, primary=parts[0], secondary=parts[1],
-                          sync=sync, journal=journal)  # fmt: skip
+                          sync=sync, journal=journal, journal_sync=journal_sync)  # fmt: skip
 
     def backend(
         self, path: str, spec: Any, owner: str, tier: bool = False

@@ -180,14 +180,29 @@ class SingleSpec(_MemorySpec):
     store: StoreSpec
 
 
+#: The values of a hybrid's ``journal_sync`` (:data:`prefect_memory.hybrid.journal.JOURNAL_SYNCS`).
+JournalSync = Literal["full", "normal"]
+
+
 class HybridSpec(_MemorySpec):
-    """A hybrid memory: a primary and a secondary kept in sync."""
+    """A hybrid memory: a primary and a secondary kept in sync.
+
+    Example:
+        >>> from prefect_memory.config import parse_config
+        >>> spec = parse_config({"backend": "hybrid", "primary": "memory", "secondary": "memory",
+        ...                      "journal_sync": "normal"})
+        >>> spec.journal, spec.journal_sync
+        (None, 'normal')
+    """
 
     type: Literal["hybrid"] = "hybrid"
     primary: PartSpec
     secondary: PartSpec
     sync: SyncSpec = Field(default_factory=SyncSpec)
     journal: str | None = None
+    #: How durable a write-behind journal commit is: ``"full"`` (an fsync per commit:
+    #: survives a crash of the machine) or ``"normal"`` (survives a crash of the process).
+    journal_sync: JournalSync = "full"
 
 
 class TieredSpec(_MemorySpec):

@@ -27,7 +27,8 @@ TIER_KEYS = frozenset({"name", "ttl", "maxSize", "maxEntries", "patterns"})
 MEMORY_KEYS = frozenset({"namespace", "ttl", "refresh", "compression", "serialization",
                          "pickle"})  # fmt: skip
 #: Keys of a hybrid memory besides its memory settings.
-HYBRID_KEYS = frozenset({"backend", "type", "primary", "secondary", "sync", "journal"})
+HYBRID_KEYS = frozenset({"backend", "type", "primary", "secondary", "sync", "journal",
+                         "journal_sync"})  # fmt: skip
 #: Keys of a tiered memory besides its memory settings.
 TIERED_KEYS = frozenset({"backend", "type", "tiers", "migration", "promote"})
 #: Keys of the top of a namespaces config (its ``ttl``... are defaults of the parts).

@@ -65,6 +65,10 @@ class HybridMemory(Memory):
         secondary: URL, backend or memory of the durable store.
         strategy: ``"write-through"`` (default) or ``"write-behind"``.
         journal: Journal file (default ``.prefect-memory/journal-<digest>.db``).
+        journal_sync: How durable a journal commit is: ``"full"`` (default: an fsync per
+            commit, an acknowledged write survives a crash of the machine) or ``"normal"``
+            (no fsync per commit: it survives a crash of the process, not of the machine);
+            see :mod:`.journal`.
         flush_batch: Journal entries applied per batch.
         flush_interval: Seconds between background flushes.
         accept_degraded: Write-through: acknowledge a write that reached one store and is
@@ -97,6 +101,7 @@ class HybridMemory(Memory):
         *,
         strategy: Strategy = "write-through",
         journal: str | None = None,
+        journal_sync: str = "full",
         flush_batch: int = 500,
         flush_interval: float = 1.0,
         accept_degraded: bool = False,
@@ -127,6 +132,7 @@ class HybridMemory(Memory):
             stores["secondary"],
             strategy=strategy,
             journal=journal,
+            journal_sync=journal_sync,
             flush_batch=flush_batch,
             flush_interval=flush_interval,
             accept_degraded=accept_degraded,

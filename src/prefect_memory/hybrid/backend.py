@@ -13,12 +13,14 @@ Strategies:
   dropped so that no reader sees a value only one store has. That includes a
   :class:`~prefect_memory.errors.PermanentBackendError` (a missing bucket, refused
   credentials): waiting cannot fix it, so it is never journaled nor retried.
-- ``write-behind``: the write is appended to the :class:`Journal` first, then written to
-  the primary, and the call returns; a background flusher applies the journal to the
-  secondary (``flush_batch`` entries, every ``flush_interval`` seconds, and at exit). A
-  primary that is unavailable does not fail the write: it is queued for the primary too;
-  a primary that refuses for good fails it (nothing is queued). A secondary that refuses
-  the replay for good stops its lane (see :mod:`~prefect_memory.hybrid.pending`).
+- ``write-behind``: the write is appended to the :class:`Journal` first (as durably as
+  ``journal_sync`` says: ``"full"`` survives a crash of the machine, ``"normal"`` only of
+  the process), then written to the primary, and the call returns; a background flusher
+  applies the journal to the secondary (``flush_batch`` entries, every ``flush_interval``
+  seconds, and at exit). A primary that is unavailable does not fail the write: it is
+  queued for the primary too; a primary that refuses for good fails it (nothing is
+  queued). A secondary that refuses the replay for good stops its lane (see
+  :mod:`~prefect_memory.hybrid.pending`).
 
 Whatever a store missed is replayed to it when it returns (background flusher, or
 :meth:`HybridBackend.flush`); a replay never overwrites a newer write of the same key.
@@ -59,7 +61,7 @@ from typing import Any, ClassVar, Literal
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..plugins.base import Backend, Capabilities, Record, refuse_stale_reads
 from .fallback import FallbackReads
-from .journal import PRIMARY, SECONDARY, Journal
+from .journal import PRIMARY, SECONDARY, Journal, check_sync
 from .pending import Lanes
 from .sync import SyncReport, reconcile
 
@@ -113,6 +115,11 @@ class HybridBackend(FallbackReads, Backend):
         strategy: ``"write-through"`` or ``"write-behind"``.
         journal: Journal file (default ``.prefect-memory/journal-<digest>.db``, created on
             the first write that needs it).
+        journal_sync: How durable a journal commit is: ``"full"`` (default: an fsync per
+            commit; an acknowledged write survives a crash of the process and of the
+            machine) or ``"normal"`` (no fsync per commit; it survives a crash of the
+            process, ``kill -9``, but not an OS crash or power loss). See
+            :mod:`~prefect_memory.hybrid.journal`.
         flush_batch: Journal entries applied per batch.
         flush_interval: Seconds between background flushes.
         accept_degraded: Write-through: acknowledge a write that reached one store and is
@@ -133,6 +140,7 @@ class HybridBackend(FallbackReads, Backend):
         *,
         strategy: Strategy = "write-through",
         journal: str | None = None,
+        journal_sync: str = "full",
         flush_batch: int = 500,
         flush_interval: float = 1.0,
         accept_degraded: bool = False,
@@ -146,6 +154,7 @@ class HybridBackend(FallbackReads, Backend):
             raise ConfigError("flush_batch must be >= 1, flush_interval and max_backoff > 0")
         if not recheck_after >= 0:
             raise ConfigError(f"recheck_after must be seconds >= 0, got {recheck_after!r}")
+        check_sync(journal_sync, "journal_sync")
         refuse_stale_reads("the primary of a hybrid memory", primary)
         refuse_stale_reads("the secondary of a hybrid memory", secondary)
         self.primary = primary
@@ -153,7 +162,9 @@ class HybridBackend(FallbackReads, Backend):
         self.strategy = strategy
         self.accept_degraded = bool(accept_degraded)
         self.url = f"hybrid://{primary.url or '?'}+{secondary.url or '?'}"
-        self.journal = Journal(journal or default_journal_path(primary, secondary))
+        self.journal = Journal(
+            journal or default_journal_path(primary, secondary), sync=journal_sync
+        )
         self.lanes = Lanes(
             self.journal,
             primary,
@@ -200,6 +211,7 @@ class HybridBackend(FallbackReads, Backend):
                 "journal_backlog": {lane: journal.backlog(lane) for lane in lanes},
                 "details": {
                     "strategy": self.strategy,
+                    "journal_sync": journal.sync,
                     "degraded_writes": self.degraded_writes,
                     "primary_down_since": self.primary_down_since,
                     "last_flush_error": self.last_flush_error,
@@ -224,6 +236,11 @@ class HybridBackend(FallbackReads, Backend):
     @flush_batch.setter
     def flush_batch(self, value: int) -> None:
         self.lanes.flush_batch = value
+
+    @property
+    def journal_sync(self) -> str:
+        """How durable a journal commit is: ``"full"`` or ``"normal"`` (see the class)."""
+        return self.journal.sync
 
     @property
     def flush_interval(self) -> float:

@@ -17,8 +17,18 @@ The journal also keeps the *keys in doubt* of each lane (:class:`Doubt`): keys w
 to the store failed in a way that may still land late, with the last write that reached
 the store since, rechecked when due (see :meth:`.pending.Lanes.recheck`).
 
-Commits use ``synchronous=FULL`` (WAL): once :meth:`Journal.append` returns, the entry
-survives a crash of the process and of the machine (as far as the disk honours fsync).
+How durable a commit is, is the journal's ``sync`` (SQLite WAL in both cases):
+
+- ``"full"`` (the default): ``synchronous=FULL``, one fsync per commit. Once
+  :meth:`Journal.append` returns, the entry survives a crash of the process (``kill -9``)
+  and a crash or power loss of the machine (as far as the disk honours fsync).
+- ``"normal"``: ``synchronous=NORMAL``, no fsync per commit (the write-ahead log is
+  fsynced at checkpoints, every 1,000 pages of log: a few hundred single writes). Once
+  :meth:`Journal.append` returns, the entry is in the operating system's file cache: it
+  survives a crash of the process (``kill -9``), but the entries written since the last
+  checkpoint may be lost if the machine crashes or loses power. The journal stays
+  consistent either way (an entry is there whole or not at all).
+
 The file is created on the first append, not before.
 
 Example:
@@ -35,6 +45,8 @@ Example:
     [('put', 'k', 'secondary')]
     >>> journal.latest("ns", ["k"])["k"].op
     'del'
+    >>> Journal(os.path.join(tempfile.mkdtemp(), "j.db"), sync="normal")
+    Journal(..., sync='normal')
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigError
 from ..plugins.base import Record
 from ..plugins.sqlite_wal import connect_wal
 
@@ -61,6 +73,8 @@ except ImportError:  # pragma: no cover - Windows: in-process locking only
 PRIMARY = "primary"
 SECONDARY = "secondary"
 LANES = (PRIMARY, SECONDARY)
+#: The values of a journal's ``sync``: its SQLite ``synchronous`` setting (see above).
+JOURNAL_SYNCS = ("full", "normal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pm_journal (
@@ -172,23 +186,53 @@ _BUSY = (
 )
 
 
-class Journal:
-    """Pending writes in a SQLite file (safe across threads and processes of one machine)."""
+def check_sync(sync: object, name: str = "sync") -> str:
+    """``sync`` if it is one of :data:`JOURNAL_SYNCS`, else :class:`ConfigError` naming ``name``.
 
-    def __init__(self, path: str) -> None:
+    Example:
+        >>> check_sync("normal")
+        'normal'
+        >>> check_sync("off", "journal_sync")
+        Traceback (most recent call last):
+        ...
+        prefect_memory.errors.ConfigError: journal_sync must be 'full' or 'normal', got 'off'
+    """
+    if not isinstance(sync, str) or sync not in JOURNAL_SYNCS:
+        raise ConfigError(f"{name} must be 'full' or 'normal', got {sync!r}")
+    return sync
+
+
+class Journal:
+    """Pending writes in a SQLite file (safe across threads and processes of one machine).
+
+    Args:
+        path: The SQLite file (created, with its folder, on the first append).
+        sync: ``"full"`` (fsync per commit: an acknowledged entry survives a crash of the
+            machine) or ``"normal"`` (no fsync per commit: it survives a crash of the
+            process, not of the machine); see the module docstring.
+
+    Raises:
+        ConfigError: ``sync`` is not one of :data:`JOURNAL_SYNCS`.
+    """
+
+    def __init__(self, path: str, sync: str = "full") -> None:
         self.path = path
+        self.sync = check_sync(sync)
         self._local = threading.local()
         self._flush_locks = {lane: threading.Lock() for lane in LANES}
         self._lock_files: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "sync": self.sync}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        # pickles made before ``sync`` existed had the fsync of "full"
+        self.__init__(state["path"], state.get("sync", "full"))  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        return f"Journal({self.path!r})"
+        if self.sync == "full":
+            return f"Journal({self.path!r})"
+        return f"Journal({self.path!r}, sync={self.sync!r})"
 
     def exists(self) -> bool:
         """Tell whether the journal file exists (it is created on the first append)."""
@@ -199,7 +243,9 @@ class Journal:
         if conn is None:
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-                conn = connect_wal(self.path, timeout=30, synchronous="FULL", setup=_setup)
+                conn = connect_wal(
+                    self.path, timeout=30, synchronous=self.sync.upper(), setup=_setup
+                )
             except (sqlite3.Error, OSError) as err:
                 raise BackendUnavailable(f"cannot open the journal {self.path!r}: {err}") from err
             self._local.conn = conn
@@ -273,7 +319,7 @@ class Journal:
         """Durably record writes for each of ``lanes``; return their sequence numbers.
 
         ``at`` is the time of the deletes (puts carry their ``updated_at``). Everything is
-        committed in one transaction with ``synchronous=FULL`` before this returns.
+        committed in one transaction before this returns, as durably as :attr:`sync` says.
 
         Raises:
             BackendUnavailable: The journal cannot be written (disk full, I/O error).
@@ -513,12 +559,14 @@ class Journal:
 
 
 __all__ = [
+    "JOURNAL_SYNCS",
     "LANES",
     "PRIMARY",
     "SECONDARY",
     "Doubt",
     "Entry",
     "Journal",
+    "check_sync",
     "pack_record",
     "unpack_record",
 ]
