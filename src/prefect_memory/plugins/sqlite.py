@@ -132,6 +132,16 @@ def _row_to_record(row: tuple[Any, ...]) -> tuple[str, Record]:
     )
 
 
+def _insert_rows(ns: str, records: Mapping[str, Record]) -> list[tuple[Any, ...]]:
+    """The parameters of :data:`_INSERT` for ``records``, as they are."""
+    return [
+        (ns, key, r.value, r.created_at, r.updated_at, r.last_access, r.access_count,
+         r.expires_at, r.ttl, int(r.sliding), json.dumps(list(r.tags)) if r.tags else _NO_TAGS,
+         r.version)
+        for key, r in records.items()
+    ]  # fmt: skip
+
+
 def _columns(rows: list[tuple[Any, ...]]) -> EntryColumns:
     """The rows of :data:`_SCAN_COLUMNS` as columns (values ``None``: not read)."""
     keys, values, sizes, created, updated, last, count, expires, ttl, sliding, tags, version = map(
@@ -404,7 +414,7 @@ class SqliteBackend(Backend):
                 now,
                 now,
             )
-            for key, r in records.items()
+            for key, r in sorted(records.items())  # in key order: see put_absent_many
         ]
         conn.executemany(_UPSERT, rows)
         SqliteBackend._untag(conn, ns, list(records))
@@ -430,7 +440,9 @@ class SqliteBackend(Backend):
         """
         if not records:
             return set()
-        keys = list(records)
+        # in key order: neighbouring rows land on the same B-tree pages one after the other
+        # (a batch read by a Redis SCAN comes in hash order)
+        keys = sorted(records)
         with self._tx(write=True) as conn:
             present: set[str] = set()
             stale: list[str] = []
@@ -444,22 +456,14 @@ class SqliteBackend(Backend):
                         present.add(key)
                     else:
                         stale.append(key)
-            absent = {k: r for k, r in records.items() if k not in present}
+            absent = {k: records[k] for k in keys if k not in present}
             for part in _chunks(stale):
                 conn.execute(
                     f"DELETE FROM pm_entries WHERE ns = ? AND key IN ({_marks(len(part))})",
                     (ns, *part),
                 )
             self._untag(conn, ns, stale)
-            conn.executemany(
-                _INSERT,
-                [
-                    (ns, key, r.value, r.created_at, r.updated_at, r.last_access, r.access_count,
-                     r.expires_at, r.ttl, int(r.sliding), json.dumps(list(r.tags)) if r.tags
-                     else _NO_TAGS, r.version)
-                    for key, r in absent.items()
-                ],
-            )  # fmt: skip
+            conn.executemany(_INSERT, _insert_rows(ns, absent))
             self._tag(conn, ns, absent)
         return set(absent)
 
