@@ -54,7 +54,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import BackendTimeout, BackendUnavailable, ConfigError, maybe_applied
-from ..plugins.base import Backend, Capabilities, Record
+from ..plugins.base import Backend, Capabilities, EntryColumns, Record
 from .breaker import CircuitBreaker
 from .retry import Retry
 
@@ -330,6 +330,54 @@ class ResilientBackend(Backend):
             except BaseException as err:
                 if attempts is None or not attempts.failed(err):
                     raise
+
+    def scan_columns(
+        self,
+        ns: str,
+        *,
+        now: float,
+        batch_size: int = 1000,
+        value_bytes: int = 0,
+        query: Mapping[str, Any] | None = None,
+    ) -> Iterator[EntryColumns]:
+        """The inner store's column scan (its native one where it has it), one batch per call
+        through the breaker and the deadline; a transient failure mid-scan restarts it, as
+        :meth:`scan` does, leaving out the entries already yielded.
+
+        With a ``query`` the base class does the work (no pushdown through this wrapper,
+        see :attr:`capabilities`).
+        """
+        if query is not None:
+            yield from super().scan_columns(
+                ns, now=now, batch_size=batch_size, value_bytes=value_bytes, query=query
+            )
+            return
+        seen: set[str] = set()
+        attempts = self.retry.start() if self.retry is not None else None
+        it: Iterator[EntryColumns] | None = None
+        while True:
+            try:
+                if it is None:
+                    it = self.inner.scan_columns(
+                        ns, now=now, batch_size=batch_size, value_bytes=value_bytes
+                    )
+                batch = self._once(functools.partial(next, it, None), False)
+            except BaseException as err:
+                if attempts is None or not attempts.failed(err):
+                    raise
+                it = None  # start again: the entries already yielded are left out
+                continue
+            if batch is None:
+                return
+            if attempts is not None:  # (without retries there is no restart to skip for)
+                if seen:
+                    fresh = [i for i, key in enumerate(batch.keys) if key not in seen]
+                    if len(fresh) < len(batch):
+                        batch = batch.take(fresh)
+                seen.update(batch.keys)
+            if len(batch):
+                yield batch
+            del batch
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
         tries = [0]

@@ -5,7 +5,7 @@ moves at most one step per run and a run never chases its own moves; then size b
 are enforced hottest first, so an overflow demoted into a tier counts against its budget.
 For each source tier the entries are read in batches of ``batch_size`` as columns
 (:meth:`~prefect_memory.plugins.base.Backend.scan_columns`: one query per batch on
-stores that declare ``capabilities.column_scans``, such as SQLite), the next batch
+stores that declare ``capabilities.column_scans``: SQLite, Redis), the next batch
 read in a thread while the current one moves; the rules are evaluated a column at a
 time (:meth:`~prefect_memory.tiers.rules.Rule.select`) and records are made only for
 the copies of the entries that move (:func:`.moves.move_columns`); then per target tier

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -96,6 +97,7 @@ from ..base import (
     F_VALUE,
     Backend,
     Capabilities,
+    EntryColumns,
     Record,
     StoreUsage,
 )
@@ -108,7 +110,7 @@ from .connection import (  # noqa: F401 - Connections, RedisConnector, SlotMap: 
     SlotMap,
 )
 from .layout import RECORD, Spread, check_layout, open_spread, read_record, refusal
-from .scripts import DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED, LuaScript
+from .scripts import COLUMNS, DELETE, GET, MAX_EXPIRY_MS, PUT, TAGGED, LuaScript
 
 #: Options of ``from_url`` (besides ``ssl_*`` ones, which go to redis-py for ``rediss://``).
 _OPTIONS = frozenset(
@@ -206,7 +208,7 @@ class RedisBackend(Backend):
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[Capabilities] = Capabilities(
         native_ttl=True, server_scripts=True, atomic_moves=True, metadata_reads=True,
-        native_async=True,
+        native_async=True, column_scans=True,
     )  # fmt: skip
 
     @property
@@ -782,15 +784,78 @@ class RedisBackend(Backend):
             readonly=True,
         )
         out: dict[str, Record] = {}
+        metas: dict[bytes, tuple[Any, ...]] = {}
         for key, (m, n, a, x), size in zip(ordered, replies[::2], replies[1::2], strict=True):
-            expires = float(x) if x else None
-            if m is None or (expires is not None and expires <= now):
-                continue
-            c, u, l, s, tags, r = _meta(key, m)  # noqa: E741
-            last = float(a) if a else float(c)
-            count = int(n or 0)
-            out[key] = Record(b"", c, u, last, count, expires, l, s, tags, r, stored_size=size)
+            row = _entry(key, m, n, a, x, now, metas)
+            if row is not None:
+                out[key] = Record(b"", *row, stored_size=size)
         return out
+
+    def scan_columns(
+        self,
+        ns: str,
+        *,
+        now: float,
+        batch_size: int = 1000,
+        value_bytes: int = 0,
+        query: Mapping[str, Any] | None = None,
+    ) -> Iterator[EntryColumns]:
+        """The live entries of ``ns`` as columns: ``SCAN``, then one script call per batch.
+
+        The entries' names come from ``SCAN`` (per node in layout 2, as :meth:`scan`), up
+        to ``batch_size`` a batch; a batch is read by one call of a read-only script (in
+        layout 2 one per bucket, pipelined per node) that returns, per entry, the fields
+        :meth:`meta_many` reads, the length of the value, and the value itself only when
+        it has at most ``value_bytes`` bytes: a larger value never leaves the server. The
+        fields are decoded as :meth:`meta_many` decodes them (an entry gone since the
+        ``SCAN``, or expired at ``now``, is left out; unreadable fields raise
+        :class:`~prefect_memory.errors.SerializationError` naming the key), straight into
+        columns. No pushdown here: with a ``query`` the base class does the work.
+
+        Raises:
+            SerializationError: An entry's fields, or its name, are not what this library
+                writes (another client wrote them).
+        """
+        if query is not None:
+            yield from super().scan_columns(
+                ns, now=now, batch_size=batch_size, value_bytes=value_bytes, query=query
+            )
+            return
+        size = max(1, int(batch_size))
+        limit = int(value_bytes) if value_bytes > 0 else -1
+        spread = self._spread(ns)
+        if spread is None:
+            base = self._base(ns)
+            self._check_record(ns)
+            start = len(base.encode()) + 2
+            names = self._scan_names(base + "e:*", base, readonly=True)
+            for part in _chunks((name[start:] for name in names), size):
+                reply = self._run(
+                    self._one(ns, 1, base, limit, *part, script=COLUMNS, readonly=True)
+                )
+                columns = _columns([part], [reply], now)
+                del reply
+                if columns.keys:
+                    yield columns
+            return
+        for pairs in _chunks(_bucket_names(spread, self._spread_names(spread, "e:*", True)), size):
+            groups: dict[bytes, list[bytes]] = {}
+            for bucket, name in pairs:
+                found = groups.get(bucket)
+                if found is None:
+                    groups[bucket] = [name]
+                else:
+                    found.append(name)
+            del pairs
+            calls = []
+            for bucket, part in groups.items():
+                route = bucket.decode()
+                calls.append((route, COLUMNS, (1, route, limit, *part), None))
+            replies = self.connection.fan_out(calls, readonly=True)
+            columns = _columns(list(groups.values()), replies, now)
+            del replies
+            if columns.keys:
+                yield columns
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """One pipeline of ``HGET <entry> x`` (per bucket in layout 2): only the expiry
@@ -966,6 +1031,148 @@ def _records(keys: Sequence[str], raw: bytes) -> dict[str, Record]:
             raise SerializationError(f"entry {key!r} has unreadable fields in Redis")
         out[key] = Record(v, c, u, a, n, x or None, l, s, tags, r)
     return out
+
+
+def _chunks(items: Iterable[R], size: int) -> Iterator[list[R]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily."""
+    it = iter(items)
+    while part := list(itertools.islice(it, size)):
+        yield part
+
+
+def _bucket_names(spread: Spread, names: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """``(bucket base, name after 'e:')`` of the entry names among ``names`` (layout 2)."""
+    for name in names:
+        base = spread.base_of(name)
+        if base is not None and name[len(base) : len(base) + 2] == b"e:":
+            yield base, name[len(base) + 2 :]
+
+
+def _expiry(x: Any) -> float | None:
+    """``expires_at`` of an entry's ``x`` field, read as the scripts read it (``tonumber``:
+    empty, missing or not a number is no expiry)."""
+    if not x:
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _entry(
+    key: str, m: Any, n: Any, a: Any, x: Any, now: float, metas: dict[bytes, tuple[Any, ...]]
+) -> tuple[Any, ...] | None:
+    """The metadata of a live entry from its hash fields ``m n a x`` (``None``: gone, or
+    expired at ``now``), in the order of :class:`Record` after the value: ``(created,
+    updated, last_access, access_count, expires_at, ttl, sliding, tags, version)``.
+
+    Read as the scripts read them: a count that is not a number is no access yet, an
+    expiry that is not a number is none (and NaN is expired); ``metas`` caches the
+    decoded ``m`` of a batch (entries written together share it).
+
+    Raises:
+        SerializationError: ``m`` or ``a`` is not what this library writes.
+
+    Example:
+        >>> m = _packb([1.0, 2.0, False, False, ["t"], 3])
+        >>> _entry("k", m, b"4", b"5.5", b"", 9.0, {})
+        (1.0, 2.0, 5.5, 4, None, None, False, ('t',), 3)
+        >>> _entry("k", m, b"spoiled", None, b"9", 9.0, {}) is None  # expired at 9.0
+        True
+    """
+    if m is None:
+        return None
+    expires = _expiry(x)
+    if expires is not None and not expires > now:
+        return None
+    meta = metas.get(m)
+    if meta is None:
+        if len(metas) > 4096:
+            metas.clear()
+        meta = metas[m] = _meta(key, m)
+    c, u, l, s, tags, r = meta  # noqa: E741
+    try:
+        last = float(a) if a else float(c)
+    except (TypeError, ValueError):
+        raise SerializationError(f"entry {key!r} has unreadable fields in Redis") from None
+    count = _count(key, n)
+    return c, u, last, count, expires, l, s, tags, r
+
+
+def _count(key: str, n: Any) -> int:
+    """``access_count`` of an entry's ``n`` field (not a number: 0, as the scripts read it).
+
+    Raises:
+        SerializationError: ``n`` is a number but not a whole one (as :meth:`get_many`).
+    """
+    if not n:
+        return 0
+    try:
+        return int(n)
+    except (TypeError, ValueError):
+        pass
+    try:
+        number = float(n)
+    except (TypeError, ValueError):
+        return 0
+    if not number.is_integer():
+        raise SerializationError(f"entry {key!r} has unreadable fields in Redis")
+    return int(number)
+
+
+def _columns(parts: Sequence[Sequence[bytes]], replies: Sequence[Any], now: float) -> EntryColumns:
+    """The live entries of column-script replies as columns (``parts[i]``: the names sent in
+    the call that answered ``replies[i]``, after ``e:``), each entry read as :func:`_entry`
+    reads it (inlined here: this runs once per entry of a migration).
+
+    Raises:
+        SerializationError: A name is not UTF-8, or an entry's fields are unreadable.
+        BackendError: A reply is not the script's (six items per name).
+    """
+    rows: list[tuple[Any, ...]] = []
+    add = rows.append
+    metas: dict[bytes, tuple[Any, ...]] = {}
+    for names, reply in zip(parts, replies, strict=True):
+        if type(reply) is not list or len(reply) != 6 * len(names):
+            raise BackendError("Redis answered a column scan with an unexpected reply")
+        items = iter(reply)
+        for name, m, n, a, x, size, v in zip(
+            names, items, items, items, items, items, items, strict=True
+        ):
+            if m is None:
+                continue  # gone since the SCAN
+            expires = _expiry(x) if x else None
+            if expires is not None and not expires > now:
+                continue
+            try:
+                key = name.decode()
+            except UnicodeDecodeError:
+                raise SerializationError(
+                    f"an entry name in Redis is not UTF-8: {name[:64]!r}"
+                ) from None
+            meta = metas.get(m)
+            if meta is None:
+                if len(metas) > 4096:
+                    metas.clear()
+                meta = metas[m] = _meta(key, m)
+            c, u, l, s, tags, r = meta  # noqa: E741
+            try:
+                last = float(a) if a else float(c)
+            except (TypeError, ValueError):
+                raise SerializationError(f"entry {key!r} has unreadable fields in Redis") from None
+            if not n:
+                count = 0
+            else:
+                try:
+                    count = int(n)
+                except (TypeError, ValueError):
+                    count = _count(key, n)
+            if type(size) is not int or (v is not None and len(v) != size):
+                raise BackendError("Redis answered a column scan with an unexpected reply")
+            add((key, c, u, last, count, expires, l, s, tags, r, size, v))
+    if not rows:
+        return EntryColumns([], [], [], [], [], [], [], [], [], [], [], [])
+    return EntryColumns(*map(list, zip(*rows, strict=True)))
 
 
 def _meta(key: str, m: Any) -> tuple[Any, ...]:

@@ -252,8 +252,7 @@ local keys = cmsgpack.unpack(ARGV[3])
 local ekey, tkey = KEYS[1] .. 'e:', KEYS[1] .. 't:'
 local out = {}
 local m = 0
-for i = 1, #keys do
-  local k = ekey .. keys[i]
+local function read(i, k)
   local h = call('HMGET', k, 'v', 'm', 'n', 'a', 'x', 's')
   if h[1] then
     local x = tonumber(h[5])
@@ -285,6 +284,28 @@ for i = 1, #keys do
       m = m + 1
       out[m] = h
     end
+  end
+end
+-- A batch of misses (tombstone lookups, a migration's checks) costs one EXISTS per chunk of
+-- keys instead of one HMGET per key: chunks where no key exists are skipped. The probing
+-- stops at the first chunk whose keys all exist (a batch of hits pays one EXISTS).
+local count = #keys
+local probe = count >= 64
+local i = 1
+while i <= count do
+  if probe then
+    local last = math.min(i + 255, count)
+    local names = {}
+    for j = i, last do names[j - i + 1] = ekey .. keys[j] end
+    local found = call('EXISTS', unpack(names))
+    if found > 0 then
+      for j = i, last do read(j, names[j - i + 1]) end
+    end
+    if found >= last - i + 1 then probe = false end
+    i = last + 1
+  else
+    read(i, ekey .. keys[i])
+    i = i + 1
   end
 end
 return cmsgpack.pack(out)
@@ -374,6 +395,38 @@ return out
 """
 )
 
+# A batch of a column scan (``RedisBackend.scan_columns``). KEYS[1] = 'P:{N}:'; ARGV[1] = the
+# largest value returned, in bytes (-1: none); ARGV[2..] = the names of entries after
+# 'P:{N}:e:' (as SCAN found them). Returns a flat array, six items per name in its order: the
+# hash fields m, n, a, x (false where missing), the length of v, and v itself only when it
+# has at most ARGV[1] bytes (else false). Reads only: no field is interpreted here (the
+# client decodes them as it decodes the other reads), and a value over the bound never
+# leaves the server.
+_LUA_COLUMNS = (
+    _LUA_LAYOUT
+    + """
+local call = redis.call
+local limit = tonumber(ARGV[1])
+local ekey = KEYS[1] .. 'e:'
+local out, o = {}, 0
+for i = 2, #ARGV do
+  local k = ekey .. ARGV[i]
+  local size = call('HSTRLEN', k, 'v')
+  local h
+  if size <= limit then
+    h = call('HMGET', k, 'm', 'n', 'a', 'x', 'v')
+  else
+    h = call('HMGET', k, 'm', 'n', 'a', 'x')
+    h[5] = false
+  end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = h[1], h[2], h[3], h[4]
+  out[o + 5], out[o + 6] = size, h[5]
+  o = o + 6
+end
+return out
+"""
+)
+
 # Layout 2 (see :mod:`.layout`). KEYS[1] = 'P:{N}:layout', the record; ARGV[1] = layout,
 # ARGV[2] = buckets. Writes the record when there is none; returns the record as it is
 # then, {v, b} (so two clients claiming a namespace agree on one bucket count).
@@ -426,6 +479,18 @@ PUT, GET, DELETE, TAGGED = (
     LuaScript(_LUA_PUT), LuaScript(_LUA_GET), LuaScript(_LUA_DELETE), LuaScript(_LUA_TAGGED)
 )  # fmt: skip
 
+COLUMNS = LuaScript(_LUA_COLUMNS)
+
 CLAIM, MOVE_IN = LuaScript(_LUA_CLAIM), LuaScript(_LUA_MOVE_IN)
 
-__all__ = ["CLAIM", "DELETE", "GET", "MAX_EXPIRY_MS", "MOVE_IN", "PUT", "TAGGED", "LuaScript"]
+__all__ = [
+    "CLAIM",
+    "COLUMNS",
+    "DELETE",
+    "GET",
+    "MAX_EXPIRY_MS",
+    "MOVE_IN",
+    "PUT",
+    "TAGGED",
+    "LuaScript",
+]
