@@ -1,4 +1,4 @@
-"""Concurrency on Redis: async coroutines vs redis.asyncio, threads vs one shared redis-py.
+"""Concurrency: async coroutines vs redis.asyncio and AsyncMongoClient, threads vs redis-py.
 
 Workload (keys written beforehand, same msgpack-able ~100-byte feature dict, same TTL):
 
@@ -17,12 +17,27 @@ issue 19), and the CPU time this process spent per operation on each side with t
 (raw / ours): on a loaded machine the clocks of both sides are noisy, their CPU cost is not.
 The header says whether hiredis is active (it then serves both sides).
 
+MongoDB (``--store mongodb``, or ``all``, the default): ``C`` coroutines each doing single
+``mem.aget(key)`` / ``mem.aset(key, value, ttl=...)`` (the native path: the memory's
+AsyncMongoClient of the loop) against a raw :class:`pymongo.AsyncMongoClient` doing the same
+commands (a get: ``find_one`` of the live document, msgpack unpack, ``update_one`` counting
+the access, as ``aget`` counts it; a set: ``update_one(upsert=True)`` of the msgpack value and
+its expiry), and the thread-hop path for comparison (``asyncio.to_thread(mem.get, key)``:
+what every async twin did before, and still does on stores without an async driver), each in
+its own collection of the same server, with the same indexes (the raw documents carry the
+same fields; the raw set is a plain ``$set`` upsert, ours merges the old metadata on the
+server in the same command). The server is the suite's MongoDB wire-protocol server
+(mongoeco, Python: tests/servers.py), not a real mongod, unless ``--mongodb-url`` names one:
+its per-command cost dominates the throughputs, so read the ratios and the CPU columns.
+
 Usage::
 
-    python benchmarks/bench_async.py            # starts its own redis-server
+    python benchmarks/bench_async.py            # starts its own redis-server, MongoDB server
     python benchmarks/bench_async.py --quick
     python benchmarks/bench_async.py --no-hiredis   # redis-py's pure-Python parser, both sides
     python benchmarks/bench_async.py --url redis://127.0.0.1:6379/0
+    python benchmarks/bench_async.py --store mongodb --quick
+    python benchmarks/bench_async.py --store mongodb --mongodb-url mongodb://127.0.0.1:27017/db
 """
 
 from __future__ import annotations
@@ -220,6 +235,123 @@ def thread_case(url: str, prefix: str, args: argparse.Namespace) -> dict[str, li
     return rates
 
 
+# -- MongoDB ---------------------------------------------------------------------------------
+async def mongo_case(url: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Ops/s (and CPU per op) of the raw AsyncMongoClient, the native path and the thread
+    hop, for single gets and sets from ``args.coroutines`` coroutines."""
+    import datetime as dt
+
+    import pymongo
+    from bson import Binary
+
+    name = "abench" + uuid.uuid4().hex[:8]
+    sep = "&" if "?" in url else "?"
+    mem = pm.open_memory(f"{url}{sep}collection={name}", namespace="abench")
+    raw_client: Any = pymongo.AsyncMongoClient(url)
+    raw = raw_client.get_database(mem.backend.database).get_collection(name + "_raw")
+    await raw.create_indexes(mem.backend._indexes())  # the same collection layout as ours
+    count, ops = args.coroutines, args.mongo_ops
+    keys = [[f"k:{c}:{i}" for i in range(ops)] for c in range(count)]
+    hop_keys = [[f"h:{c}:{i}" for i in range(ops)] for c in range(count)]
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    utc = dt.timezone.utc
+
+    async def raw_set(c: int) -> None:
+        for key in keys[c]:
+            now = time.time()
+            expires = dt.datetime.fromtimestamp(now + TTL, utc)
+            doc = {"ns": "abench", "k": key, "v": Binary(packb(VALUE)), "u": now, "x": expires,
+                   "l": TTL, "s": False, "g": []}  # fmt: skip
+            update = {"$set": doc, "$setOnInsert": {"c": now, "n": 0}, "$inc": {"r": 1}}
+            await raw.update_one({"_id": key}, update, upsert=True)
+
+    async def raw_get(c: int) -> None:
+        for key in keys[c]:
+            now = time.time()
+            live = {"$or": [{"x": None}, {"x": {"$gt": dt.datetime.fromtimestamp(now, utc)}}]}
+            doc = await raw.find_one({"_id": key, **live})
+            if doc is None:
+                raise AssertionError(f"{key} missing")
+            unpackb(doc["v"])
+            await raw.update_one({"_id": key}, {"$inc": {"n": 1}, "$set": {"a": now}})
+
+    async def ours_set(c: int) -> None:
+        for key in keys[c]:
+            await mem.aset(key, VALUE, ttl=TTL)
+
+    async def ours_get(c: int) -> None:
+        for key in keys[c]:
+            if await mem.aget(key) is None:
+                raise AssertionError(f"{key} missing")
+
+    async def hop_set(c: int) -> None:
+        for key in hop_keys[c]:
+            await asyncio.to_thread(mem.set, key, VALUE, ttl=TTL)
+
+    async def hop_get(c: int) -> None:
+        for key in hop_keys[c]:
+            if await asyncio.to_thread(mem.get, key) is None:
+                raise AssertionError(f"{key} missing")
+
+    sides = {
+        "raw set": raw_set, "ours set": ours_set, "hop set": hop_set,
+        "raw get": raw_get, "ours get": ours_get, "hop get": hop_get,
+    }  # fmt: skip
+    for side in ("raw", "ours", "hop"):  # warm-up: connections, indexes, the keys exist
+        await _gather(count, sides[f"{side} set"])
+    total = count * ops
+    rates: dict[str, list[float]] = {}
+    orders = [("raw", "ours", "hop"), ("hop", "ours", "raw"), ("ours", "raw", "hop")]
+    for rep in range(args.reps):
+        for op in ("set", "get"):
+            for side in orders[rep % len(orders)]:
+                key = f"{side} {op}"
+                wall, cpu = await _gather(count, sides[key])
+                rates.setdefault(key, []).append(total / wall)
+                rates.setdefault(f"{key} cpu", []).append(cpu / total)
+    database = raw_client.get_database(mem.backend.database)
+    await database.drop_collection(name + "_raw")
+    await database.drop_collection(name)
+    await raw_client.close()
+    await mem.backend.aclose()
+    mem.close()
+    return rates
+
+
+def mongo_report(case: str, rates: dict[str, list[float]]) -> None:
+    """Print the MongoDB table: native and thread hop, each against the raw client."""
+    head = (
+        f"{'case':<48}{'raw ops/s':>11}{'ours ops/s':>11}{'ratio':>8}"
+        f"{'raw CPU us':>11}{'ours CPU us':>12}{'CPU ratio':>10}"
+    )
+    print(head)
+    print("-" * len(head))
+    for op in ("get", "set"):
+        raw_med = statistics.median(rates[f"raw {op}"])
+        raw_cpu = statistics.median(rates[f"raw {op} cpu"]) * 1e6
+        for side, label in (("ours", "native"), ("hop", "thread hop")):
+            ours_med = statistics.median(rates[f"{side} {op}"])
+            ours_cpu = statistics.median(rates[f"{side} {op} cpu"]) * 1e6
+            name = f"{case}: single {op}, {label} vs AsyncMongoClient"
+            print(
+                f"{name:<48}{raw_med:>11,.0f}{ours_med:>11,.0f}{ours_med / raw_med:>7.2f}x"
+                f"{raw_cpu:>11.1f}{ours_cpu:>12.1f}{raw_cpu / ours_cpu:>9.2f}x"
+            )
+
+
+def run_mongo(url: str, args: argparse.Namespace) -> None:
+    import pymongo
+
+    load = os.getloadavg()
+    print(
+        f"\nMongoDB: pymongo {pymongo.version}, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}; {args.coroutines} coroutines x {args.mongo_ops} ops, {args.reps} "
+        f"repetitions (median); server {url.split('@')[-1].split('?')[0]}"
+    )
+    rates = asyncio.run(mongo_case(url, args))
+    mongo_report(f"{args.coroutines} coroutines", rates)
+
+
 # -- report ---------------------------------------------------------------------------------
 def report(rows: list[tuple[str, str, dict[str, list[float]]]]) -> bool:
     """Print the table; return whether every ratio meets the target (on the medians).
@@ -254,7 +386,7 @@ def report(rows: list[tuple[str, str, dict[str, list[float]]]]) -> bool:
     return met
 
 
-def run(url: str, args: argparse.Namespace) -> bool:
+def run_redis(url: str, args: argparse.Namespace) -> bool:
     print(header(args))
     prefix = "abench" + uuid.uuid4().hex[:6]
     rows = []
@@ -270,6 +402,15 @@ def run(url: str, args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="use this Redis instead of starting a redis-server")
+    parser.add_argument(
+        "--store", choices=("redis", "mongodb", "all"), default="all", help="which store(s)"
+    )
+    parser.add_argument(
+        "--mongodb-url", help="use this MongoDB instead of starting the test wire server"
+    )
+    parser.add_argument(
+        "--mongo-ops", type=int, default=None, help="operations per coroutine (MongoDB)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller, faster run")
     parser.add_argument("--coroutines", type=int, default=64)
     parser.add_argument("--ops", type=int, default=None, help="operations per coroutine")
@@ -284,12 +425,25 @@ def main(argv: list[str] | None = None) -> int:
     args.ops = args.ops or (50 if args.quick else 150)
     args.thread_ops = args.thread_ops or (300 if args.quick else 1_000)
     args.reps = args.reps or (3 if args.quick else 7)
-    if args.url:
-        run(args.url, args)
-        return 0
-    servers = _load_servers()
-    with servers.RedisServer() as server:
-        run(server.url, args)
+    args.mongo_ops = args.mongo_ops or (10 if args.quick else 30)
+    servers = _load_servers() if not (args.url and args.mongodb_url) else None
+    if args.store in ("redis", "all"):
+        if args.url:
+            run_redis(args.url, args)
+        else:
+            with servers.RedisServer() as server:
+                run_redis(server.url, args)
+    if args.store in ("mongodb", "all"):
+        if args.mongodb_url:
+            run_mongo(args.mongodb_url, args)
+        else:
+            try:
+                server = servers.MongoWireServer()
+            except Exception as err:  # no Python with mongoeco: say so, do not fail
+                print(f"\nMongoDB: skipped ({err})")
+                return 0
+            with server:
+                run_mongo(server.url, args)
     return 0  # informative: a noisy machine must not fail `make bench`
 
 

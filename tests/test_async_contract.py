@@ -1,10 +1,10 @@
-"""The backend contract again, every memory call made through its async twin (Redis).
+"""The backend contract again, every memory call made through its async twin (the stores
+with a native async path: Redis, MongoDB).
 
 Each test of ``tests/contract/test_contract.py`` runs here on a memory whose ``get``,
 ``set``, ``get_many``... each await ``aget``, ``aset``, ``aget_many``... in a new event loop
-(``asyncio.run`` per call: the native async path of the Redis store, one loop after the
-other). The tests themselves are unchanged: the async path must pass what the blocking
-one passes.
+(``asyncio.run`` per call: the native async path of the store, one loop after the other).
+The tests themselves are unchanged: the async path must pass what the blocking one passes.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import pytest
 
 import prefect_memory as pm
 from contract import test_contract as _contract
-
-pytestmark = pytest.mark.redis
 
 #: The methods of Memory with an async twin that the native path serves.
 DRIVEN = (
@@ -46,14 +44,25 @@ for _name in DRIVEN:
     setattr(AsyncDriven, _name, _through_twin(_name))
 
 
-@pytest.fixture
-def backend_name() -> str:
-    return "redis"
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("mongodb", marks=pytest.mark.mongodb),
+    ]
+)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def store(redis_server: Any) -> dict[str, Any]:
-    return {"url": redis_server.url, "options": {"key_prefix": f"pma{uuid.uuid4().hex[:10]}"}}
+def store(backend_name: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    unique = uuid.uuid4().hex[:10]
+    if backend_name == "redis":
+        server = request.getfixturevalue("redis_server")
+        return {"url": server.url, "options": {"key_prefix": f"pma{unique}"}}
+    server = request.getfixturevalue("mongo_server")
+    url = server.url + ("&" if "?" in server.url else "?") + f"collection=a{unique}"
+    return {"url": url, "options": {}}
 
 
 @pytest.fixture
@@ -84,14 +93,19 @@ for _name in dir(_contract):
         globals()[_name] = getattr(_contract, _name)
 
 
-def test_the_calls_went_the_async_way(mem: pm.Memory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_calls_went_the_async_way(
+    mem: pm.Memory, backend_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mem.set("warm", 0)  # the first call learns (on the blocking path) it is not a Cluster
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a blocking request")
 
-    for name in ("request", "fan_out"):
-        monkeypatch.setattr(mem.backend.connection, name, refuse)
+    if backend_name == "redis":
+        for name in ("request", "fan_out"):
+            monkeypatch.setattr(mem.backend.connection, name, refuse)
+    else:  # every blocking MongoDB operation goes through _perform
+        monkeypatch.setattr(mem.backend, "_perform", refuse)
     monkeypatch.setattr(asyncio, "to_thread", refuse)
     mem.set_many({"k": 1, "j": 2}, tags=["t"])
     assert mem.get_many(["k", "j"]) == {"k": 1, "j": 2}

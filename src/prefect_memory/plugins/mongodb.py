@@ -17,12 +17,23 @@ index on ``x`` (``expireAfterSeconds=0``) lets the server delete expired entries
 monitor runs only every 60 seconds, every read also filters expired documents out.
 
 Round trips per batch (commands): ``get_many`` 1 find (+1 update with ``touch``, sliding
-entries included in the same bulk write); ``put_many`` of up to 8 records 1 bulk write of
+entries included in the same command); ``put_many`` of up to 8 records 1 update command of
 upserts that merge the old metadata on the server (+1 find +1 bulk write for the rare keys
 they cannot merge: expired leftovers, foreign documents, records of version other than 1),
 of more 1 find of the old metadata + 1 bulk write; ``delete_many``
 2 deletes (live ones, counted, then expired leftovers); ``scan`` one streamed find;
-``tagged`` and ``exists_many`` 1 find each.
+``tagged`` and ``exists_many`` 1 find each. A single key is matched by ``_id`` equality,
+more by ``$in``.
+
+Async (``capabilities.native_async``): ``get_many``, ``put_many``, ``put_absent_many``,
+``delete_many``, ``exists_many`` and ``tagged`` are each one sans-I/O body (it yields its
+commands and reads their results, see :mod:`prefect_memory.aio`); the blocking methods run
+it on a :class:`pymongo.MongoClient`, their ``a`` twins (``aget_many``, ``aput_many``...)
+on the running event loop's :class:`pymongo.AsyncMongoClient` (:mod:`.mongodb_aio`: one per
+loop, closed with it), with the same commands, results and errors. The other operations
+(scans, ``meta_many``, ``delete_if_unchanged``, ``clear``) have no async twin of their own:
+callers run them in a worker thread. Without pymongo's async API (before 4.13) every twin
+runs the blocking method in a worker thread.
 
 The server-side merge uses update operators only (``$set``, ``$setOnInsert``, ``$max``,
 ``$inc``, ``$unset``, filters with ``$type`` lists: MongoDB 3.6 and later), no pipeline
@@ -43,15 +54,17 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from ..aio import Body, Call, adrive, call, drive
 from ..errors import (
     BackendError,
     BackendPermissionError,
@@ -94,6 +107,7 @@ try:
         BulkWriteError,
         ConfigurationError,
         ConnectionFailure,
+        DuplicateKeyError,
         ExecutionTimeout,
         NetworkTimeout,
         OperationFailure,
@@ -108,6 +122,12 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra in
         name="pymongo",
     ) from _err
 
+from .mongodb_aio import AsyncMongoClients  # (after the check that pymongo is there)
+
+R = TypeVar("R")
+#: pymongo's async API is there (``AsyncMongoClient``, GA in pymongo 4.13; the extra allows
+#: 4.6): without it the ``a`` twins run the blocking methods in a worker thread.
+_ASYNC_DRIVER = pymongo.version_tuple >= (4, 13) and hasattr(pymongo, "AsyncMongoClient")
 DEFAULT_DATABASE = "prefect_memory"
 _DUPLICATE_KEY = 11000
 #: Most records a ``put_many`` merges over the old metadata on the server (one command);
@@ -366,9 +386,13 @@ class MongoBackend(Backend):
 
     scheme: ClassVar[str] = "mongodb"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        native_ttl=True, pushdown=True, atomic_moves=True, metadata_reads=True
+        native_ttl=True,
+        pushdown=True,
+        atomic_moves=True,
+        metadata_reads=True,
+        native_async=_ASYNC_DRIVER,
     )
-    _transient = ("_client", "_collection", "_indexed")
+    _transient = ("_client", "_collection", "_indexed", "_aio")
 
     def __init__(
         self,
@@ -419,6 +443,8 @@ class MongoBackend(Backend):
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._collection: Any = None
         self._indexed = False
+        #: The async clients, one per event loop (made on first async use; never pickled).
+        self._aio: AsyncMongoClients | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MongoBackend:
@@ -484,32 +510,45 @@ class MongoBackend(Backend):
         except BSONError as err:
             raise BackendError(self._describe(action, err)) from err
 
+    def _client_options(self) -> tuple[str, dict[str, Any]]:
+        """The URL and keyword arguments of a client (blocking or async): the timeouts from
+        ``timeout``, the credentials, then ``client_kwargs``, which win."""
+        ms = max(1, int(self.timeout * 1000))
+        kwargs: dict[str, Any] = {
+            "serverSelectionTimeoutMS": ms,
+            "connectTimeoutMS": ms,
+            "socketTimeoutMS": ms,
+            "appname": "prefect-memory",
+        }
+        if self.username is not None:
+            kwargs["username"] = self.username
+        if self._password is not None:
+            kwargs["password"] = self._password.get_secret_value()
+        kwargs.update(self.client_kwargs)
+        return self._client_url.get_secret_value(), kwargs
+
+    def _open(self, client: Any) -> Any:
+        """The collection of entries on ``client`` (blocking or async), with our codec
+        options and write concern."""
+        return client.get_database(
+            self.database, codec_options=_CODEC_OPTIONS, write_concern=self.write_concern
+        ).get_collection(self.collection)
+
+    @staticmethod
+    def _indexes() -> list[pymongo.IndexModel]:
+        return _INDEXES
+
     def _get_client(self) -> pymongo.MongoClient[dict[str, Any]]:
         client = self._client
         if client is not None:
             return client
         with self._lock:
             if self._client is None:
-                ms = max(1, int(self.timeout * 1000))
-                kwargs: dict[str, Any] = {
-                    "serverSelectionTimeoutMS": ms,
-                    "connectTimeoutMS": ms,
-                    "socketTimeoutMS": ms,
-                    "appname": "prefect-memory",
-                }
-                if self.username is not None:
-                    kwargs["username"] = self.username
-                if self._password is not None:
-                    kwargs["password"] = self._password.get_secret_value()
-                kwargs.update(self.client_kwargs)
+                url, kwargs = self._client_options()
                 with self._errors("connect"):
-                    client = pymongo.MongoClient(self._client_url.get_secret_value(), **kwargs)
+                    client = pymongo.MongoClient(url, **kwargs)
                 self._client = client
-                self._collection = client.get_database(
-                    self.database,
-                    codec_options=_CODEC_OPTIONS,
-                    write_concern=self.write_concern,
-                ).get_collection(self.collection)
+                self._collection = self._open(client)
                 self._indexed = False
             return self._client
 
@@ -551,14 +590,23 @@ class MongoBackend(Backend):
         )
 
     def close(self) -> None:
-        """Close the client (a new one is created on next use)."""
+        """Close the client, and the async client of every event loop (each in its loop);
+        new ones are made on next use."""
         with self._lock:
             client, self._client = self._client, None
             self._collection = None
             self._indexed = False
+            aio = self._aio
+        if aio is not None:
+            aio.forget()
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.setdefault("_aio", None)  # pickled before the async path
+        super().__setstate__(state)
 
     # -- documents ----------------------------------------------------------------------------
     @staticmethod
@@ -584,17 +632,75 @@ class MongoBackend(Backend):
         token = ns_token(ns)
         return [f"{token}:{key}" for key in dict.fromkeys(keys)]
 
+    # -- the drivers: an operation is one sans-I/O body, run blocking or async -------------
+    # A body (``_get_many``, ``_put_many``...) yields its commands as ``call(<collection
+    # method>, ...)`` (``find`` answers with the list of documents) and is sent their
+    # results, or has pymongo's exception thrown in, which the body translates
+    # (:meth:`_errors`): the blocking driver runs them on :class:`pymongo.MongoClient`'s
+    # collection, the async one awaits them on the running loop's
+    # :class:`pymongo.AsyncMongoClient` (:mod:`.mongodb_aio`). Same commands, same replies,
+    # same errors.
+    def _perform(self, step: Call) -> Any:
+        method, args, kwargs = step
+        coll = self._coll()
+        if method == "find":
+            return list(coll.find(*args, **kwargs))
+        return getattr(coll, method)(*args, **kwargs)
+
+    async def _aperform(self, step: Call) -> Any:
+        method, args, kwargs = step
+        aio = self._aio
+        if aio is None:
+            with self._lock:
+                aio = self._aio
+                if aio is None:
+                    aio = self._aio = AsyncMongoClients(self)
+        coll = await aio.collection()
+        if method == "find":
+            return await coll.find(*args, **kwargs).to_list()
+        return await getattr(coll, method)(*args, **kwargs)
+
+    def _run(self, body: Body[R]) -> R:
+        return drive(body, self._perform)
+
+    async def _arun(self, body: Body[R], method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """``body`` on the running event loop; without pymongo's async API (before 4.13)
+        ``method(*args, **kwargs)`` in a worker thread instead."""
+        if _ASYNC_DRIVER:
+            return await adrive(body, self._aperform)
+        body.close()
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    async def aclose(self) -> None:
+        """Close the running event loop's async client now (:meth:`close` closes every
+        client: each loop's async client in its loop, the blocking one here); the next
+        request makes another."""
+        if self._aio is not None:
+            await self._aio.close()
+
     # -- protocol -----------------------------------------------------------------------------
     def get_many(
         self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
     ) -> dict[str, Record]:
         """Return the live records of ``keys`` (1 find; +1 update with ``touch``)."""
+        return self._run(self._get_many(ns, keys, now, touch))
+
+    async def aget_many(
+        self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
+    ) -> dict[str, Record]:
+        """Async twin of :meth:`get_many` (the same body, on the event loop)."""
+        return await self._arun(
+            self._get_many(ns, keys, now, touch), self.get_many, ns, keys, now=now, touch=touch
+        )
+
+    def _get_many(
+        self, ns: str, keys: Sequence[str], now: float, touch: bool
+    ) -> Body[dict[str, Record]]:
         if not keys:
             return {}
-        coll = self._coll()
         when = _to_datetime(now)
         with self._errors("get"):
-            docs = list(coll.find({"_id": {"$in": self._ids(ns, keys)}, **_live(when)}))
+            docs = yield call("find", {"_id": _one_of(self._ids(ns, keys)), **_live(when)})
         skip = len(ns_token(ns)) + 1
         records: dict[str, Record] = {}
         for doc in docs:  # checked before the touch, which reads some of the fields
@@ -604,7 +710,7 @@ class MongoBackend(Backend):
                 raise _not_ours(doc, ns, f"field {F_KEY!r} is {doc[F_KEY][:100]!r}, not its key")
         if touch and docs:
             with self._errors("get"):
-                self._touch(coll, docs, now, when)
+                yield _many_updates(_touches(docs, now, when))
         if touch:
             records = {key: record.touched(now) for key, record in records.items()}
         return records
@@ -619,7 +725,7 @@ class MongoBackend(Backend):
         fields = dict.fromkeys((F_KEY, *FIELD_OF.values()), 1)
         binary = {"$eq": [{"$type": "$" + F_VALUE}, "binData"]}
         pipeline = [
-            {"$match": {"_id": {"$in": self._ids(ns, keys)}, **_live(_to_datetime(now))}},
+            {"$match": {"_id": _one_of(self._ids(ns, keys)), **_live(_to_datetime(now))}},
             {"$project": {**fields, "z": {"$cond": [binary, {"$binarySize": "$" + F_VALUE}, -1]}}},
         ]
         with self._errors("get metadata"):
@@ -636,30 +742,6 @@ class MongoBackend(Backend):
             out[key] = record
         return out
 
-    @staticmethod
-    def _touch(coll: Any, docs: list[dict[str, Any]], now: float, when: Any) -> None:
-        """Count one access of ``docs`` (and slide the expiry of sliding ones): 1 command."""
-        plain = [doc["_id"] for doc in docs if not _is_sliding(doc)]
-        sliding: dict[float, list[str]] = {}
-        for doc in docs:
-            if _is_sliding(doc):
-                sliding.setdefault(float(doc[F_TTL]), []).append(doc["_id"])
-        ops: list[Any] = []
-        if plain:
-            touch = {"$inc": {F_ACCESS_COUNT: 1}, "$set": {F_ACCESSED: now}}
-            ops.append(UpdateMany({"_id": {"$in": plain}}, touch))
-        for ttl, ids in sliding.items():
-            ops.append(
-                UpdateMany(
-                    {"_id": {"$in": ids}, **_live(when)},
-                    {
-                        "$inc": {F_ACCESS_COUNT: 1},
-                        "$set": {F_ACCESSED: now, F_EXPIRES: _to_datetime(now + ttl)},
-                    },
-                )
-            )
-        coll.bulk_write(ops, ordered=False)
-
     def put_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
         """Upsert ``records``, keeping the creation and access history of live entries.
 
@@ -671,13 +753,19 @@ class MongoBackend(Backend):
         path of larger batches: 1 find of the live old metadata + 1 bulk write of whole
         documents, merged here (the find is paid once for the whole batch).
         """
+        self._run(self._put_many(ns, records, now))
+
+    async def aput_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> None:
+        """Async twin of :meth:`put_many` (the same body, on the event loop)."""
+        await self._arun(self._put_many(ns, records, now), self.put_many, ns, records, now=now)
+
+    def _put_many(self, ns: str, records: Mapping[str, Record], now: float) -> Body[None]:
         if not records:
             return
-        coll = self._coll()
         token = ns_token(ns)
         with self._errors("put"):
             if len(records) > _MERGE_ON_SERVER:
-                self._replace_merged(coll, token, ns, records, now)
+                yield from self._replace_merged(token, ns, records, now)
                 return
             when = _to_datetime(now)
             keys = [key for key, record in records.items() if record.version == 1]
@@ -685,7 +773,9 @@ class MongoBackend(Backend):
             if keys:
                 ops = [_merge_upsert(self._doc(token, ns, k, records[k]), when) for k in keys]
                 try:
-                    _write_once_more_if_closed(coll, ops)
+                    yield from _write_once_more_if_closed(ops)
+                except DuplicateKeyError:  # a single upsert (update_one) that could not merge
+                    rest += keys
                 except BulkWriteError as err:
                     errors = err.details.get("writeErrors", [])
                     if err.details.get("writeConcernErrors") or any(
@@ -694,14 +784,17 @@ class MongoBackend(Backend):
                         raise
                     rest += [keys[e["index"]] for e in errors]
             if rest:
-                self._replace_merged(coll, token, ns, {k: records[k] for k in rest}, now)
+                yield from self._replace_merged(token, ns, {k: records[k] for k in rest}, now)
 
     def _replace_merged(
-        self, coll: Any, token: str, ns: str, records: Mapping[str, Record], now: float
-    ) -> None:
+        self, token: str, ns: str, records: Mapping[str, Record], now: float
+    ) -> Body[None]:
         """The general path of :meth:`put_many`: 1 find of the live old metadata + 1 bulk
         write of whole documents (a foreign or corrupt document is replaced as if absent)."""
         ids = [f"{token}:{key}" for key in records]
+        docs = yield call(
+            "find", {"_id": _one_of(ids), **_live(_to_datetime(now))}, _META_PROJECTION
+        )
         old = {
             doc[F_KEY]: Record(
                 value=b"",
@@ -711,9 +804,7 @@ class MongoBackend(Backend):
                 access_count=int(doc.get(F_ACCESS_COUNT) or 0),
                 version=int(doc.get(F_VERSION) or 1),
             )
-            for doc in coll.find(
-                {"_id": {"$in": ids}, **_live(_to_datetime(now))}, _META_PROJECTION
-            )
+            for doc in docs
             if not _doc_problem(doc, _META_PROJECTION)
         }
         ops = []
@@ -721,7 +812,7 @@ class MongoBackend(Backend):
             merged = record.merged_over(old.get(key), now)
             doc = self._doc(token, ns, key, merged)
             ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-        coll.bulk_write(ops, ordered=False)
+        yield call("bulk_write", ops, ordered=False)
 
     def put_absent_many(self, ns: str, records: Mapping[str, Record], *, now: float) -> set[str]:
         """Insert the records whose key has no live entry: expired leftovers removed, then
@@ -730,17 +821,31 @@ class MongoBackend(Backend):
         An insert is atomic per document, so a write that lands between the two commands
         is never overwritten: its key is reported as not written.
         """
+        return self._run(self._put_absent_many(ns, records, now))
+
+    async def aput_absent_many(
+        self, ns: str, records: Mapping[str, Record], *, now: float
+    ) -> set[str]:
+        """Async twin of :meth:`put_absent_many` (the same body, on the event loop)."""
+        return await self._arun(
+            self._put_absent_many(ns, records, now), self.put_absent_many, ns, records, now=now
+        )
+
+    def _put_absent_many(
+        self, ns: str, records: Mapping[str, Record], now: float
+    ) -> Body[set[str]]:
         if not records:
             return set()
-        coll = self._coll()
         token = ns_token(ns)
         keys = list(records)
         docs = [self._doc(token, ns, key, records[key]) for key in keys]
         with self._errors("put if absent"):
             expired = _expired(_to_datetime(now))
-            coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, F_EXPIRES: expired})
+            yield call(
+                "delete_many", {"_id": _one_of([d["_id"] for d in docs]), F_EXPIRES: expired}
+            )
             try:
-                coll.insert_many(docs, ordered=False)
+                yield call("insert_many", docs, ordered=False)
             except BulkWriteError as err:
                 errors = err.details.get("writeErrors", [])
                 if any(e.get("code") != _DUPLICATE_KEY for e in errors):
@@ -801,14 +906,22 @@ class MongoBackend(Backend):
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
         """Delete ``keys``: the live ones (counted), then expired leftovers (2 commands)."""
+        return self._run(self._delete_many(ns, keys, now))
+
+    async def adelete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:
+        """Async twin of :meth:`delete_many` (the same body, on the event loop)."""
+        return await self._arun(
+            self._delete_many(ns, keys, now), self.delete_many, ns, keys, now=now
+        )
+
+    def _delete_many(self, ns: str, keys: Sequence[str], now: float) -> Body[int]:
         if not keys:
             return 0
-        coll = self._coll()
         ids = self._ids(ns, keys)
         when = _to_datetime(now)
         with self._errors("delete"):
-            result = coll.delete_many({"_id": {"$in": ids}, **_live(when)})
-            coll.delete_many({"_id": {"$in": ids}, F_EXPIRES: _expired(when)})
+            result = yield call("delete_many", {"_id": _one_of(ids), **_live(when)})
+            yield call("delete_many", {"_id": _one_of(ids), F_EXPIRES: _expired(when)})
         return result.deleted_count if result.acknowledged else 0
 
     def scan(self, ns: str, pattern: str | None, *, now: float) -> Iterator[str]:
@@ -842,24 +955,40 @@ class MongoBackend(Backend):
 
     def tagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
         """Return the live keys carrying any of ``tags`` (1 find)."""
+        return self._run(self._tagged(ns, tags, now))
+
+    async def atagged(self, ns: str, tags: Iterable[str], *, now: float) -> set[str]:
+        """Async twin of :meth:`tagged` (the same body, on the event loop)."""
+        return await self._arun(self._tagged(ns, tags, now), self.tagged, ns, tags, now=now)
+
+    def _tagged(self, ns: str, tags: Iterable[str], now: float) -> Body[set[str]]:
         wanted = list(dict.fromkeys(tags))
         if not wanted:
             return set()
-        coll = self._coll()
         query = {"ns": ns, F_TAGS: {"$in": wanted}, **_live(_to_datetime(now))}
         with self._errors("tagged"):
-            found = (_listed_key(doc, ns) for doc in coll.find(query, _KEY_ONLY))
-            return {key for key in found if key is not None}
+            docs = yield call("find", query, _KEY_ONLY)
+        found = (_listed_key(doc, ns) for doc in docs)
+        return {key for key in found if key is not None}
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """Return which of ``keys`` are live (1 find of ids, no access counted)."""
+        return self._run(self._exists_many(ns, keys, now))
+
+    async def aexists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
+        """Async twin of :meth:`exists_many` (the same body, on the event loop)."""
+        return await self._arun(
+            self._exists_many(ns, keys, now), self.exists_many, ns, keys, now=now
+        )
+
+    def _exists_many(self, ns: str, keys: Sequence[str], now: float) -> Body[set[str]]:
         if not keys:
             return set()
-        coll = self._coll()
         skip = len(ns_token(ns)) + 1
-        query = {"_id": {"$in": self._ids(ns, keys)}, **_live(_to_datetime(now))}
+        query = {"_id": _one_of(self._ids(ns, keys)), **_live(_to_datetime(now))}
         with self._errors("exists"):
-            return {doc["_id"][skip:] for doc in coll.find(query, {"_id": 1})}
+            docs = yield call("find", query, {"_id": 1})
+        return {doc["_id"][skip:] for doc in docs}
 
     def clear(self, ns: str, *, now: float, batch_size: int = 1000) -> int:
         """Delete every entry of ``ns``; return how many were live (2 commands)."""
@@ -877,29 +1006,88 @@ class MongoBackend(Backend):
         return result.deleted_count if result.acknowledged else 0
 
 
-def _write_once_more_if_closed(coll: Any, ops: list[Any]) -> None:
-    """``bulk_write`` of merge upserts, sent again once when a pooled connection turned out
-    closed (the server restarted): the general path's ``find`` went first and pymongo
-    retries a read on a fresh connection, while a write on a server without retryable
-    writes (a standalone) is not retried. A timeout is never sent again (the write may
-    have run). Sending the upserts twice is harmless: the second finds the first's entry
-    and merges over it (the version goes up once more, which versions may).
+#: One update of a command: ``(filter, update)``.
+_Update = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _one_of(ids: list[str]) -> Any:
+    """The ``_id`` condition of a list of ids: an equality for one ``str`` (the ``_id``
+    index serves it on any server; some wire-compatible ones scan for an ``$in``), else
+    ``$in`` (never an equality with a value that could be an operator document)."""
+    return ids[0] if len(ids) == 1 and isinstance(ids[0], str) else {"$in": ids}
+
+
+def _write_once_more_if_closed(upserts: list[_Update]) -> Body[None]:
+    """The merge upserts ``(filter, update)`` in one command (see :func:`_upserts`), sent
+    again once when a pooled connection turned out closed (the server restarted): the
+    general path's ``find`` went first and pymongo retries a read on a fresh connection,
+    while a write on a server without retryable writes (a standalone) is not retried. A
+    timeout is never sent again (the write may have run). Sending the upserts twice is
+    harmless: the second finds the first's entry and merges over it (the version goes up
+    once more, which versions may).
     """
+    step = _upserts(upserts)
     try:
-        coll.bulk_write(ops, ordered=False)
+        yield step
     except AutoReconnect as err:  # not ServerSelectionTimeoutError: no server, no retry
         if isinstance(err, NetworkTimeout):
             raise
-        coll.bulk_write(ops, ordered=False)
+        yield step
+
+
+def _upserts(upserts: list[_Update]) -> Call:
+    """One command of upserts: ``update_one`` for one (a failed one raises
+    ``DuplicateKeyError``, leaner than a bulk write), else an unordered ``bulk_write`` (a
+    failed one is in its ``BulkWriteError``)."""
+    if len(upserts) == 1:
+        (query, update), *_ = upserts
+        return call("update_one", query, update, upsert=True)
+    ops = [UpdateOne(query, update, upsert=True) for query, update in upserts]
+    return call("bulk_write", ops, ordered=False)
+
+
+def _many_updates(updates: list[_Update]) -> Call:
+    """One command of ``update_many`` ``(filter, update)`` pairs (a bulk write for more than
+    one)."""
+    if len(updates) == 1:
+        (query, update), *_ = updates
+        return call("update_many", query, update)
+    return call("bulk_write", [UpdateMany(q, u) for q, u in updates], ordered=False)
+
+
+def _touches(docs: list[dict[str, Any]], now: float, when: Any) -> list[_Update]:
+    """The updates ``(filter, update)`` counting one access of ``docs`` (and sliding the
+    expiry of sliding ones), for one command (:func:`_many_updates`)."""
+    plain = [doc["_id"] for doc in docs if not _is_sliding(doc)]
+    sliding: dict[float, list[str]] = {}
+    for doc in docs:
+        if _is_sliding(doc):
+            sliding.setdefault(float(doc[F_TTL]), []).append(doc["_id"])
+    updates: list[_Update] = []
+    if plain:
+        touch = {"$inc": {F_ACCESS_COUNT: 1}, "$set": {F_ACCESSED: now}}
+        updates.append(({"_id": _one_of(plain)}, touch))
+    for ttl, ids in sliding.items():
+        updates.append(
+            (
+                {"_id": _one_of(ids), **_live(when)},
+                {
+                    "$inc": {F_ACCESS_COUNT: 1},
+                    "$set": {F_ACCESSED: now, F_EXPIRES: _to_datetime(now + ttl)},
+                },
+            )
+        )
+    return updates
 
 
 #: BSON types of the numbers an entry's times may be (``bool`` and decimals are not).
 _NUMBER_TYPES = ["double", "int", "long"]
 
 
-def _merge_upsert(doc: dict[str, Any], when: _dt.datetime) -> UpdateOne:
-    """One upsert writing ``doc`` (a new record, version 1) as :meth:`Record.merged_over`
-    would over the live entry it replaces, computed by the server in the same command.
+def _merge_upsert(doc: dict[str, Any], when: _dt.datetime) -> _Update:
+    """One upsert ``(filter, update)`` writing ``doc`` (a new record, version 1) as
+    :meth:`Record.merged_over` would over the live entry it replaces, computed by the server
+    in the same command.
 
     The filter matches the live entry only when its merged fields are well typed (as
     :func:`_doc_problem` checks them); then ``created_at`` and ``access_count`` are kept
@@ -931,7 +1119,7 @@ def _merge_upsert(doc: dict[str, Any], when: _dt.datetime) -> UpdateOne:
         "$inc": {F_VERSION: 1},
         "$unset": {"w": "", "wt": ""},
     }
-    return UpdateOne(query, update, upsert=True)
+    return query, update
 
 
 def _listed_key(doc: Mapping[str, Any], ns: str) -> str | None:
