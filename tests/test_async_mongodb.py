@@ -40,35 +40,9 @@ from prefect_memory.plugins.base import Record
 from prefect_memory.plugins.mongodb import MongoBackend
 from prefect_memory.plugins.mongodb_aio import AsyncMongoClients
 from servers import MongoWireServer
+from test_mongodb_backend import Commands
 
 pytestmark = pytest.mark.mongodb
-
-#: Commands a driver sends on its own (handshakes, sessions), not part of an operation.
-_HOUSEKEEPING = {"hello", "ismaster", "isMaster", "endSessions", "saslStart", "saslContinue"}
-
-
-class Commands(monitoring.CommandListener):
-    """The name and document of every command a client sends (blocking or async)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name not in _HOUSEKEEPING:
-            with self._lock:
-                self.events.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            events, self.events = self.events, []
-        return events
 
 
 def _dead_port() -> int:

@@ -52,6 +52,12 @@ class Commands(monitoring.CommandListener):
         with self._lock:
             self.events.clear()
 
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        """The commands recorded so far (and forget them)."""
+        with self._lock:
+            events, self.events = self.events, []
+        return events
+
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
