@@ -18,7 +18,13 @@ from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import unmapped
 
 import prefect_memory as pm
-from prefect_memory.blocks import InProcessMemory, MemoryBlock, RedisMemory, SqliteMemory
+from prefect_memory.blocks import (
+    InProcessMemory,
+    MemoryBlock,
+    MongoDBMemory,
+    RedisMemory,
+    SqliteMemory,
+)
 from prefect_memory.tasks import (
     MemoryTask,
     memory_delete,
@@ -31,7 +37,7 @@ from prefect_memory.tasks import (
 )
 
 MakeBlock = Callable[..., MemoryBlock]
-STORES = [SqliteMemory, RedisMemory]
+STORES = [SqliteMemory, RedisMemory, MongoDBMemory]  # (Redis, MongoDB: native async path)
 EXPECTED = {
     "one": {"name": "Ada"},
     "missing": "none",
