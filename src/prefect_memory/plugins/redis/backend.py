@@ -1122,8 +1122,8 @@ def _count(key: str, n: Any) -> int:
 
 def _columns(parts: Sequence[Sequence[bytes]], replies: Sequence[Any], now: float) -> EntryColumns:
     """The live entries of column-script replies as columns (``parts[i]``: the names sent in
-    the call that answered ``replies[i]``, after ``e:``), each entry read as :func:`_entry`
-    reads it (inlined here: this runs once per entry of a migration).
+    the call that answered ``replies[i]``, after ``e:``), each entry read by :func:`_entry`
+    (as :meth:`RedisBackend.meta_many` reads it).
 
     Raises:
         SerializationError: A name is not UTF-8, or an entry's fields are unreadable.
@@ -1141,35 +1141,18 @@ def _columns(parts: Sequence[Sequence[bytes]], replies: Sequence[Any], now: floa
         ):
             if m is None:
                 continue  # gone since the SCAN
-            expires = _expiry(x) if x else None
-            if expires is not None and not expires > now:
-                continue
             try:
                 key = name.decode()
             except UnicodeDecodeError:
                 raise SerializationError(
                     f"an entry name in Redis is not UTF-8: {name[:64]!r}"
                 ) from None
-            meta = metas.get(m)
-            if meta is None:
-                if len(metas) > 4096:
-                    metas.clear()
-                meta = metas[m] = _meta(key, m)
-            c, u, l, s, tags, r = meta  # noqa: E741
-            try:
-                last = float(a) if a else float(c)
-            except (TypeError, ValueError):
-                raise SerializationError(f"entry {key!r} has unreadable fields in Redis") from None
-            if not n:
-                count = 0
-            else:
-                try:
-                    count = int(n)
-                except (TypeError, ValueError):
-                    count = _count(key, n)
+            row = _entry(key, m, n, a, x, now, metas)
+            if row is None:
+                continue  # expired at now
             if type(size) is not int or (v is not None and len(v) != size):
                 raise BackendError("Redis answered a column scan with an unexpected reply")
-            add((key, c, u, last, count, expires, l, s, tags, r, size, v))
+            add((key, *row, size, v))
     if not rows:
         return EntryColumns([], [], [], [], [], [], [], [], [], [], [], [])
     return EntryColumns(*map(list, zip(*rows, strict=True)))
