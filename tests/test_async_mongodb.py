@@ -40,37 +40,19 @@ from prefect_memory.plugins.base import Record
 from prefect_memory.plugins.mongodb import MongoBackend
 from prefect_memory.plugins.mongodb_aio import AsyncMongoClients
 from servers import MongoWireServer
-from test_mongodb_backend import Commands
+from test_mongodb_backend import (  # the blocking path's helpers and fixtures
+    Commands,
+    _dead_port,
+    _with_param,
+    mongo_url,  # noqa: F401 - a fixture, used by name
+    opened,  # noqa: F401 - a fixture, used by name
+)
 
 pytestmark = pytest.mark.mongodb
 
 
-def _dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _with_param(url: str, param: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}{param}"
-
-
 @pytest.fixture
-def mongo_url(mongo_server: Any) -> str:
-    """URL of a fresh collection on the test server."""
-    return _with_param(mongo_server.url, f"collection=a{uuid.uuid4().hex[:10]}")
-
-
-@pytest.fixture
-def opened() -> Iterator[list[pm.Memory]]:
-    mems: list[pm.Memory] = []
-    yield mems
-    for mem in mems:
-        mem.close()
-
-
-@pytest.fixture
-def open_mongo(mongo_url: str, opened: list[pm.Memory]) -> Callable[..., pm.Memory]:
+def open_mongo(mongo_url: str, opened: list[pm.Memory]) -> Callable[..., pm.Memory]:  # noqa: F811
     def _open(**options: Any) -> pm.Memory:
         options.setdefault("namespace", "ns-" + uuid.uuid4().hex[:6])
         mem = pm.open_memory(mongo_url, **options)
@@ -423,7 +405,8 @@ def test_loops_in_four_threads_at_once(open_mongo: Callable[..., pm.Memory]) -> 
 
 
 def test_pickled_memory_connects_afresh(
-    open_mongo: Callable[..., pm.Memory], opened: list[pm.Memory]
+    open_mongo: Callable[..., pm.Memory],
+    opened: list[pm.Memory],  # noqa: F811
 ) -> None:
     mem = open_mongo()
     asyncio.run(mem.aset("k", {"v": 1}))
