@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.util
 import os
 import statistics
 import sys
@@ -69,26 +68,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import prefect_memory as pm  # noqa: E402
+from bench_redis import TTL, VALUE, _load_servers  # noqa: E402 - the same value, the same servers
 
-TTL = 3600
-VALUE: dict[str, Any] = {
-    "user_id": 1234567,
-    "segment": "premium",
-    "score": 0.87315,
-    "active": True,
-    "features": [0.125, 0.5, 0.75, 0.0625, 0.3125, 0.875, 0.1875, 0.4375],
-    "tags": ["a", "bc"],
-}
 TARGET = 0.9
-
-
-def _load_servers() -> Any:
-    spec = importlib.util.spec_from_file_location("pm_test_servers", REPO / "tests" / "servers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def header(args: argparse.Namespace) -> str:

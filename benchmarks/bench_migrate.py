@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import random
@@ -58,6 +57,7 @@ import msgpack
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from bench_redis import _load_servers  # noqa: E402 - the test suite's servers
 from prefect_memory.plugins.base import Record  # noqa: E402
 from prefect_memory.plugins.sqlite import SqliteBackend  # noqa: E402
 
@@ -71,15 +71,6 @@ COLUMNS = (
     "key, value, created_at, updated_at, last_access, access_count, expires_at, ttl, "
     "sliding, tags, version"
 )
-
-
-def _load_servers() -> Any:
-    spec = importlib.util.spec_from_file_location("pm_test_servers", REPO / "tests" / "servers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def entries(n: int) -> Iterator[dict[str, Record]]:
