@@ -354,3 +354,33 @@ def test_a_migration_to_sqlite_moves_everything(
         assert (copy.created_at, copy.access_count, copy.last_access) == (
             record.created_at, record.access_count, record.last_access,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ["m", "n", "a", "x"])
+def test_a_metadata_field_larger_than_ours_never_travels(
+    redis_server: RedisServer, field: str
+) -> None:
+    """A field another client made huge stays on the server: ``m`` is refused naming the
+    key, ``n`` / ``x`` read as spoiled ones (no count, no expiry), ``a`` is refused."""
+    store = _store(redis_server.url)
+    store.put_many(NS, {"k": Record(b"v", T0, T0, T0, 3), "ok": Record(b"w", T0, T0, T0)},
+                   now=T0)  # fmt: skip
+    store.execute("HSET", entry_name(store, "k"), field, b"9" * (5 << 20))
+    client = redis_server.client()
+    try:
+        before = client.info("stats")["total_net_output_bytes"]
+        if field in ("m", "a"):
+            with pytest.raises(SerializationError, match="'k'"):
+                list(store.scan_columns(NS, now=T0, value_bytes=10))
+        else:
+            (batch,) = store.scan_columns(NS, now=T0, value_bytes=10)
+            row = batch.keys.index("k")
+            assert (batch.access_count[row], batch.expires_at[row], batch.values[row]) == (
+                0 if field == "n" else 3, None, b"v",
+            )  # fmt: skip
+        sent = client.info("stats")["total_net_output_bytes"] - before
+    finally:
+        client.close()
+    assert sent < 64 << 10  # the 5 MB field stayed on the server
+    store.execute("DEL", entry_name(store, "k"))
+    store.clear(NS, now=T0)

@@ -401,7 +401,10 @@ return out
 # hash fields m, n, a, x (false where missing), the length of v, and v itself only when it
 # has at most ARGV[1] bytes (else false). Reads only: no field is interpreted here (the
 # client decodes them as it decodes the other reads), and a value over the bound never
-# leaves the server.
+# leaves the server, nor does a metadata field larger than any this library writes (another
+# client's): an ``m`` over 4 MiB (a thousand tags of the longest kind) is sent as its length
+# (a number: the client refuses it), an ``n``, ``a`` or ``x`` over 64 bytes as '?' (not a
+# number: read as the scripts read one).
 _LUA_COLUMNS = (
     _LUA_LAYOUT
     + """
@@ -418,6 +421,10 @@ for i = 2, #ARGV do
   else
     h = call('HMGET', k, 'm', 'n', 'a', 'x')
     h[5] = false
+  end
+  if h[1] and #h[1] > 4194304 then h[1] = #h[1] end
+  for j = 2, 4 do
+    if h[j] and #h[j] > 64 then h[j] = '?' end
   end
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = h[1], h[2], h[3], h[4]
   out[o + 5], out[o + 6] = size, h[5]
