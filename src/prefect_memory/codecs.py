@@ -43,6 +43,8 @@ from .errors import ConfigError, SerializationError
 
 _MSGPACK = 0x01
 _MSGPACK_ZSTD = 0x02
+_MSGPACK_BYTE = bytes((_MSGPACK,))
+_unpackb = msgpack.unpackb
 
 _EXT_DATETIME = 1
 _EXT_DATE = 2
@@ -312,6 +314,21 @@ class Codec:
                 bounds (corrupt, foreign, too deep, too large, or pickled without
                 ``pickle=True``); never another exception.
         """
+        # Fast path: a small plain msgpack value in ``bytes`` (what every store hands back
+        # for the common case), within every bound by its size alone (see ``_unpack``), is
+        # unpacked at once. Anything else, and any failure here (hostile or corrupt bytes,
+        # container extensions), takes the full path below, which raises the errors.
+        if (
+            type(data) is bytes
+            and data[:1] == _MSGPACK_BYTE
+            and (size := len(data) - 1) <= _COUNT_IN_C_FROM
+            and size <= self.max_decoded_size
+            and 2 * size + 1 <= self.max_items
+        ):
+            try:
+                return _unpackb(data[1:], ext_hook=self._fast_hook, raw=False, strict_map_key=False)
+            except Exception:  # the full path below says what went wrong
+                pass
         try:
             view = memoryview(data).cast("B")
             if not len(view):

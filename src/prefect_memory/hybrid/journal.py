@@ -179,6 +179,31 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 _COLUMNS = "seq, ns, key, op, record, at, lane"
 _INSERT = "INSERT INTO pm_journal (ns, key, op, record, at, lane) VALUES (?, ?, ?, ?, ?, ?)"
+#: Rows per multi-row INSERT ... RETURNING (6 parameters each: within SQLite's oldest
+#: default bound of 999 parameters per statement).
+_INSERT_CHUNK = 150
+#: Multi-row INSERT ... RETURNING needs SQLite 3.35; older libraries insert row by row.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert journal ``rows`` (inside the caller's transaction); their sequence numbers.
+
+    One statement per :data:`_INSERT_CHUNK` rows instead of one per row: the rows of a
+    statement are inserted in their order, so their ``seq`` ascend as before.
+    """
+    if not _RETURNING:
+        return [int(conn.execute(_INSERT, row).lastrowid or 0) for row in rows]
+    seqs: list[int] = []
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        marks = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        sql = f"INSERT INTO pm_journal (ns, key, op, record, at, lane) VALUES {marks} RETURNING seq"
+        seqs += [row[0] for row in conn.execute(sql, [item for row in chunk for item in row])]
+    seqs.sort()
+    return seqs
+
+
 #: Whether a lane (given twice) has queued writes or keys in doubt, as one expression.
 _BUSY = (
     "(EXISTS (SELECT 1 FROM pm_journal WHERE lane = ?) "
@@ -330,9 +355,7 @@ class Journal:
         seqs: list[int] = []
         try:
             with self._tx() as conn:
-                for row in rows:
-                    cursor = conn.execute(_INSERT, row)
-                    seqs.append(int(cursor.lastrowid or 0))
+                seqs = _insert(conn, rows)
         except sqlite3.Error as err:
             raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
         return seqs
@@ -355,7 +378,7 @@ class Journal:
         rows = self._rows(ns, puts, deletes, at, (SECONDARY,))
         try:
             with self._tx() as conn:
-                seqs = [int(conn.execute(_INSERT, row).lastrowid or 0) for row in rows]
+                seqs = _insert(conn, rows)
                 busy = conn.execute(f"SELECT {_BUSY}", (check, check)).fetchone()
         except sqlite3.Error as err:
             raise BackendUnavailable(f"journal {self.path!r}: {err}") from err

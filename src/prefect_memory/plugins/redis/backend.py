@@ -669,8 +669,15 @@ class RedisBackend(Backend):
         keys = list(records)
         recs = list(records.values())
         metas = list(map(_META, recs))
+        # Records made together (Memory.set_many) share their expiry objects: each
+        # distinct triple (by identity, alive in ``metas``: no equal-but-other value
+        # like True for 1 slips past) is checked once.
+        checked: set[tuple[int, int, int]] = set()
         for key, meta in zip(keys, metas, strict=True):  # every record, before any write
-            _check_expiry(key, meta, now)
+            expiry = (id(meta[4]), id(meta[5]), id(meta[6]))
+            if expiry not in checked:
+                _check_expiry(key, meta, now)
+                checked.add(expiry)
         mode = 2 if absent else 0
         extra = () if notify is None else (notify[0], ns, notify[1])
         wait = self.connection.wait
