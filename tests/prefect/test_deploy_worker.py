@@ -155,7 +155,7 @@ def test_deploy_then_process_worker_runs_the_flows(
         assert deployment["global_concurrency_limit"]["limit"] == 1
         assert deployment["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     migrate = deployed[f"migrate_tiers-{name}"]
-    assert migrate["parameters"] == {"block": f"tiered-memory/{name}", "batch_size": 500}
+    assert migrate["parameters"] == {"block": f"tiered-memory/{name}", "batch_size": 5000}
     assert migrate["schedules"][0]["schedule"]["interval"] == 3600
     cleanup = deployed[f"cleanup_expired-{name}"]
     assert cleanup["schedules"][0]["schedule"]["cron"] == "0 3 * * *"

@@ -142,7 +142,7 @@ def test_examples_prefect_yaml_deploys_with_schedules(server: Any, tmp_path: Pat
     } <= set(deployed)
     migrate = deployed["migrate_tiers-shop"]
     assert migrate["schedules"][0]["schedule"]["interval"] == 3600
-    assert migrate["parameters"] == {"block": "tiered-memory/shop", "batch_size": 500}
+    assert migrate["parameters"] == {"block": "tiered-memory/shop", "batch_size": 5000}
     assert deployed["cleanup_expired-shop"]["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
     for name in ("migrate_tiers-shop", "archive_to_parquet-shop", "cleanup_expired-shop",
                  "memory_health_report-shop"):  # fmt: skip

@@ -39,6 +39,7 @@ from pydantic import Field, field_validator
 
 from ..aio import async_twin
 from ..memory import Memory
+from ..tiers.migration import BATCH_SIZE
 from .base import MemoryBlock
 from .composite_parts import (
     MemoryTier,
@@ -372,7 +373,7 @@ report.planned
         self,
         *,
         dry_run: bool = False,
-        batch_size: int = 500,
+        batch_size: int = BATCH_SIZE,
         progress: Callable[[MigrationReport], None] | None = None,
     ) -> MigrationReport:
         """Move entries by the rules, tier TTLs and budgets; a dry run only lists the moves.

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.core import Block
 
 from ..memory import Memory
+from ..tiers.migration import BATCH_SIZE
 from .partitions import (
     by_rule,
     compact_archive,
@@ -92,7 +93,7 @@ def _rows(report: Any, parts: list[Any], nothing: str) -> list[dict[str, Any]]:
 
 @flow(name="migrate_tiers", log_prints=False)
 def migrate_tiers(
-    block: BlockRef, dry_run: bool = False, batch_size: int = 500, partitions: int = 1
+    block: BlockRef, dry_run: bool = False, batch_size: int = BATCH_SIZE, partitions: int = 1
 ) -> dict[str, Any]:
     """Move entries between tiers by the block's rules, tier TTLs and size budgets.
 
@@ -130,7 +131,7 @@ def migrate_tiers(
 
 @flow(name="archive_to_parquet")
 def archive_to_parquet(
-    block: BlockRef, compact: bool = True, batch_size: int = 500, partitions: int = 1
+    block: BlockRef, compact: bool = True, batch_size: int = BATCH_SIZE, partitions: int = 1
 ) -> dict[str, Any]:
     """Migrate due entries into the Parquet archive tier, then compact its small files.
 

@@ -24,7 +24,7 @@ from prefect import get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from ..tiers import partitions as engine
-from ..tiers.migration import MigrationReport
+from ..tiers.migration import BATCH_SIZE, MigrationReport
 from ..tiers.partitions import Partition, PartitionReport
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def check_partitions(partitions: Any) -> int:
     cache_policy=NO_CACHE,
 )
 def migrate_partition(
-    block: Any, partition: Partition, dry_run: bool = False, batch_size: int = 500
+    block: Any, partition: Partition, dry_run: bool = False, batch_size: int = BATCH_SIZE
 ) -> PartitionReport:
     """Apply the rules and tier TTLs to one partition's keys (budgets too for 1 of 1)."""
     logger = get_run_logger()
@@ -75,7 +75,9 @@ def migrate_partition(
 
 
 @task(name="enforce_budgets", retries=PARTITION_RETRIES, cache_policy=NO_CACHE)
-def enforce_budgets(block: Any, dry_run: bool = False, batch_size: int = 500) -> PartitionReport:
+def enforce_budgets(
+    block: Any, dry_run: bool = False, batch_size: int = BATCH_SIZE
+) -> PartitionReport:
     """Demote the least recently used entries of tiers over budget (after the partitions)."""
     return engine.enforce_budgets(_memory(block), dry_run=dry_run, batch_size=batch_size)
 
@@ -93,7 +95,7 @@ def compact_archive(block: Any) -> dict[str, Any]:
 
 
 def run_migration(
-    block: Any, memory: Any, partitions: int, *, dry_run: bool = False, batch_size: int = 500
+    block: Any, memory: Any, partitions: int, *, dry_run: bool = False, batch_size: int = BATCH_SIZE
 ) -> tuple[MigrationReport, list[PartitionReport]]:
     """Map :func:`migrate_partition` over ``partitions`` partitions, then budgets once.
 

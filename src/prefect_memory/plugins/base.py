@@ -55,6 +55,10 @@ class Capabilities:
             into columns, metadata and small values in one query per batch (else it is
             built from ``scan`` and ``meta_many``): a migration then decides on columns
             and makes records only for the entries that move.
+        prefix_scans: :meth:`Backend.scan` with a glob whose literal part starts it (``P*``)
+            reads only the keys starting with ``P`` (an ordered index: one range read),
+            not the whole namespace. A migration then asks for the tombstones of a
+            batch's key range with one such scan instead of a lookup per key.
     """
 
     native_ttl: bool = False
@@ -67,6 +71,7 @@ class Capabilities:
     metadata_reads: bool = False
     native_async: bool = False
     column_scans: bool = False
+    prefix_scans: bool = False
 
 
 @dataclass(frozen=True)
@@ -373,6 +378,27 @@ class Backend(ABC):
         if absent:
             self.put_many(ns, absent, now=now)
         return set(absent)
+
+    def put_absent_columns(self, ns: str, columns: EntryColumns, *, now: float) -> set[str]:
+        """:meth:`put_absent_many` of a batch given as columns (every value read).
+
+        A migration moves a batch read with :meth:`scan_columns` this way. Stores that
+        build their writes from columns (the Parquet archive: an Arrow table) override
+        it and make no :class:`Record`; this default makes the records and calls
+        :meth:`put_absent_many`.
+
+        Example:
+            >>> from prefect_memory.plugins.inprocess import InProcessBackend
+            >>> store = InProcessBackend()
+            >>> cols = EntryColumns.from_records({"a": Record(b"v", 1.0, 1.0, 1.0)}, 8)
+            >>> store.put_absent_columns("ns", cols, now=1.0), store.put_absent_columns(
+            ...     "ns", cols, now=1.0)
+            ({'a'}, set())
+        """
+        if None in columns.values:
+            key = columns.keys[columns.values.index(None)]
+            raise ValueError(f"put_absent_columns: the value of {key!r} was not read")
+        return self.put_absent_many(ns, columns.records(range(len(columns))), now=now)
 
     def delete_if_unchanged(
         self, ns: str, expected: Mapping[str, tuple[int, float]], *, now: float
@@ -681,6 +707,12 @@ class EntryColumns:
                       size if v is None else None)
             for k, c, u, a, n, x, t, s, g, r, size, v in zip(*columns, strict=True)
         }  # fmt: skip
+
+    def between(self, start: int, stop: int) -> EntryColumns:
+        """The batch of rows ``start`` to ``stop`` (excluded), as list slices."""
+        return EntryColumns(
+            *(column[start:stop] for column in map(self.__getattribute__, self._FIELDS))
+        )
 
     def take(self, rows: Sequence[int]) -> EntryColumns:
         """The batch of the entries at ``rows`` only, in that order."""

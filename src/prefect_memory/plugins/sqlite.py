@@ -143,27 +143,28 @@ def _insert_rows(ns: str, records: Mapping[str, Record]) -> list[tuple[Any, ...]
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> EntryColumns:
-    """The rows of :data:`_SCAN_COLUMNS` as columns (values ``None``: not read)."""
+    """The rows of :data:`_SCAN_COLUMNS` as columns (values ``None``: not read).
+
+    A column is converted a value at a time only where it needs it (tags other than
+    ``'[]'``, values that are not bytes: written by another client).
+    """
     keys, values, sizes, created, updated, last, count, expires, ttl, sliding, tags, version = map(
         list, zip(*rows, strict=True)
     )
-    return EntryColumns(
-        keys,
-        created,
-        updated,
-        last,
-        count,
-        expires,
-        ttl,
-        [bool(s) for s in sliding],
-        [() if t == _NO_TAGS else _tags_of(k, t) for k, t in zip(keys, tags, strict=True)],
-        version,
-        sizes,
-        [
-            v if v is None or type(v) is bytes else _bytes_of(k, v)
-            for k, v in zip(keys, values, strict=True)
-        ],
-    )
+    n = len(keys)
+    if tags.count(_NO_TAGS) == n:
+        tags = [()] * n
+    else:
+        tags = [() if t == _NO_TAGS else _tags_of(k, t) for k, t in zip(keys, tags, strict=True)]
+    if not {*map(type, values)} <= _READ_TYPES:
+        values = [v if v is None or type(v) is bytes else _bytes_of(k, v)
+                  for k, v in zip(keys, values, strict=True)]  # fmt: skip
+    return EntryColumns(keys, created, updated, last, count, expires, ttl,
+                        list(map(bool, sliding)), tags, version, sizes, values)  # fmt: skip
+
+
+#: Types of values a scan passes on as read (bytes, or ``None``: not read).
+_READ_TYPES = frozenset({bytes, type(None)})
 
 
 def _same_write(row: tuple[Any, ...], token: tuple[int, float]) -> bool:
@@ -183,7 +184,7 @@ class SqliteBackend(Backend):
 
     scheme: ClassVar[str] = "sqlite"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        atomic_moves=True, metadata_reads=True, column_scans=True
+        atomic_moves=True, metadata_reads=True, column_scans=True, prefix_scans=True
     )
     _transient = ("_local",)
 
@@ -504,22 +505,30 @@ class SqliteBackend(Backend):
         self, conn: sqlite3.Connection, ns: str, expected: Mapping[str, tuple[int, float]]
     ) -> bool:
         """Delete ``expected`` as one key range if it is exactly the rows of that range, each
-        still the expected write (else delete nothing); tell whether it did."""
-        low, high = min(expected), max(expected)
+        still the expected write (else delete nothing); tell whether it did.
+
+        The rows of the range are read in key order and compared with the expected writes
+        as two lists sorted by key (a migration's batch comes in key order). (A ``DELETE
+        ... RETURNING`` undone by a savepoint when it differs was 1.6x slower: 100k rows.)
+        """
+        want = list(zip(expected, *zip(*expected.values(), strict=True), strict=True))
+        want.sort()  # (in key order already, usually: then one pass)
+        low, high = want[0][0], want[-1][0]
         rows = conn.execute(
-            "SELECT key, version, updated_at, tags FROM pm_entries "
-            "WHERE ns = ? AND key >= ? AND key <= ? LIMIT ?",
-            (ns, low, high, len(expected) + 1),
+            "SELECT key, version, updated_at FROM pm_entries "
+            "WHERE ns = ? AND key >= ? AND key <= ? ORDER BY key LIMIT ?",
+            (ns, low, high, len(want) + 1),
         ).fetchall()
-        if len(rows) != len(expected):
-            return False
-        want = {(key, version, updated) for key, (version, updated) in expected.items()}
-        if not want.issuperset(row[:3] for row in rows):  # each row the expected write
-            return False
+        if len(rows) != len(want) or (rows != want and set(rows) != set(want)):
+            return False  # (a set: the same writes, keys ordered otherwise than by Python)
+        tagged = conn.execute(
+            "SELECT key FROM pm_entries WHERE ns = ? AND key >= ? AND key <= ? AND tags IS NOT ?",
+            (ns, low, high, _NO_TAGS),
+        ).fetchall()
         conn.execute(
             "DELETE FROM pm_entries WHERE ns = ? AND key >= ? AND key <= ?", (ns, low, high)
         )
-        self._untag(conn, ns, [row[0] for row in rows if row[3] != _NO_TAGS])
+        self._untag(conn, ns, [key for (key,) in tagged])
         return True
 
     def delete_many(self, ns: str, keys: Sequence[str], *, now: float) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..codecs import Codec
 from ..errors import ConfigError
 from ..memory import TTL, Memory
-from .migration import MigrationReport, migrate
+from .migration import BATCH_SIZE, MigrationReport, migrate
 from .moves import TOMBSTONE_TTL
 from .rules import Rule, RuleSyntaxError, parse_rule
 from .tiered import MigrationRule, Promote, Tier, TieredBackend
@@ -104,7 +104,7 @@ class TieredMemory(Memory):
         self,
         *,
         dry_run: bool = False,
-        batch_size: int = 500,
+        batch_size: int = BATCH_SIZE,
         progress: Callable[[MigrationReport], None] | None = None,
         partition: Partition | None = None,
     ) -> MigrationReport:

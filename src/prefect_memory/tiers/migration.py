@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._gc import gc_paused
 from ..plugins.base import EntryColumns, Record
 from .moves import MoveOutcome
 from .pushdown import candidates_query
@@ -61,6 +62,11 @@ BATCH_BYTES = 64 << 20
 METADATA_FIELDS = frozenset(FIELDS)
 #: Read the next batch of a source in a thread while the current one moves.
 READ_AHEAD = True
+#: Entries per batch by default (every migration entry point and flow): at 500, a
+#: migration of 100k small entries SQLite -> Parquet took twice the CPU of 5,000 (per-batch
+#: costs: one query, one archive file, one commit); memory stays bounded by
+#: ``batch_bytes`` whatever the size (docs/scaling.md gives the RSS per batch size).
+BATCH_SIZE = 5_000
 
 
 @dataclass
@@ -128,16 +134,19 @@ def _read_ahead(batches: Iterator[EntryColumns]) -> Iterator[EntryColumns]:
 
     The read of batch k+1 (a query, a pipeline: mostly waiting on the store) overlaps the
     move of batch k. At most two batches are held at once: the one moving, the one read.
+    A read runs with the garbage collector paused, as a move does (``migrate``).
     """
-    if not READ_AHEAD:
-        yield from batches
-        return
     batches = iter(batches)
+    if not READ_AHEAD:
+        while (batch := _read(batches)) is not None:
+            yield batch
+            del batch
+        return
     with ThreadPoolExecutor(1, thread_name_prefix="prefect-memory-migrate") as reader:
-        pending = reader.submit(next, batches, None)
+        pending = reader.submit(_read, batches)
         try:
             while (batch := pending.result()) is not None:
-                pending = reader.submit(next, batches, None)
+                pending = reader.submit(_read, batches)
                 yield batch
                 del batch
         finally:
@@ -146,6 +155,11 @@ def _read_ahead(batches: Iterator[EntryColumns]) -> Iterator[EntryColumns]:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
+
+
+def _read(batches: Iterator[EntryColumns]) -> EntryColumns | None:
+    with gc_paused():  # a batch holds no cycle: see prefect_memory._gc
+        return next(batches, None)
 
 
 def _choose(
@@ -226,7 +240,11 @@ def _move_rows(
         outcome = backend.move_columns(ns, columns, whole, index, target, now=at)
         keys, sizes = columns.keys, columns.sizes
         moved = outcome.moved
-        report.add(label, len(moved), sum(sizes[i] for i in whole if keys[i] in moved))
+        if len(moved) == len(whole):  # every row (the usual case)
+            size = sum(sizes) if len(whole) == len(sizes) else sum(sizes[i] for i in whole)
+        else:
+            size = sum(sizes[i] for i in whole if keys[i] in moved)
+        report.add(label, len(moved), size)
         report.skipped += len(outcome.skipped)
         report.written += len(outcome.written)
         del outcome
@@ -269,7 +287,7 @@ def migrate(
     *,
     now: float | None = None,
     dry_run: bool = False,
-    batch_size: int = 500,
+    batch_size: int = BATCH_SIZE,
     clock: Any = time.time,
     progress: Callable[[MigrationReport], None] | None = None,
     batch_bytes: int = BATCH_BYTES,
@@ -300,20 +318,21 @@ def migrate(
             ns, now=at, batch_size=limits[0], value_bytes=inline, query=pushed
         )
         for batch in _read_ahead(batches):
-            at = clock() if now is None else now
-            columns = _live(batch, at, only)
-            del batch
-            report.scanned += len(columns)
-            for chosen, rows in _choose_rows(backend, index, columns, at).items():
-                target, label = chosen
-                if dry_run:
-                    keys, sizes = columns.keys, columns.sizes
-                    report.planned.extend((keys[i], tier.name, backend.tiers[target].name)
-                                          for i in rows)  # fmt: skip
-                    report.add(label, len(rows), sum(sizes[i] for i in rows))
-                else:
-                    _move_rows(backend, ns, report, chosen, columns, rows, index, at, limits)
-            del columns
+            with gc_paused():  # a batch holds no cycle: see prefect_memory._gc
+                at = clock() if now is None else now
+                columns = _live(batch, at, only)
+                del batch
+                report.scanned += len(columns)
+                for chosen, rows in _choose_rows(backend, index, columns, at).items():
+                    target, label = chosen
+                    if dry_run:
+                        keys, sizes = columns.keys, columns.sizes
+                        report.planned.extend((keys[i], tier.name, backend.tiers[target].name)
+                                              for i in rows)  # fmt: skip
+                        report.add(label, len(rows), sum(sizes[i] for i in rows))
+                    else:
+                        _move_rows(backend, ns, report, chosen, columns, rows, index, at, limits)
+                del columns
             if progress is not None:
                 progress(report)
     if budgets:
@@ -329,7 +348,7 @@ def enforce_budgets(
     *,
     now: float | None = None,
     dry_run: bool = False,
-    batch_size: int = 500,
+    batch_size: int = BATCH_SIZE,
     clock: Any = time.time,
     batch_bytes: int = BATCH_BYTES,
 ) -> MigrationReport:

@@ -74,8 +74,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from ..plugins.base import Backend, EntryColumns, Record
 
@@ -87,6 +88,8 @@ TOMBSTONE_NS = "\x00tombstones"
 TOMBSTONE_TTL = 86_400.0
 _REPLACE_ROUNDS = 3
 _COPY_SPAN = 1e-3  # seconds: moved copies of a write stay within it (a move adds ~2e-7)
+#: From this many keys on, :meth:`Tombstones.dead` lists the batch's range first.
+_PROBE_AT = 64
 
 
 def token_of(record: Record) -> Token:
@@ -204,15 +207,23 @@ class Tombstones:
     def _deleted(self, found: Mapping[str, Record], key: str) -> Token | None:
         return self._parse(found.get(self.deleted_name(key)))
 
-    def dead(self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float) -> set[str]:
+    def dead(
+        self, ns: str, tokens: Mapping[str, Iterable[Token]], *, now: float, near: bool = True
+    ) -> set[str]:
         """The keys whose given tokens include a removed write (one batched read).
 
         A token is dead when its write (or the write it is a moved copy of) has a
         tombstone, or when the key was deleted at a token at least as new (it was
-        overwritten, then deleted).
+        overwritten, then deleted). ``near=False``: the caller kept the keys
+        :meth:`near` named already.
         """
         if not tokens:
             return set()
+        found = self.near(ns, tokens, now=now) if near else None
+        if found is not None:  # the keys of the batch that have any tombstone
+            tokens = {k: tokens[k] for k in found if k in tokens}
+            if not tokens:
+                return set()
         wanted = {k: list(ts) for k, ts in tokens.items()}
         names = {f"{k}|{int(v)}": None for k, ts in wanted.items() for v, _ in ts}
         names.update(dict.fromkeys(f"{k}|deleted" for k in wanted))  # as name / deleted_name
@@ -229,6 +240,40 @@ class Tombstones:
                 if last is not None and _dead_after(token, last):
                     dead.add(key)
         return dead
+
+    def near(self, ns: str, keys: Collection[str], *, now: float) -> set[str] | None:
+        """The keys that tombstones sharing ``keys``' common prefix are of (a superset of
+        those of ``keys`` that have any); ``None``: not known, look every key up.
+
+        One prefix scan, for batches of :data:`_PROBE_AT` keys or more on a store that
+        declares ``prefix_scans`` (a range read; else ``None``): every tombstone of a key
+        starts with the key, so with the keys' common prefix too. A batch of a migration
+        is a key range, so the range holds its tombstones and few others (more than two
+        per key: ``None``, the lookup by name is cheaper then).
+
+        A tombstone present when this starts is listed (tombstones are only added while
+        their retention lasts), so the caller decides no later than a lookup by name
+        made at the start would: after the copies were placed, as step 4 needs.
+        """
+        if len(keys) < _PROBE_AT or not self.backend.capabilities.prefix_scans:
+            return None
+        low, high = min(keys), max(keys)  # every key lies between: so does their prefix
+        prefix = os.path.commonprefix([low, high])  # noqa: RUF071 - of strings, not paths
+        for i, ch in enumerate(prefix):
+            if ch in "*?[\\":  # glob metacharacters end the literal part
+                prefix = prefix[:i]
+                break
+        limit = 2 * len(keys) + 64
+        names = self.backend.scan(ns + TOMBSTONE_NS, prefix + "*", now=now)
+        try:
+            listed = list(itertools.islice(names, limit + 1))
+        finally:
+            close = getattr(names, "close", None)
+            if close is not None:
+                close()
+        if len(listed) > limit:
+            return None
+        return {name.rpartition("|")[0] for name in listed}
 
     def deleted(self, ns: str, keys: Iterable[str], *, now: float) -> dict[str, Token]:
         """The delete record (newest token deleted) per key (keys never deleted left out)."""
@@ -375,7 +420,12 @@ class Placement:
 def place_columns(
     dst: Backend, ns: str, columns: EntryColumns, rows: Sequence[int], *, now: float
 ) -> Placement:
-    """Step 1 of a move of the ``rows`` of a batch read as columns with their values."""
+    """Step 1 of a move of the ``rows`` of a batch read as columns with their values.
+
+    The copies go to ``dst`` as columns (:meth:`~prefect_memory.plugins.base.Backend.
+    put_absent_columns`: no record is made of them); records are made only for the keys
+    ``dst`` holds already, which :func:`place` then settles one by one.
+    """
     c = columns if len(rows) == len(columns) else columns.take(rows)  # (rows: all, usually)
     if None in c.values:
         raise ValueError(f"place_columns: the value of {c.keys[c.values.index(None)]!r} "
@@ -384,11 +434,13 @@ def place_columns(
     version = list(map(int, c.version))
     tokens = dict(zip(keys, zip(version, updated, strict=True), strict=True))
     stepped = list(map(math.nextafter, updated, itertools.repeat(math.inf)))
-    copies = dict(zip(keys, map(Record, c.values, c.created_at, stepped, c.last_access,
-                                c.access_count, c.expires_at, c.ttl, c.sliding, c.tags,
-                                version), strict=True))  # fmt: skip
     ours = dict(zip(keys, zip(version, stepped, strict=True), strict=True))
-    return place(dst, ns, tokens, copies, now=now, ours=ours)
+    copies = replace(c, updated_at=stepped, version=version)
+    written = dst.put_absent_columns(ns, copies, now=now) if keys else set()
+    if len(written) == len(keys):  # every copy written (the usual case): nothing to settle
+        return Placement(tokens, ours, placed=set(written), written=set(written))
+    occupied = copies.records([i for i, k in enumerate(keys) if k not in written])
+    return place(dst, ns, tokens, occupied, now=now, ours=ours, written=written)
 
 
 def place(
@@ -399,11 +451,14 @@ def place(
     *,
     now: float,
     ours: dict[str, Token] | None = None,
+    written: set[str] | None = None,
 ) -> Placement:
     """Step 1: copy where absent; look at what occupies the others (see the module docstring).
 
     ``tokens`` is what the source holds per key, ``copies`` what goes to ``dst`` (``ours``:
-    their tokens, if the caller has them already).
+    their tokens, if the caller has them already). ``written``: the keys a first
+    put-if-absent of every copy wrote already (:func:`place_columns`); ``copies`` then
+    holds the others only.
     """
     if ours is None:
         step, inf = math.nextafter, math.inf
@@ -413,8 +468,12 @@ def place(
         return p
     placed, superseded = p.placed, p.superseded
     pending = dict(copies)
+    tried = written  # the copies in ``pending`` were offered once already
     for _ in range(_REPLACE_ROUNDS):
-        written = dst.put_absent_many(ns, pending, now=now) if pending else set()
+        if tried is not None:
+            written, tried = tried, None
+        else:
+            written = dst.put_absent_many(ns, pending, now=now) if pending else set()
         p.written |= written
         placed |= written
         occupied = [k for k in pending if k not in written]
@@ -461,7 +520,8 @@ def commit(
 
     # 2. commit: delete the source if it still holds the token read
     settled = placed | superseded
-    deleted = src.delete_if_unchanged(ns, {k: tokens[k] for k in settled}, now=now)
+    expected = tokens if len(settled) == len(tokens) else {k: tokens[k] for k in settled}
+    deleted = src.delete_if_unchanged(ns, expected, now=now)
     out.moved = deleted & placed
     out.dropped = deleted & superseded
 
@@ -487,8 +547,10 @@ def commit(
 
     # 4. a copy of a write the user deleted meanwhile goes again
     if tombstones is not None:
-        live = [k for k in placed if k not in out.reverted]
-        dead = tombstones.dead(ns, {k: (tokens[k], ours[k]) for k in live}, now=now)
+        live = placed - out.reverted if out.reverted else placed
+        near = tombstones.near(ns, live, now=now)  # None: every key is looked up
+        check = live if near is None else near.intersection(live)
+        dead = tombstones.dead(ns, {k: (tokens[k], ours[k]) for k in check}, now=now, near=False)
         if dead:
             out.killed = dst.delete_if_unchanged(ns, {k: ours[k] for k in dead}, now=now)
             src.delete_if_unchanged(ns, {k: tokens[k] for k in dead}, now=now)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from .migration import MigrationReport
+from .migration import BATCH_SIZE, MigrationReport
 from .migration import enforce_budgets as _enforce_budgets
 from .migration import migrate as _migrate
 
@@ -240,7 +240,7 @@ def migrate(
     partition: Partition | None = None,
     *,
     dry_run: bool = False,
-    batch_size: int = 500,
+    batch_size: int = BATCH_SIZE,
     budgets: bool | None = None,
     progress: Any = None,
 ) -> PartitionReport:
@@ -271,7 +271,7 @@ def migrate(
 
 
 def archive(
-    memory: Any, partition: Partition | None = None, *, batch_size: int = 500
+    memory: Any, partition: Partition | None = None, *, batch_size: int = BATCH_SIZE
 ) -> PartitionReport:
     """Move the due entries of one partition, into the archive tier among others.
 
@@ -298,7 +298,7 @@ def compact(memory: Any) -> dict[str, Any]:
 
 
 def enforce_budgets(
-    memory: Any, *, dry_run: bool = False, batch_size: int = 500
+    memory: Any, *, dry_run: bool = False, batch_size: int = BATCH_SIZE
 ) -> PartitionReport:
     """Demote the least recently used entries of tiers over their size budgets, once."""
     backend = _tiered(memory, "enforce_budgets")

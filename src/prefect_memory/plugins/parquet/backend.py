@@ -51,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -62,7 +63,7 @@ import pyarrow.compute as pc
 
 from ...errors import ConfigError
 from ...keys import glob_match, literal_prefix
-from ..base import Backend, Capabilities, Record
+from ..base import Backend, Capabilities, EntryColumns, Record
 from ..fs import FsspecBackend
 from ..local_paths import local_path_from_url
 from .index import NsIndex
@@ -258,9 +259,20 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         with self._errors("write"), self._lock:
             return set(self._write_batch(ns, records, now, absent_only=True))
 
+    def put_absent_columns(self, ns: str, columns: EntryColumns, *, now: float) -> set[str]:
+        """:meth:`put_absent_many` of a batch as columns: the file is built from them (an
+        Arrow table of the lists), no record is made unless a key was archived before."""
+        if not len(columns):
+            return set()
+        if None in columns.values:
+            return super().put_absent_columns(ns, columns, now=now)  # (which refuses it)
+        with self._errors("write"), self._lock:
+            return set(self._write_batch(ns, columns, now, absent_only=True))
+
     def _write_batch(
-        self, ns: str, records: Mapping[str, Record], now: float, *, absent_only: bool
-    ) -> list[str]:
+        self, ns: str, records: Mapping[str, Record] | EntryColumns, now: float, *,
+        absent_only: bool,
+    ) -> list[str]:  # fmt: skip
         """Encode the batch's file while the namespace is listed (one LIST, in parallel);
         when the listing shows changes by another writer, encode it again from the new state.
         Return the keys whose rows apply."""
@@ -280,9 +292,21 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
         return [k for k in encoded.keys if k not in void] if void else encoded.keys
 
     def _encode(
-        self, ns: str, index: NsIndex, records: Mapping[str, Record], now: float, absent: bool
-    ) -> Encoded | None:
+        self, ns: str, index: NsIndex, records: Mapping[str, Record] | EntryColumns, now: float,
+        absent: bool,
+    ) -> Encoded | None:  # fmt: skip
         latest = index.latest
+        if isinstance(records, EntryColumns):
+            if latest.keys().isdisjoint(records.keys):  # new keys only (a migration's, usually)
+                columns = records
+                keys = columns.keys
+                if any(map(str.__gt__, keys, itertools.islice(keys, 1, None))):  # not sorted
+                    columns = columns.take(sorted(range(len(keys)), key=keys.__getitem__))
+                encoded = self.encode_records(ns, columns.keys, columns, index.log.top + 1,
+                                              now=now)  # fmt: skip
+                encoded.new_keys = True
+                return encoded
+            records = records.records(range(len(records)))
         if absent and not latest.keys().isdisjoint(records):  # (a key never seen is absent)
             records = {k: r for k, r in records.items() if not index.live(k, now)}
             if not records:

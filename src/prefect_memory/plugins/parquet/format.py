@@ -53,22 +53,26 @@ Example:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import io
 import itertools
 import math
+import os
+import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..base import Record
+from ..base import EntryColumns, Record
 from .value_json import json_column
 
 #: Version of the data files' schema (see the module docstring).
@@ -110,6 +114,7 @@ _FOOTER_READ = 64 * 1024
 #: across holes of up to 8 KiB, so the parts it asks for must cover such holes).
 _MERGE_GAP = 64 * 1024
 
+T = TypeVar("T")
 Fetch = Callable[[list[str], list[int], list[int]], list[bytes]]
 
 
@@ -118,12 +123,28 @@ def day_of(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).date().isoformat()
 
 
-def _column(records: Sequence[Record], attr: str, dtype: Any) -> pa.Array:
-    return pa.array(np.fromiter(map(attrgetter(attr), records), dtype, len(records)))
+#: Record attributes a data file stores, in :class:`EntryColumns`' names.
+_ROW_FIELDS = ("created_at", "updated_at", "last_access", "access_count", "expires_at", "ttl",
+               "sliding", "tags", "version")  # fmt: skip
+Rows = Sequence[Record] | EntryColumns
 
 
-def _optional(records: Sequence[Record], attr: str) -> pa.Array:
-    values = list(map(attrgetter(attr), records))
+def _lists(rows: Rows) -> dict[str, list[Any]]:
+    """The stored fields of ``rows`` (records, or a batch as columns) as lists by name."""
+    if isinstance(rows, EntryColumns):
+        lists = {name: getattr(rows, name) for name in _ROW_FIELDS}
+        lists["value"] = rows.values
+        return lists
+    lists = {name: list(map(attrgetter(name), rows)) for name in _ROW_FIELDS}
+    lists["value"] = list(map(attrgetter("value"), rows))
+    return lists
+
+
+def _numbers(values: list[Any], dtype: Any) -> pa.Array:
+    return pa.array(np.fromiter(values, dtype, len(values)))
+
+
+def _optional(values: list[float | None]) -> pa.Array:
     nones = values.count(None)
     if nones == len(values):
         return pa.nulls(len(values), pa.float64())
@@ -132,8 +153,7 @@ def _optional(records: Sequence[Record], attr: str) -> pa.Array:
     return pa.array(np.array(values, np.float64), from_pandas=True)
 
 
-def _tags(records: Sequence[Record]) -> pa.Array:
-    tags = list(map(attrgetter("tags"), records))
+def _tags(tags: list[tuple[str, ...]]) -> pa.Array:
     offsets = np.zeros(len(tags) + 1, np.int32)
     if tags.count(()) < len(tags):
         np.cumsum(np.fromiter(map(len, tags), np.int32, len(tags)), out=offsets[1:])
@@ -144,7 +164,7 @@ def _tags(records: Sequence[Record]) -> pa.Array:
 def build_table(
     ns: str,
     keys: Sequence[str],
-    records: Sequence[Record],
+    records: Rows,
     *,
     seq: int,
     archived_at: float,
@@ -153,21 +173,37 @@ def build_table(
     value_json: bool = False,
 ) -> pa.Table:
     """The rows of one write, sorted by key (``records[i]`` belongs to ``keys[i]``);
-    ``value_json`` fills that column (else it is null)."""
+    ``value_json`` fills that column (else it is null). ``records`` may be a batch as
+    :class:`EntryColumns` (a migration's: no record is made), every value read."""
+    return _table(ns, keys, _lists(records), seq=seq, archived_at=archived_at,
+                  deleted=deleted, sort=sort, value_json=value_json)  # fmt: skip
+
+
+def _table(
+    ns: str,
+    keys: Sequence[str],
+    lists: dict[str, list[Any]],
+    *,
+    seq: int,
+    archived_at: float,
+    deleted: bool,
+    sort: bool,
+    value_json: bool,
+) -> pa.Table:
     n = len(keys)
-    values = list(map(attrgetter("value"), records))
+    values = lists["value"]
     data = {
         "key": pa.array(keys, pa.string()),
         "namespace": pa.repeat(pa.scalar(ns, pa.string()), n),
-        "created_at": _column(records, "created_at", np.float64),
-        "updated_at": _column(records, "updated_at", np.float64),
-        "last_access": _column(records, "last_access", np.float64),
-        "access_count": _column(records, "access_count", np.int64),
-        "expires_at": _optional(records, "expires_at"),
-        "ttl": _optional(records, "ttl"),
-        "sliding": _column(records, "sliding", np.bool_),
-        "tags": _tags(records),
-        "version": _column(records, "version", np.int64),
+        "created_at": _numbers(lists["created_at"], np.float64),
+        "updated_at": _numbers(lists["updated_at"], np.float64),
+        "last_access": _numbers(lists["last_access"], np.float64),
+        "access_count": _numbers(lists["access_count"], np.int64),
+        "expires_at": _optional(lists["expires_at"]),
+        "ttl": _optional(lists["ttl"]),
+        "sliding": _numbers(lists["sliding"], np.bool_),
+        "tags": _tags(lists["tags"]),
+        "version": _numbers(lists["version"], np.int64),
         "archived_at": pa.array(np.full(n, archived_at, dtype=np.float64)),
         "seq": pa.array(np.full(n, seq, dtype=np.int64)),
         "deleted": pa.array(np.full(n, deleted, dtype=np.bool_)),
@@ -182,6 +218,36 @@ def build_table(
     return table
 
 
+class _Background:
+    """The archive's background threads (encoding, listing, uploads), started once per
+    process and again in a forked child (a child has none of its parent's threads).
+
+    A thread started per task costs a hand-over of the GIL that waits for the new
+    thread to run (milliseconds while other threads hold it, as a migration's reader
+    does); pooled threads take their task from a queue. No task waits for another one.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` in a pooled thread."""
+        pid = os.getpid()
+        if self._pid != pid or self._pool is None:
+            with self._lock:
+                if self._pid != pid or self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, "pm-archive-io")
+                    self._pid = pid
+        return self._pool.submit(fn, *args)
+
+
+#: Background work of every archive of this process.
+BACKGROUND = _Background(8)
+
+
 def _writer_options(compression: str) -> dict[str, Any]:
     return {
         "compression": compression,
@@ -194,7 +260,7 @@ def _writer_options(compression: str) -> dict[str, Any]:
 def write_rows(
     ns: str,
     keys: Sequence[str],
-    records: Sequence[Record],
+    records: Rows,
     *,
     seq: int,
     archived_at: float,
@@ -209,25 +275,32 @@ def write_rows(
     thread encodes the previous row group (pyarrow releases the GIL while encoding).
     """
     n = len(keys)
-    sample = records[:256]
-    row_bytes = 64 + sum(len(r.value) + 2 * len(k) for r, k in zip(sample, keys, strict=False))
+    lists = _lists(records)
+    sample = lists["value"][:256]
+    row_bytes = 64 + sum(len(v) + 2 * len(k) for v, k in zip(sample, keys, strict=False))
     group = max(1, min(n, row_group_bytes * max(1, len(sample)) // row_bytes))
     sink = pa.BufferOutputStream()
     writer = pq.ParquetWriter(sink, SCHEMA, **_writer_options(compression))
     metas: list[pa.Table] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="pm-archive-encode") as encoder:
-        pending: Future[None] | None = None
+    pending: Future[None] | None = None
+    try:
         step = group * max(1, -(-n // (8 * group)))  # about 8 chunks, whole row groups each
         for start in range(0, max(n, 1), step):
             rows = slice(start, start + step)
-            chunk = build_table(ns, keys[rows], records[rows], seq=seq, archived_at=archived_at,
-                                deleted=deleted, sort=False, value_json=value_json)  # fmt: skip
+            part = {name: column[rows] for name, column in lists.items()}
+            chunk = _table(ns, keys[rows], part, seq=seq, archived_at=archived_at,
+                           deleted=deleted, sort=False, value_json=value_json)  # fmt: skip
             if pending is not None:
                 pending.result()
-            pending = encoder.submit(writer.write_table, chunk, row_group_size=group)
+            pending = BACKGROUND.submit(partial(writer.write_table, row_group_size=group), chunk)
             metas.append(chunk.select(list(META_COLUMNS)))
-        if pending is not None:
-            pending.result()
+        done, pending = pending, None
+        if done is not None:
+            done.result()
+    finally:
+        if pending is not None:  # failed above: the encoding in flight ends before the error
+            with contextlib.suppress(BaseException):
+                pending.result()
     writer.close()
     return sink.getvalue().to_pybytes(), pa.concat_tables(metas)
 

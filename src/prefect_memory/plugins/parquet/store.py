@@ -42,13 +42,14 @@ import pyarrow.parquet as pq
 
 from ...errors import BackendError, BackendUnavailable, SerializationError
 from ...keys import ns_token
-from ..base import Record
 from ..fs import FsspecBackend, no_such_object
 from ..fs_atomic import link_new
 from .format import (
+    BACKGROUND,
     META_COLUMNS,
     PartFile,
     ReadRequest,
+    Rows,
     day_of,
     encode_table,
     write_rows,
@@ -103,31 +104,14 @@ T = TypeVar("T")
 
 
 def in_background(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
-    """Run ``fn(*args)`` in a thread; return a function that waits for its result (or error).
+    """Run ``fn(*args)`` in a pooled thread (:data:`.format.BACKGROUND`); return a function
+    that waits for its result (or error).
 
     Example:
         >>> in_background(sum, [1, 2])()
         3
     """
-    result: list[Any] = []
-
-    def run() -> None:
-        try:
-            result.append((True, fn(*args)))
-        except BaseException as err:
-            result.append((False, err))
-
-    thread = threading.Thread(target=run, name="pm-archive-io", daemon=True)
-    thread.start()
-
-    def wait() -> T:
-        thread.join()
-        ok, value = result[0]
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
-
-    return wait
+    return BACKGROUND.submit(fn, *args).result
 
 
 @dataclass
@@ -819,10 +803,11 @@ class ArchiveStore:
             self.remove_files(old)
 
     def encode_records(
-        self, ns: str, keys: list[str], records: list[Record], seq: int, *, now: float,
+        self, ns: str, keys: list[str], records: Rows, seq: int, *, now: float,
         deleted: bool = False,
     ) -> Encoded:  # fmt: skip
-        """A new data file of records (``keys`` sorted) archived at ``now``, not yet stored."""
+        """A new data file of records (``keys`` sorted) archived at ``now``, not yet stored
+        (``records``: a list, or a batch as columns with every value read)."""
         data, meta = write_rows(ns, keys, records, seq=seq, archived_at=now, deleted=deleted,
                                 row_group_bytes=self.row_group_bytes,
                                 compression=self.compression,

@@ -42,13 +42,14 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 import pyarrow as pa
+
+from ..._gc import gc_paused
 
 #: Largest value (its msgpack body, once decompressed) given a JSON form.
 JSON_MAX_BYTES = 1 << 20
@@ -135,11 +136,6 @@ def json_column(values: Sequence[bytes], blank: bool = False) -> pa.Array:
         return pa.nulls(len(values), pa.large_string())
     # Every decoded value is garbage at once and holds no cycle; left on, the collector
     # scans every live object (the whole batch) again and again: twice the decoding time.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         texts = list(map(value_json, values))
-    finally:
-        if collecting:
-            gc.enable()
     return pa.array(texts, pa.large_string())
