@@ -30,6 +30,12 @@ server in the same command). The server is the suite's MongoDB wire-protocol ser
 (mongoeco, Python: tests/servers.py), not a real mongod, unless ``--mongodb-url`` names one:
 its per-command cost dominates the throughputs, so read the ratios and the CPU columns.
 
+Redis Cluster (``--store cluster``, or ``all``): the async case against redis.asyncio's
+``RedisCluster`` on a cluster of 3 primaries (started, or ``--cluster-url``), with the same
+pool per node (``--cluster-pool``, RedisCluster's default 100) and RESP2 on both sides;
+ours in layout 1 (the namespace in one slot, so on one primary) and layout 2 (spread over
+the primaries as the raw keys are).
+
 Usage::
 
     python benchmarks/bench_async.py            # starts its own redis-server, MongoDB server
@@ -37,6 +43,7 @@ Usage::
     python benchmarks/bench_async.py --no-hiredis   # redis-py's pure-Python parser, both sides
     python benchmarks/bench_async.py --url redis://127.0.0.1:6379/0
     python benchmarks/bench_async.py --store mongodb --quick
+    python benchmarks/bench_async.py --store cluster --quick
     python benchmarks/bench_async.py --store mongodb --mongodb-url mongodb://127.0.0.1:27017/db
 """
 
@@ -62,6 +69,7 @@ if "--no-hiredis" in sys.argv:  # before redis-py looks for it: both sides go wi
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.utils
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,10 +106,21 @@ async def _gather(count: int, worker: Callable[[int], Awaitable[None]]) -> tuple
 
 
 async def async_case(
-    url: str, prefix: str, pool: int | None, args: argparse.Namespace
+    url: str, prefix: str, pool: int | None, args: argparse.Namespace, layout: int | None = None
 ) -> dict[str, list[float]]:
-    """Ops/s of each side for single gets and sets, ``args.reps`` times."""
-    if pool is None:
+    """Ops/s of each side for single gets and sets, ``args.reps`` times.
+
+    ``layout``: ``url`` is a Redis Cluster, the raw side redis.asyncio's ``RedisCluster``
+    (its pool of ``pool`` connections per node, RESP2 as ours), ours a namespace of this
+    layout with the same bound per node.
+    """
+    options: dict[str, Any] = {"max_connections": pool}
+    if layout is not None:
+        raw: Any = redis.asyncio.cluster.RedisCluster.from_url(
+            url, max_connections=pool, protocol=2
+        )
+        options["layout"] = layout
+    elif pool is None:
         raw = redis.asyncio.Redis.from_url(url)
     else:
         raw = redis.asyncio.Redis(
@@ -109,7 +128,11 @@ async def async_case(
                 url, max_connections=pool, timeout=30
             )
         )
-    mem = pm.open_memory(url, namespace="abench", key_prefix=prefix, max_connections=pool)
+    if layout is not None:
+        # Its slot map first: 64 first commands at once each load it and disconnect the
+        # others' new connections (redis-py 8.1: AttributeError, no writer).
+        await raw.initialize()
+    mem = pm.open_memory(url, namespace="abench", key_prefix=prefix, **options)
     count, ops = args.coroutines, args.ops
     keys = [[f"k:{c}:{i}" for i in range(ops)] for c in range(count)]
     raw_keys = [[f"{prefix}:raw:{key}" for key in row] for row in keys]
@@ -150,7 +173,11 @@ async def async_case(
                 wall, cpu = await _gather(count, sides[name])
                 rates[name].append(total / wall)
                 rates.setdefault(f"{name} cpu", []).append(cpu / total)
-    await raw.delete(*[key for row in raw_keys for key in row])
+    if layout is None:
+        await raw.delete(*[key for row in raw_keys for key in row])
+    else:  # keys of many slots: one DEL each
+        for row in raw_keys:
+            await asyncio.gather(*(raw.delete(key) for key in row))
     await mem.aclear()
     await raw.aclose()
     mem.close()
@@ -381,12 +408,36 @@ def run_redis(url: str, args: argparse.Namespace) -> bool:
     return report(rows)
 
 
+def run_cluster(url: str, args: argparse.Namespace) -> bool:
+    """The async case on a Redis Cluster: ours (layouts 1 and 2) vs ``RedisCluster``."""
+    load = os.getloadavg()
+    print(
+        f"\nRedis Cluster at {url}: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"pool of {args.cluster_pool} per node on both sides"
+    )
+    prefix = "acbench" + uuid.uuid4().hex[:6]
+    rows = []
+    for layout in (1, 2):
+        rates = asyncio.run(async_case(url, prefix, args.cluster_pool, args, layout=layout))
+        rows.append((f"Cluster, {args.coroutines} coroutines, layout {layout}",
+                     "RedisCluster", rates))  # fmt: skip
+    return report(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="use this Redis instead of starting a redis-server")
     parser.add_argument(
-        "--store", choices=("redis", "mongodb", "all"), default="all", help="which store(s)"
+        "--store", choices=("redis", "cluster", "mongodb", "all"), default="all",
+        help="which store(s): cluster is a 3-primary Redis Cluster",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cluster-url", help="a node of a running Redis Cluster instead of starting one"
     )
+    parser.add_argument(
+        "--cluster-pool", type=int, default=100,
+        help="connections per Cluster node, both sides (RedisCluster's default: 100)",
+    )  # fmt: skip
     parser.add_argument(
         "--mongodb-url", help="use this MongoDB instead of starting the test wire server"
     )
@@ -415,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with servers.RedisServer() as server:
                 run_redis(server.url, args)
+    if args.store in ("cluster", "all"):
+        if args.cluster_url:
+            run_cluster(args.cluster_url, args)
+        else:
+            from bench_cluster import cluster
+
+            with cluster() as url:
+                run_cluster(url, args)
     if args.store in ("mongodb", "all"):
         if args.mongodb_url:
             run_mongo(args.mongodb_url, args)

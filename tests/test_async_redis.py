@@ -22,6 +22,7 @@ import pytest
 import redis
 
 import prefect_memory as pm
+from memories import memory_opener
 from prefect_memory.errors import (
     BackendPermissionError,
     BackendTimeout,
@@ -44,20 +45,8 @@ T0 = 1_700_000_000.0
 
 @pytest.fixture
 def open_mem(redis_server: RedisServer) -> Iterator[Callable[..., pm.Memory]]:
-    opened: list[pm.Memory] = []
-    prefix = "pma" + uuid.uuid4().hex[:10]
-
-    def _open(namespace: str = "ns", **options: Any) -> pm.Memory:
-        options.setdefault("key_prefix", prefix)
-        mem = pm.open_memory(redis_server.url, namespace=namespace, **options)
-        opened.append(mem)
-        return mem
-
-    yield _open
-    for mem in opened:
-        with contextlib.suppress(Exception):
-            mem.clear()
-        mem.close()
+    with memory_opener(redis_server.url, "pma" + uuid.uuid4().hex[:10]) as _open:
+        yield _open
 
 
 @pytest.fixture
@@ -378,7 +367,7 @@ def test_bounded_pool_waits_then_times_out(open_mem: Callable[..., pm.Memory]) -
     async def main() -> tuple[Any, ...]:
         got = await asyncio.gather(*(mem.aset(f"k{i}", i) for i in range(60)))
         values = await asyncio.gather(*(mem.aget(f"k{i}") for i in range(60)))
-        return got, values, len(mem.backend._aio._last.idle)
+        return got, values, len(mem.backend._aio._last.seed.idle)
 
     got, values, idle = asyncio.run(main())
     assert got == [None] * 60 and values == list(range(60))
@@ -389,12 +378,12 @@ def test_bounded_pool_waits_then_times_out(open_mem: Callable[..., pm.Memory]) -
         if here.watch is None:
             await here.watched()
         for _ in range(2):  # both connections taken by someone else
-            await here.slots.acquire()
+            await here.seed.slots.acquire()
         try:
             await mem.aget("k1")
         finally:
-            here.slots.release()
-            here.slots.release()
+            here.seed.slots.release()
+            here.seed.slots.release()
 
     with pytest.raises(BackendUnavailable, match="no free connection"):
         asyncio.run(starved())

@@ -20,6 +20,7 @@ import redis
 from pydantic import SecretStr
 
 import prefect_memory as pm
+from memories import memory_opener
 from prefect_memory.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 from prefect_memory.keys import ns_token
 from prefect_memory.plugins.base import Record
@@ -49,19 +50,8 @@ def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def open_mem(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
-    opened: list[pm.Memory] = []
-
-    def _open(namespace: str = "ns", **options: Any) -> pm.Memory:
-        options.setdefault("key_prefix", prefix)
-        mem = pm.open_memory(redis_server.url, namespace=namespace, **options)
-        opened.append(mem)
-        return mem
-
-    yield _open
-    for mem in opened:
-        with contextlib.suppress(Exception):
-            mem.clear()
-        mem.close()
+    with memory_opener(redis_server.url, prefix) as _open:
+        yield _open
 
 
 @pytest.fixture(scope="module")

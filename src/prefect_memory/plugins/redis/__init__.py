@@ -3,6 +3,8 @@
 - :mod:`.backend`: :class:`RedisBackend`, the ``redis://`` / ``rediss://`` store.
 - :mod:`.connection`: pooled connections, Cluster slots, the one translation of redis-py
   errors into ours.
+- :mod:`.routing`: how a request finds its node on a Cluster, one body run by both paths.
+- :mod:`.aio`: the async path (redis.asyncio connections per event loop).
 - :mod:`.scripts`: the Lua scripts of the backend and :class:`LuaScript`.
 - :mod:`.layout`: key layouts 1 and 2, the per-namespace layout record, the upgrade 1 -> 2.
 

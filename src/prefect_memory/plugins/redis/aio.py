@@ -1,18 +1,24 @@
-"""The async way to one Redis server: redis.asyncio connections, lent per event loop.
+"""The async way to Redis: redis.asyncio connections, lent per event loop.
 
-The async twin of :class:`~.connection.RedisConnection`'s request path for a single
-server (a Redis Cluster stays on the blocking path, see :meth:`AsyncRedisConnection.native`).
-It skips redis.asyncio's per-command machinery (pool lock and readiness check per
-command, retries, metrics hooks) as the blocking side does: the pool of redis-py creates,
-authenticates (same URL, TLS and ACL settings: :func:`~.connection.plain_options`) and
-disconnects the connections; they are borrowed from an idle list, bounded by
-``max_connections`` (callers wait up to ``timeout`` for one), one request each. Errors are
-translated by :meth:`.RedisConnection.translate`: the same exceptions as the blocking path.
+The async twin of :class:`~.connection.RedisConnection`'s request path, for a single
+server and for a Redis Cluster. It skips redis.asyncio's per-command machinery (pool lock
+and readiness check per command, retries, metrics hooks) as the blocking side does: the
+pool of redis-py creates, authenticates (same URL, TLS and ACL settings:
+:func:`~.connection.plain_options`) and disconnects the connections; they are borrowed from
+an idle list, bounded by ``max_connections`` per node (callers wait up to ``timeout`` for
+one), one request each. Errors are translated by :meth:`.RedisConnection.translate`: the
+same exceptions as the blocking path.
 
-Connections belong to the event loop that made them: each loop gets its own pool, made
-on its first request (so two ``asyncio.run`` calls on one memory each connect afresh, and
-a closed loop's connections are dropped), and a forked child starts afresh. Nothing of it
-is pickled.
+On a Cluster a request goes straight to the node serving its route's slot, as the blocking
+path sends it: both run the same bodies of :mod:`.routing` (``MOVED`` followed and the slot
+map reloaded, ``ASK`` waited out, replicas for reads, a batch split per node, the nodes at
+once) over the one :class:`~.connection.SlotMap` of the blocking connection, which both
+paths read and refresh.
+
+Connections belong to the event loop that made them: each loop gets its own pool per node,
+made on its first request there (so two ``asyncio.run`` calls on one memory each connect
+afresh, and a closed loop's connections are dropped), and a forked child starts afresh.
+Nothing of it is pickled.
 
 Example:
     >>> from prefect_memory.plugins.redis.connection import RedisConnection
@@ -24,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -41,8 +48,11 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
+from ...aio import adrive
 from ...errors import BackendUnavailable, ConsensusError
-from .connection import FORKS, Call, RedisConnection, plain_options, refusal
+from . import routing
+from .connection import FORKS, Call, RedisConnection, SlotMap, plain_options, refusal
+from .routing import Step
 from .scripts import LuaScript
 
 #: ``ssl_*`` options redis.asyncio takes (it has no OCSP ones): with any other, the
@@ -60,25 +70,55 @@ else:  # pragma: no cover - Python 3.10: redis-py depends on async-timeout there
     from async_timeout import timeout as _deadline
 
 
+class _Node:
+    """The connections of one node on one event loop: a redis.asyncio pool and those it lent."""
+
+    __slots__ = ("idle", "pool", "slots")
+
+    def __init__(self, pool: Any, max_connections: int | None) -> None:
+        self.pool = pool
+        self.idle: list[Any] = []
+        self.slots = None if max_connections is None else asyncio.Semaphore(max_connections)
+
+    async def drop(self, conn: Any) -> None:
+        """Forget a connection whose state is unknown (disconnect it, give it back)."""
+        with contextlib.suppress(Exception):
+            await conn.disconnect(nowait=True)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
+
+    async def drop_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            await self.drop(conn)
+
+
 class _LoopConnections:
-    """The connections of one event loop: a redis.asyncio pool and those it lent."""
+    """The connections of one event loop: a :class:`_Node` per node (one for a single
+    server; on a Cluster one per primary, and per replica serving reads), made on first use."""
 
     __slots__ = (
-        "expired", "fork", "idle", "inflight", "loop", "period", "pool", "slots", "timer", "watch"
+        "connect", "expired", "fork", "inflight", "loop", "max_connections", "nodes", "perform",
+        "period", "seed", "timer", "watch",
     )  # fmt: skip
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        pool: Any,
+        connect: Callable[[tuple[str, int] | None, bool], Any],
+        perform: Callable[[_LoopConnections, Step], Awaitable[Any]],
         max_connections: int | None,
         timeout: float,
     ) -> None:
         self.loop = loop
-        self.pool = pool
-        self.idle: list[Any] = []
+        self.connect = connect
+        self.max_connections = max_connections
+        #: ``(address, reader) -> _Node``; ``(None, False)``: the single server.
+        self.nodes: dict[tuple[tuple[str, int] | None, bool], _Node] = {}
+        self.seed = self.node(None)
         self.fork = FORKS[0]
-        self.slots = None if max_connections is None else asyncio.Semaphore(max_connections)
+        #: Runs the steps of a :mod:`.routing` body on this loop.
+        self.perform: Callable[[Step], Awaitable[Any]] = functools.partial(perform, self)
         #: Closes the connections when the loop shuts down (see :meth:`watched`).
         self.watch: Any = None
         # The deadlines of the requests under way (see :meth:`track`).
@@ -86,6 +126,15 @@ class _LoopConnections:
         self.expired: set[asyncio.Task[Any]] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.period = min(max(timeout / 10, 0.005), 0.25)
+
+    def node(self, address: tuple[str, int] | None, reader: bool = False) -> _Node:
+        """The connections of the node at ``address`` (``READONLY`` ones when ``reader``)."""
+        node = self.nodes.get((address, reader))
+        if node is None:
+            node = self.nodes[(address, reader)] = _Node(
+                self.connect(address, reader), self.max_connections
+            )
+        return node
 
     # -- deadlines: one timer per loop, not one per request ---------------------------------
     # A request must end within the timeout. ``asyncio.timeout`` per request costs a timer
@@ -138,29 +187,25 @@ class _LoopConnections:
         try:
             yield
         finally:
-            self.idle.clear()
-            await _disconnect(self.pool)
+            await self.disconnect()
 
-    async def drop(self, conn: Any) -> None:
-        """Forget a connection whose state is unknown (disconnect it, give it back)."""
-        with contextlib.suppress(Exception):
-            await conn.disconnect(nowait=True)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
-
-    async def drop_idle(self) -> None:
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            await self.drop(conn)
+    async def disconnect(self) -> None:
+        """Disconnect every node's connections (the next request reconnects)."""
+        nodes = list(self.nodes.values())
+        self.abandon()
+        for node in nodes:
+            await _disconnect(node.pool)
 
     def abandon(self) -> None:
         """Forget every connection without awaiting (their loop is closed, or another
         process's): their sockets close when collected."""
-        self.idle.clear()
+        for node in self.nodes.values():
+            node.idle.clear()
 
 
-def _timed_out(sync: RedisConnection) -> _RedisTimeoutError:
-    return _RedisTimeoutError(f"no reply from {sync.host}:{sync.port} in time")
+def _timed_out(sync: RedisConnection, address: tuple[str, int] | None) -> _RedisTimeoutError:
+    host, port = address or (sync.host, sync.port)
+    return _RedisTimeoutError(f"no reply from {host}:{port} in time")
 
 
 async def _disconnect(pool: Any) -> None:
@@ -222,11 +267,12 @@ async def exchange(
 
 
 class AsyncRedisConnection:
-    """Async requests to the server of a :class:`~.connection.RedisConnection`.
+    """Async requests to the server (or the Cluster) of a :class:`~.connection.RedisConnection`.
 
     Args:
         sync: The blocking connection: its settings (URL, TLS, ACL user, password,
-            timeout, ``max_connections``, ``wait``) and its error translation.
+            timeout, ``max_connections``, ``wait``, seeds, ``read_from_replicas``), its
+            error translation and, on a Cluster, its slot map (shared by both paths).
     """
 
     def __init__(self, sync: RedisConnection) -> None:
@@ -237,8 +283,12 @@ class AsyncRedisConnection:
         names = set(sync.ssl_options) | {name for name, _ in parse_qsl(sync.passthrough)}
         #: Whether redis.asyncio takes every setting (else the blocking path serves).
         self.supported = not {n for n in names if n.startswith("ssl")} - _ASYNC_SSL
-        #: Known to serve: a single server, every setting taken (see :meth:`native`).
+        #: Known to serve: the server (single or Cluster) is known, every setting taken
+        #: (see :meth:`native`).
         self.ready = False
+        #: Requests sent on the event loop, and those of them routed over a Cluster.
+        self.sent = 0
+        self.routed = 0
 
     def __repr__(self) -> str:
         return f"AsyncRedisConnection({f'{self.sync.host}:{self.sync.port}'!r})"
@@ -250,16 +300,18 @@ class AsyncRedisConnection:
         self.__init__(state["sync"])  # type: ignore[misc]
 
     async def native(self) -> bool:
-        """Whether requests go this way: a single server and settings redis.asyncio takes.
+        """Whether requests go this way: settings redis.asyncio takes (a single server or
+        a Cluster).
 
         A server not known yet is asked once by the blocking connection (its first
-        connection does: ``INFO cluster``, seeds, their errors), in a worker thread.
+        connection does: ``INFO cluster``, seeds, their errors, a Cluster's slot map), in a
+        worker thread.
         """
         if not self.supported:
             return False
         if self.sync.cluster is None:
             await asyncio.to_thread(self.sync.request, "PING")
-        self.ready = self.sync.cluster is False
+        self.ready = self.sync.cluster is not None
         return self.ready
 
     # -- connections of the running loop ----------------------------------------------------
@@ -276,18 +328,19 @@ class AsyncRedisConnection:
                         conns.abandon()
                         del self._loops[old]
                 here = self._loops[loop] = _LoopConnections(
-                    loop, self._pool(), self.sync.max_connections, self.sync.timeout
+                    loop, self._pool, self._perform, self.sync.max_connections, self.sync.timeout
                 )
             self._last = here
         return here
 
-    def _pool(self) -> Any:
-        """A redis.asyncio pool of the server, as the blocking side builds its own."""
+    def _pool(self, address: tuple[str, int] | None, reader: bool = False) -> Any:
+        """A redis.asyncio pool of a node (``None``: the server of the URL), as the blocking
+        side builds its own; each connection of a ``reader`` pool sends ``READONLY`` first."""
         sync = self.sync
         kwargs: dict[str, Any] = {
             "socket_connect_timeout": sync.timeout,
-            "socket_timeout": None,  # one deadline per request instead (see request)
-            # Retries are ours (see request): one on a broken connection, none on a timeout.
+            "socket_timeout": None,  # one deadline per request instead (see _once)
+            # Retries are ours (see _once): one on a broken connection, none on a timeout.
             "retry": Retry(NoBackoff(), 0),
             "protocol": 2,
             **plain_options(sync.ssl_options),
@@ -296,7 +349,10 @@ class AsyncRedisConnection:
             kwargs["password"] = sync.password.get_secret_value()
         if sync.username:
             kwargs["username"] = sync.username
-        return redis.asyncio.ConnectionPool.from_url(sync._url(sync.host, sync.port), **kwargs)
+        if reader:
+            kwargs["redis_connect_func"] = _connect_readonly
+        host, port = address or (sync.host, sync.port)
+        return redis.asyncio.ConnectionPool.from_url(sync._url(host, port), **kwargs)
 
     async def close(self) -> None:
         """Disconnect the running loop's connections (the next request reconnects)."""
@@ -306,9 +362,7 @@ class AsyncRedisConnection:
             if self._last is here:
                 self._last = None
         if here is not None:
-            here.idle.clear()
-            with contextlib.suppress(RedisError, OSError):
-                await here.pool.disconnect()
+            await here.disconnect()
 
     def forget(self) -> None:
         """Forget every loop's connections (the blocking ``close``): those of a running
@@ -319,7 +373,7 @@ class AsyncRedisConnection:
             conns.abandon()
             if loop.is_running():
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
-                    asyncio.run_coroutine_threadsafe(_disconnect(conns.pool), loop)
+                    asyncio.run_coroutine_threadsafe(conns.disconnect(), loop)
 
     # -- requests ---------------------------------------------------------------------------
     async def request(
@@ -333,8 +387,9 @@ class AsyncRedisConnection:
         keep_errors: bool = False,
     ) -> Any:
         """Send one command (or a script, or a pipeline) and read the reply, as
-        :meth:`.RedisConnection.request` does on a single server (``route`` and
-        ``readonly``, which route on a Cluster, are unused).
+        :meth:`.RedisConnection.request` does: on a Cluster to the node of ``route``'s slot
+        (``readonly``: or one of its replicas), following ``MOVED`` and waiting out ``ASK``
+        (:func:`.routing.request`, the body both paths run).
 
         A broken connection (server restarted) is retried once on a fresh one.
 
@@ -345,7 +400,91 @@ class AsyncRedisConnection:
         here = self._here()
         if here.watch is None:
             await here.watched()
-        slots = here.slots
+        sync = self.sync
+        if not sync.cluster:
+            return await self._once(here, here.seed, None, args, script, pipeline, wait,
+                                    keep_errors)  # fmt: skip
+        slots = await self._slot_map(here)
+        body = routing.request(sync, slots, args, script, pipeline, route, wait, readonly)
+        return await adrive(body, here.perform)
+
+    async def fan_out(
+        self,
+        calls: Sequence[Call],
+        *,
+        wait: tuple[int, float] | None = None,
+        readonly: bool = False,
+    ) -> list[Any]:
+        """Send many requests, one round trip per node, as :meth:`.RedisConnection.fan_out`
+        does (:func:`.routing.fan_out`, the body both paths run; the nodes of a Cluster
+        at once, as tasks of the loop)."""
+        if not calls:
+            return []
+        here = self._here()
+        if here.watch is None:
+            await here.watched()
+        slots = await self._slot_map(here) if self.sync.cluster else None
+        body = routing.fan_out(self.sync, slots, calls, wait, readonly)
+        return await adrive(body, here.perform)  # type: ignore[no-any-return]
+
+    async def _slot_map(self, here: _LoopConnections) -> SlotMap:
+        """The Cluster's slot map, shared with the blocking path (loaded on the loop when
+        there is none: closed, or a forked child)."""
+        slots = self.sync._slots
+        if slots is not None and slots.fork == FORKS[0]:
+            return slots
+        return await adrive(routing.slot_map(self.sync), here.perform)
+
+    async def _perform(self, here: _LoopConnections, step: Step) -> Any:
+        """One step of a :mod:`.routing` body on this loop's connections (``"all"``: the
+        bodies as tasks of the loop)."""
+        kind = step[0]
+        if kind == "once":
+            _, address, reader, args, script, pipeline, wait, keep_errors = step
+            self.routed += address is not None
+            node = here.seed if address is None else here.node(address, reader)
+            return await self._once(here, node, address, args, script, pipeline, wait,
+                                    keep_errors)  # fmt: skip
+        if kind == "sleep":
+            await asyncio.sleep(step[1])
+            return None
+        bodies = step[1]
+        perform = here.perform
+        runs: list[Awaitable[Any]]
+        if len(bodies) == 1:
+            runs = [adrive(bodies[0], perform)]
+        else:
+            runs = [asyncio.ensure_future(adrive(body, perform)) for body in bodies]
+        failures: list[BaseException | None] = []
+        for run in runs:  # every node's reply before the first failure is raised
+            try:
+                await run
+            except asyncio.CancelledError:
+                for other in runs:
+                    if isinstance(other, asyncio.Future):
+                        other.cancel()
+                raise
+            except BaseException as err:
+                failures.append(err)
+            else:
+                failures.append(None)
+        return failures
+
+    async def _once(
+        self,
+        here: _LoopConnections,
+        node: _Node,
+        address: tuple[str, int] | None,
+        args: tuple[Any, ...],
+        script: LuaScript | None,
+        pipeline: list[tuple[Any, ...]] | None,
+        wait: tuple[int, float] | None,
+        keep_errors: bool = False,
+    ) -> Any:
+        """One request on a connection of ``node`` (at ``address``): a broken connection
+        (server restarted) is retried once on a fresh one; errors are translated."""
+        self.sent += 1
+        slots = node.slots
         sync = self.sync
         if slots is not None:
             if slots.locked():
@@ -363,18 +502,18 @@ class AsyncRedisConnection:
         limit = sync.timeout if wait is None else sync.timeout + wait[1] + _WAIT_MARGIN
         try:
             for attempt in (0, 1):
-                idle = here.idle
+                idle = node.idle
                 fresh = not idle
                 if fresh:  # (not in an ``except IndexError``: its errors would chain to it)
                     try:
                         async with _deadline(limit):
-                            conn = await here.pool.get_connection()
+                            conn = await node.pool.get_connection()
                     except RedisError as err:
                         if attempt or not sync._cut_after_handshake(err):
                             raise sync.translate(err, cut_twice=bool(attempt)) from err
                         continue
                     except asyncio.TimeoutError as err:
-                        raise sync.translate(_timed_out(sync)) from err
+                        raise sync.translate(_timed_out(sync, address)) from err
                 else:
                     conn = idle.pop()
                 task = here.track(limit)
@@ -384,26 +523,26 @@ class AsyncRedisConnection:
                     finally:
                         late = here.untrack(task)  # (before any other await)
                 except asyncio.CancelledError:
-                    await here.drop(conn)  # interrupted mid-request: unknown state
+                    await node.drop(conn)  # interrupted mid-request: unknown state
                     if late:
-                        raise sync.translate(_timed_out(sync)) from None
+                        raise sync.translate(_timed_out(sync, address)) from None
                     raise
                 except ResponseError as err:  # the whole reply was read: the connection is fine
-                    here.idle.append(conn)
+                    node.idle.append(conn)
                     raise sync.translate(err) from err
                 except _RedisConnectionError as err:
-                    await here.drop(conn)
-                    await here.drop_idle()  # their server is likely gone too
+                    await node.drop(conn)
+                    await node.drop_idle()  # their server is likely gone too
                     if attempt or refusal(err) is not None:
                         raise sync.translate(err, cut_twice=fresh and bool(attempt)) from err
                     continue
                 except (RedisError, OSError) as err:
-                    await here.drop(conn)
+                    await node.drop(conn)
                     raise sync.translate(err) from err
                 except BaseException:
-                    await here.drop(conn)  # interrupted mid-request (cancelled): unknown state
+                    await node.drop(conn)  # interrupted mid-request (cancelled): unknown state
                     raise
-                here.idle.append(conn)
+                node.idle.append(conn)
                 if wait is not None:
                     reply, acked = reply
                     if acked < wait[0]:
@@ -418,49 +557,14 @@ class AsyncRedisConnection:
                 slots.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def fan_out(
-        self,
-        calls: Sequence[Call],
-        *,
-        wait: tuple[int, float] | None = None,
-        readonly: bool = False,
-    ) -> list[Any]:
-        """Send many requests in one round trip, as :meth:`.RedisConnection.fan_out` does
-        on a single server: one pipeline; a script the server forgot (``NOSCRIPT``) is sent
-        again alone, loading it."""
-        if not calls:
-            return []
-        if len(calls) == 1:
-            _route, script, args, pipe = calls[0]
-            return [await self.request(*(args or ()), script=script, pipeline=pipe, wait=wait)]
-        commands: list[tuple[Any, ...]] = []
-        spans: list[tuple[int, int]] = []
-        for _route, script, args, pipe in calls:
-            if script is not None:
-                spans.append((len(commands), 1))
-                commands.append(("EVALSHA", script.sha, *(args or ())))
-            else:
-                spans.append((len(commands), len(pipe or ())))
-                commands.extend(pipe or ())
-        replies = await self.request(pipeline=commands, wait=wait, keep_errors=True)
-        results: list[Any] = [None] * len(calls)
-        again: list[int] = []
-        error: ResponseError | None = None
-        for i, (start, size) in enumerate(spans):
-            part = replies[start : start + size]
-            failed = [r for r in part if isinstance(r, ResponseError)]
-            if any(isinstance(r, NoScriptError) for r in failed):
-                again.append(i)
-            elif failed:
-                error = error or failed[0]
-            else:
-                results[i] = part[0] if calls[i][1] is not None else part
-        if error is not None:
-            raise self.sync.translate(error) from error
-        for i in again:
-            _route, script, args, pipe = calls[i]
-            results[i] = await self.request(*(args or ()), script=script, pipeline=pipe, wait=wait)
-        return results
+
+async def _connect_readonly(conn: Any) -> None:
+    """How a connection to a replica that reads starts: as any other, then ``READONLY``
+    (a Cluster replica then serves the reads of its primary's slots)."""
+    await conn.on_connect()
+    await conn.send_command("READONLY")
+    if await conn.read_response() not in (b"OK", "OK"):  # pragma: no cover - the server's word
+        raise _RedisConnectionError("READONLY was refused")
 
 
 __all__ = ["AsyncRedisConnection", "exchange"]

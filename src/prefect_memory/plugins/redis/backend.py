@@ -48,8 +48,8 @@ Async (``capabilities.native_async``): each operation is one sans-I/O body (it y
 requests and reads their replies, see :mod:`prefect_memory.aio`); the blocking methods
 run it through :attr:`connection`, their ``a`` twins (``aget_many``, ``aput_many``...) on
 the running event loop through redis.asyncio connections (:mod:`.aio`), with the same
-round trips, replies and errors. Against a Cluster the twins run the blocking methods in
-a worker thread.
+round trips, replies and errors; on a Cluster too (each request to its slot's node, the
+routing of :mod:`.routing` shared by both paths).
 
 Example:
     >>> from prefect_memory.plugins.redis import RedisBackend
@@ -536,8 +536,8 @@ class RedisBackend(Backend):
         return drive(body, self._perform)
 
     async def _arun(self, body: Body[R], method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """``body`` on the running event loop; on a Cluster (or with settings redis.asyncio
-        does not take) ``method(*args, **kwargs)`` in a worker thread instead."""
+        """``body`` on the running event loop (a single server or a Cluster); with settings
+        redis.asyncio does not take, ``method(*args, **kwargs)`` in a worker thread instead."""
         aio = self._aio
         if aio is None:
             with self._lock:

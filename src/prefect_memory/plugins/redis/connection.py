@@ -5,7 +5,9 @@ retries, metrics hooks: several times the cost of the command itself on loopback
 :class:`Connections` lends sockets of one node; :class:`SlotMap` keeps one per node of a
 Redis Cluster and tells which node serves a key's slot (``CLUSTER SLOTS``, refreshed on
 ``MOVED``), and which replicas the node has (reads sent to them when asked: see
-:meth:`RedisConnection.request`, ``readonly``).
+:meth:`RedisConnection.request`, ``readonly``). How a request finds its node (``MOVED``
+followed, ``ASK`` waited out, replicas, a batch split per node) is written once, in
+:mod:`.routing`, and run by both this blocking path and the async one (:mod:`.aio`).
 
 Example:
     >>> slots = SlotMap(lambda host, port: None)
@@ -17,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import ssl
 import threading
@@ -46,6 +49,7 @@ from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry
 
+from ...aio import drive
 from ...errors import (
     BackendError,
     BackendPermissionError,
@@ -536,63 +540,9 @@ class RedisConnection:
         client = self._seed()
         if not self.cluster:
             return self._once(client, args, script, pipeline, wait)
-        if route is None and script is not None:
-            route = args[1]
         slots = self._slot_map(client)
-        client = slots.node(self._at)  # (the seed that answered)
-        owner = None if route is None else slots.owner(route) or self._at
-        if readonly and self.read_from_replicas and owner is not None and wait is None:
-            replica = self._reader(slots, owner)
-            if replica is not None:
-                try:
-                    return self._once(slots.reader(replica), args, script, pipeline, None)
-                except BackendError as err:
-                    if not self._replica_failed(slots, replica, err):
-                        raise
-        node = client if owner is None else slots.node(owner)
-        hops, pause, deadline = 0, _ASK_PAUSE[0], None
-        while True:
-            try:
-                return self._once(node, args, script, pipeline, wait)
-            except BackendUnavailable:
-                # The node is gone (killed, or failed over): its replica may serve its
-                # slots by the next call. The error still reaches the caller: the request
-                # may have run, and whether to send it again is the caller's call.
-                self._refresh(slots, client)
-                raise
-            except BackendError as err:
-                hop = redirect(err.__cause__) if isinstance(err.__cause__, ResponseError) else None
-                if hop is None or route is None:
-                    raise
-                asking, host, port = hop
-                if asking:
-                    # The slot is being migrated. ASK is not followed: our scripts declare
-                    # one key and touch others (and a pipeline's ASKING covers only its first
-                    # command), so on the importing node they would run on the keys already
-                    # moved only: a key still on the source looks absent, and what they write
-                    # there collides with the source's copy (MIGRATE: "BUSYKEY", or older
-                    # values restored over newer ones by a --cluster-replace). Nothing ran
-                    # here; ask this node again until the slot has moved (MOVED), for up to
-                    # the timeout.
-                    now = time.monotonic()
-                    deadline = deadline or now + self.timeout
-                    if now >= deadline:
-                        raise BackendUnavailable(
-                            f"Redis Cluster at {self.host}:{self.port}: the slot of {route!r} "
-                            f"was still being migrated after {self.timeout}s (ASK {host}:{port})"
-                        ) from err
-                    time.sleep(min(pause, deadline - now))
-                    pause = min(pause * 2, _ASK_PAUSE[1])
-                    continue
-                hops += 1
-                if hops > _REDIRECTS:
-                    raise BackendUnavailable(
-                        f"Redis Cluster at {self.host}:{self.port}: still redirected after "
-                        f"{_REDIRECTS} hops"
-                    ) from err
-                slots.moved(route, host, port)  # the slot moved for good: learn the new map
-                self._refresh(slots, client, strict=True)
-                node = slots.node((host, port))
+        body = routing.request(self, slots, args, script, pipeline, route, wait, readonly)
+        return drive(body, functools.partial(self._perform, client, slots))
 
     def fan_out(
         self,
@@ -628,177 +578,39 @@ class RedisConnection:
             ConsensusError: Fewer replicas than ``wait`` asks acknowledged a node's writes.
             BackendError: A request failed (the first failure, once every reply is read).
         """
-        if not calls:
-            return []
-        if readonly and wait is not None:
-            raise ValueError("a readonly fan_out waits for no replica")
-        if len(calls) == 1:
-            route, script, args, pipe = calls[0]
-            return [self.request(*(args or ()), script=script, pipeline=pipe, route=route,
-                                 wait=wait, readonly=readonly)]  # fmt: skip
         client = self._seed()
-        groups: dict[Any, list[int]] = {}
-        if not self.cluster:
-            groups[None] = list(range(len(calls)))
-            slots = None
+        slots = self._slot_map(client) if self.cluster else None
+        body = routing.fan_out(self, slots, calls, wait, readonly)
+        return drive(body, functools.partial(self._perform, client, slots))
+
+    def _perform(self, client: Connections, slots: SlotMap | None, step: tuple[Any, ...]) -> Any:
+        """One step of a :mod:`.routing` body on the blocking connections (``client``: the
+        seed in use; ``"all"``: a thread per body when there are several)."""
+        kind = step[0]
+        if kind == "once":
+            _, address, reader, args, script, pipeline, wait, keep_errors = step
+            if address is None or slots is None:
+                conns = client
+            else:
+                conns = slots.reader(address) if reader else slots.node(address)
+            return self._once(conns, args, script, pipeline, wait, keep_errors=keep_errors)
+        if kind == "sleep":
+            time.sleep(step[1])
+            return None
+        bodies = step[1]
+        perform = functools.partial(self._perform, client, slots)
+        failures: list[BaseException | None] = [None] * len(bodies)
+        if len(bodies) == 1:
+            runs: list[Callable[[], Any]] = [functools.partial(drive, bodies[0], perform)]
         else:
-            slots = self._slot_map(client)
-            client = slots.node(self._at)
-            for i, call in enumerate(calls):
-                groups.setdefault(slots.owner(call[0]) or self._at, []).append(i)
-        readers: dict[Any, tuple[str, int]] = {}
-        if readonly and self.read_from_replicas and slots is not None:
-            for node in groups:
-                replica = self._reader(slots, node)
-                if replica is not None:
-                    readers[node] = replica
-        results: list[Any] = [None] * len(calls)
-        again: list[int] = []
-
-        def send(node: Any, members: list[int]) -> None:
-            conns = client if slots is None or node is None else slots.node(node)
-            commands: list[tuple[Any, ...]] = []
-            spans: list[tuple[int, int]] = []
-            for i in members:
-                _route, script, args, pipe = calls[i]
-                if script is not None:
-                    spans.append((len(commands), 1))
-                    commands.append(("EVALSHA", script.sha, *args))
-                else:
-                    spans.append((len(commands), len(pipe or ())))
-                    commands.extend(pipe or ())
-            replies = None
-            replica = readers.get(node)
-            if replica is not None:
-                assert slots is not None
-                try:
-                    replies = self._once(slots.reader(replica), (), None, commands, None,
-                                         keep_errors=True)  # fmt: skip
-                except BackendError as err:
-                    if not self._replica_failed(slots, replica, err):
-                        raise
-                else:
-                    refused = next((r for r in replies if isinstance(r, _REPLICA_REFUSALS)), None)
-                    if refused is not None and self._replica_failed(slots, replica, refused):
-                        replies = None  # the whole group again, on the primary
-            if replies is None:
-                replies = self._once(conns, (), None, commands, wait, keep_errors=True)
-            error: ResponseError | None = None
-            for i, (start, size) in zip(members, spans, strict=True):
-                part = replies[start : start + size]
-                failed = [r for r in part if isinstance(r, ResponseError)]
-                if any(isinstance(r, (NoScriptError, AskError)) for r in failed):
-                    again.append(i)  # not run there: sent again alone
-                elif failed:
-                    error = error or failed[0]
-                else:
-                    results[i] = part[0] if calls[i][1] is not None else part
-            if error is not None:
-                raise self.translate(error) from error
-
-        failure: BaseException | None = None
-        if len(groups) > 1:
             pool = self._executor()
-            futures = [pool.submit(send, node, members) for node, members in groups.items()]
-            for future in futures:  # wait for every node before raising
-                try:
-                    future.result()
-                except BaseException as err:  # the first one is raised below
-                    failure = failure or err
-        else:
-            for node, members in groups.items():
-                try:
-                    send(node, members)
-                except BaseException as err:
-                    failure = err
-        if failure is not None:
-            if slots is not None and isinstance(failure, BackendUnavailable):
-                self._refresh(slots, client)  # a node gone: see request()
-            raise failure
-        for i in sorted(again):
-            route, script, args, pipe = calls[i]
-            results[i] = self.request(
-                *(args or ()), script=script, pipeline=pipe, route=route, wait=wait,
-                readonly=readonly,
-            )  # fmt: skip
-        return results
-
-    def _reader(self, slots: SlotMap, primary: tuple[str, int]) -> tuple[str, int] | None:
-        """The replica of ``primary`` that serves this read, ``None`` for the primary itself.
-
-        Round robin over the primary and its replicas; a replica found down or out of sync
-        (:meth:`_replica_usable`) gives its turn to the primary.
-        """
-        age = time.monotonic() - slots.loaded
-        if age > _MAP_AGE or (age > _REPLICA_CHECK and not slots.replicas.get(primary)):
-            slots.loaded = time.monotonic()  # one refresh at a time: the others go on
-            self._refresh(slots, slots.node(self._at))
-        replicas = slots.replicas.get(primary)
-        if not replicas:
-            return None
-        turn = (slots.turns.get(primary, 0) + 1) % (len(replicas) + 1)
-        slots.turns[primary] = turn  # (two threads may take the same turn: harmless)
-        if turn == 0:
-            return None
-        replica = replicas[turn - 1]
-        return replica if self._replica_usable(slots, replica) else None
-
-    def _replica_usable(self, slots: SlotMap, replica: tuple[str, int]) -> bool:
-        """Whether ``replica`` may serve reads: a replica whose link to its primary is up and
-        which is not loading a full copy (``INFO replication``, asked at most once per
-        :data:`_REPLICA_CHECK` seconds; a replica that failed waits :data:`_REPLICA_PAUSE`)."""
-        now = time.monotonic()
-        usable, until = slots.health.get(replica, (False, 0.0))
-        if now < until:
-            return usable
-        try:
-            reply = self._once(slots.reader(replica), ("INFO", "replication"), None, None, None)
-        except BackendError:
-            usable = False
-        else:
-            text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-            info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-            usable = (
-                info.get("role") == "slave"
-                and info.get("master_link_status") == "up"
-                and info.get("master_sync_in_progress", "0") == "0"
-            )
-        slots.health[replica] = (usable, now + (_REPLICA_CHECK if usable else _REPLICA_PAUSE))
-        return usable
-
-    def _replica_failed(self, slots: SlotMap, replica: tuple[str, int], err: BaseException) -> bool:
-        """Whether a read that ``replica`` failed with ``err`` goes to the primary instead
-        (then the replica is left alone for :data:`_REPLICA_PAUSE` seconds). A refusal for
-        good (credentials, ACL, TLS) or an error of the request itself is raised instead."""
-        cause = err.__cause__ if isinstance(err, BackendError) else err
-        if isinstance(err, (BackendPermissionError, ConfigError)):
-            return False
-        if not isinstance(err, BackendUnavailable) and not isinstance(cause, _REPLICA_REFUSALS):
-            return False
-        slots.health[replica] = (False, time.monotonic() + _REPLICA_PAUSE)
-        if isinstance(cause, AskError):  # its primary lost the slot: the map is old
-            self._refresh(slots, slots.node(self._at))
-        return True
-
-    def _refresh(self, slots: SlotMap, seed: Connections, strict: bool = False) -> None:
-        """Reload the slot map from the seed node, or from any other node the map knows when
-        the seed is gone (a failed-over primary). ``strict``: raise when no node answers;
-        else leave the map as it is (the next failure tries again)."""
-        first = [self._at, *(a for a in [(self.host, self.port), *self.seeds] if a != self._at)]
-        candidates = [*first, *(a for a in slots.known if a not in first)]
-        failure: BackendError | None = None
-        for address in candidates:
-            conns = seed if address == self._at else slots.node(address)
-            try:
-                reply = self._once(conns, ("CLUSTER", "SLOTS"), None, None, None)
-            except BackendError as err:
-                failure = failure or err
-                continue
-            if reply:  # a node that lost its slots' view answers []
-                slots.load(reply, address[0])
-                return
-        if strict and failure is not None:
-            raise failure
+            runs = [pool.submit(drive, body, perform).result for body in bodies]
+        for i, run in enumerate(runs):
+            try:  # wait for every node before the caller raises the first failure
+                run()
+            except BaseException as err:
+                failures[i] = err
+        return failures
 
     def _executor(self) -> ThreadPoolExecutor:
         threads = self._threads
@@ -1052,3 +864,5 @@ __all__ = [
     "exchange",
     "redirect",
 ]
+
+from . import routing  # noqa: E402 - its bodies import this module's names
