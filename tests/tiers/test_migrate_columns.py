@@ -12,6 +12,7 @@ import random
 import threading
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,37 @@ def _readers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("prefect-memory-migrate")]
 
 
+def test_read_ahead_by_the_store_declaration(tmp_path: Path) -> None:
+    """By default a migration reads ahead from stores that fetch from a server, not from
+    local ones (``capabilities.local``: SQLite, JSON, in-process, local folders)."""
+    assert migration.READ_AHEAD is None
+    local = SqliteBackend(str(tmp_path / "l.db"))
+    assert local.capabilities.local and JsonFileBackend(str(tmp_path / "j.json")).capabilities.local
+    assert InProcessBackend().capabilities.local
+    seen: list[bool] = []
+    real = migration._read_ahead
+
+    def spy(batches: Any, ahead: bool) -> Any:
+        seen.append(ahead)
+        return real(batches, ahead)
+
+    class Remote(InProcessBackend):  # a store that declares its reads go to a server
+        capabilities = replace(InProcessBackend.capabilities, local=False)
+
+    remote, warm = Remote(), InProcessBackend()
+    remote.put_many(NS, {"k": Record(b"v", T0, T0, T0)}, now=T0)
+    local.put_many(NS, {"k": Record(b"v", T0, T0, T0)}, now=T0)
+    migration._read_ahead = spy  # type: ignore[assignment]
+    try:
+        for source in (local, remote):
+            assert migrate(tiered(source, warm, "age > 1s"), NS, now=T0 + 10).total_moved == 1
+            warm.delete_many(NS, ["k"], now=T0 + 10)
+    finally:
+        migration._read_ahead = real  # type: ignore[assignment]
+    assert seen == [False, True]
+    local.close()
+
+
 @pytest.mark.parametrize("ahead", [True, False])
 def test_migration_moves_the_same_with_and_without_read_ahead(
     ahead: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -229,7 +261,11 @@ def test_migration_moves_the_same_with_and_without_read_ahead(
     warm.close()
 
 
-def test_failing_read_stops_the_run_and_its_reader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ahead", [True, None])
+def test_failing_read_stops_the_run_and_its_reader(
+    ahead: bool | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migration, "READ_AHEAD", ahead)  # None: SQLite is local, no reader
     hot, warm = SqliteBackend(str(tmp_path / "h.db")), SqliteBackend(str(tmp_path / "w.db"))
     hot.put_many(NS, {f"k{i:03d}": Record(b"v", T0, T0, T0) for i in range(300)}, now=T0)
     scan_columns = hot.scan_columns

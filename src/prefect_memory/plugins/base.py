@@ -55,6 +55,12 @@ class Capabilities:
             into columns, metadata and small values in one query per batch (else it is
             built from ``scan`` and ``meta_many``): a migration then decides on columns
             and makes records only for the entries that move.
+        local: The data is read by this process itself (in memory, or from a local file or
+            folder), not fetched from a server: a read is CPU work here. A migration then
+            reads its next batch only after moving the current one (a reader thread would
+            compete with the moves for the cores, and on SQLite for the file: 100k entries
+            SQLite -> Parquet took 1.31 s read ahead, 1.13 s not); from a server it reads
+            ahead (Redis -> SQLite: 4.5 s read ahead, 5.2 s not).
         prefix_scans: :meth:`Backend.scan` with a glob whose literal part starts it (``P*``)
             reads only the keys starting with ``P`` (an ordered index: one range read),
             not the whole namespace. A migration then asks for the tombstones of a
@@ -71,6 +77,7 @@ class Capabilities:
     metadata_reads: bool = False
     native_async: bool = False
     column_scans: bool = False
+    local: bool = False
     prefix_scans: bool = False
 
 

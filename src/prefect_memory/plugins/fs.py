@@ -434,7 +434,8 @@ class FsspecBackend(Backend):
         except Exception:  # the S3 check could not run: nothing is promised
             atomic_moves = False
         metadata_reads = self.protocol in ("file", "local", "s3", "s3a")  # see meta_many
-        return Capabilities(atomic_moves=atomic_moves, metadata_reads=metadata_reads)
+        local = self.protocol in ("file", "local", "memory")
+        return Capabilities(atomic_moves=atomic_moves, metadata_reads=metadata_reads, local=local)
 
     @property
     def _atomic(self) -> str | None:

@@ -50,7 +50,7 @@ class InProcessBackend(Backend):
 
     scheme: ClassVar[str] = "memory"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=False, shared=False, atomic_moves=True, metadata_reads=True
+        persistent=False, shared=False, atomic_moves=True, metadata_reads=True, local=True
     )
 
     def __init__(

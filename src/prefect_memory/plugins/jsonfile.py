@@ -84,7 +84,7 @@ class JsonFileBackend(Backend):
 
     scheme: ClassVar[str] = "json"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        batch=True, atomic_moves=True, metadata_reads=True
+        batch=True, atomic_moves=True, metadata_reads=True, local=True
     )
 
     def __init__(self, path: str, *, indent: int | None = 1, flush_interval: float = 5.0) -> None:

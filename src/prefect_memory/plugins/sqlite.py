@@ -184,7 +184,7 @@ class SqliteBackend(Backend):
 
     scheme: ClassVar[str] = "sqlite"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        atomic_moves=True, metadata_reads=True, column_scans=True, prefix_scans=True
+        atomic_moves=True, metadata_reads=True, column_scans=True, prefix_scans=True, local=True
     )
     _transient = ("_local",)
 

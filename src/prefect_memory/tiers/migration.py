@@ -6,7 +6,8 @@ are enforced hottest first, so an overflow demoted into a tier counts against it
 For each source tier the entries are read in batches of ``batch_size`` as columns
 (:meth:`~prefect_memory.plugins.base.Backend.scan_columns`: one query per batch on
 stores that declare ``capabilities.column_scans``: SQLite, Redis), the next batch
-read in a thread while the current one moves; the rules are evaluated a column at a
+read in a thread while the current one moves (from stores that fetch from a server: not
+``capabilities.local``); the rules are evaluated a column at a
 time (:meth:`~prefect_memory.tiers.rules.Rule.select`) and records are made only for
 the copies of the entries that move (:func:`.moves.move_columns`); then per target tier
 one conditional copy and one conditional delete (see :meth:`TieredBackend.move`). A run
@@ -60,8 +61,9 @@ from .tiered import TieredBackend
 BATCH_BYTES = 64 << 20
 #: Rule fields answered by metadata alone (today every field: none reads the value).
 METADATA_FIELDS = frozenset(FIELDS)
-#: Read the next batch of a source in a thread while the current one moves.
-READ_AHEAD = True
+#: Read the next batch of a source in a thread while the current one moves: ``None``, from
+#: stores that fetch from a server (not ``capabilities.local``); ``True``/``False``: always/never.
+READ_AHEAD: bool | None = None
 #: Entries per batch by default (every migration entry point and flow): at 500, a
 #: migration of 100k small entries SQLite -> Parquet took twice the CPU of 5,000 (per-batch
 #: costs: one query, one archive file, one commit); memory stays bounded by
@@ -129,15 +131,15 @@ def _account(
     report.written += len(outcome.written)
 
 
-def _read_ahead(batches: Iterator[EntryColumns]) -> Iterator[EntryColumns]:
-    """Yield ``batches``, reading the next one in a thread of this run meanwhile.
+def _read_ahead(batches: Iterator[EntryColumns], ahead: bool) -> Iterator[EntryColumns]:
+    """Yield ``batches``, reading the next one in a thread of this run meanwhile if ``ahead``.
 
     The read of batch k+1 (a query, a pipeline: mostly waiting on the store) overlaps the
     move of batch k. At most two batches are held at once: the one moving, the one read.
     A read runs with the garbage collector paused, as a move does (``migrate``).
     """
     batches = iter(batches)
-    if not READ_AHEAD:
+    if not ahead:
         while (batch := _read(batches)) is not None:
             yield batch
             del batch
@@ -317,7 +319,8 @@ def migrate(
         batches = tier.backend.scan_columns(
             ns, now=at, batch_size=limits[0], value_bytes=inline, query=pushed
         )
-        for batch in _read_ahead(batches):
+        ahead = not tier.backend.capabilities.local if READ_AHEAD is None else READ_AHEAD
+        for batch in _read_ahead(batches, ahead):
             with gc_paused():  # a batch holds no cycle: see prefect_memory._gc
                 at = clock() if now is None else now
                 columns = _live(batch, at, only)

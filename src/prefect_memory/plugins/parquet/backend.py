@@ -133,7 +133,8 @@ class ParquetArchiveBackend(ArchiveStore, Backend):
             False
         """
         atomic = self.location.startswith(("file://", "s3://"))
-        return Capabilities(atomic_moves=atomic)
+        local = self.location.startswith(("file://", "memory://"))
+        return Capabilities(atomic_moves=atomic, local=local)
 
     def __init__(
         self,
