@@ -4,7 +4,9 @@ A batch (a migration's thousands of rows, a column of decoded values) allocates 
 container objects at once, none of them in a reference cycle: reference counting frees
 them all. Left on, the collector runs again and again while such a batch is alive and
 scans every live object each time (a migration of 100k entries SQLite -> Parquet spent
-a fifth of its time in it). Paused for the batch, it runs again afterwards, as usual.
+a fifth of its time in it). A migration pauses it while it moves a tier's batches
+(collecting the young generation once a second, for other threads' cycles); it runs
+again afterwards, as usual.
 
 Example:
     >>> import gc

@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,9 @@ METADATA_FIELDS = frozenset(FIELDS)
 #: Read the next batch of a source in a thread while the current one moves: ``None``, from
 #: stores that fetch from a server (not ``capabilities.local``); ``True``/``False``: always/never.
 READ_AHEAD: bool | None = None
+#: Seconds between the young-generation collections of a migration (its batches run with
+#: the cyclic collector paused: see prefect_memory._gc).
+_GC_BREATH = 1.0
 #: Entries per batch by default (every migration entry point and flow): at 500, a
 #: migration of 100k small entries SQLite -> Parquet took twice the CPU of 5,000 (per-batch
 #: costs: one query, one archive file, one commit); memory stays bounded by
@@ -136,7 +140,6 @@ def _read_ahead(batches: Iterator[EntryColumns], ahead: bool) -> Iterator[EntryC
 
     The read of batch k+1 (a query, a pipeline: mostly waiting on the store) overlaps the
     move of batch k. At most two batches are held at once: the one moving, the one read.
-    A read runs with the garbage collector paused, as a move does (``migrate``).
     """
     batches = iter(batches)
     if not ahead:
@@ -160,8 +163,7 @@ def _read_ahead(batches: Iterator[EntryColumns], ahead: bool) -> Iterator[EntryC
 
 
 def _read(batches: Iterator[EntryColumns]) -> EntryColumns | None:
-    with gc_paused():  # a batch holds no cycle: see prefect_memory._gc
-        return next(batches, None)
+    return next(batches, None)
 
 
 def _choose(
@@ -320,8 +322,9 @@ def migrate(
             ns, now=at, batch_size=limits[0], value_bytes=inline, query=pushed
         )
         ahead = not tier.backend.capabilities.local if READ_AHEAD is None else READ_AHEAD
-        for batch in _read_ahead(batches, ahead):
-            with gc_paused():  # a batch holds no cycle: see prefect_memory._gc
+        with gc_paused():  # batches hold no cycle: see prefect_memory._gc
+            breathe = time.monotonic() + _GC_BREATH
+            for batch in _read_ahead(batches, ahead):
                 at = clock() if now is None else now
                 columns = _live(batch, at, only)
                 del batch
@@ -336,8 +339,11 @@ def migrate(
                     else:
                         _move_rows(backend, ns, report, chosen, columns, rows, index, at, limits)
                 del columns
-            if progress is not None:
-                progress(report)
+                if progress is not None:
+                    progress(report)
+                if time.monotonic() > breathe:  # young cycles of other threads
+                    gc.collect(0)
+                    breathe = time.monotonic() + _GC_BREATH
     if budgets:
         for index in range(len(backend.tiers)):  # budgets hottest first: overflow cascades
             _enforce_budget(backend, ns, index, report, dry_run, limits, clock, now)
