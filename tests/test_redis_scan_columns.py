@@ -384,3 +384,27 @@ def test_a_metadata_field_larger_than_ours_never_travels(
     assert sent < 64 << 10  # the 5 MB field stayed on the server
     store.execute("DEL", entry_name(store, "k"))
     store.clear(NS, now=T0)
+
+
+def test_an_oversized_m_never_travels_on_reads(redis_server: RedisServer) -> None:
+    """``get_many`` (counting the access or not) refuses an entry whose ``m`` another client
+    made larger than any this library writes, naming the key, without the field (or the
+    value) leaving the server; the other entries read as before."""
+    store = _store(redis_server.url)
+    store.put_many(NS, {"k": Record(b"v", T0, T0, T0, 3), "ok": Record(b"w", T0, T0, T0)},
+                   now=T0)  # fmt: skip
+    store.execute("HSET", entry_name(store, "k"), "m", b"9" * (5 << 20))
+    client = redis_server.client()
+    try:
+        before = client.info("stats")["total_net_output_bytes"]
+        for touch in (False, True):
+            with pytest.raises(SerializationError, match="'k'"):
+                store.get_many(NS, ["ok", "k"], now=T0, touch=touch)
+        sent = client.info("stats")["total_net_output_bytes"] - before
+        assert int(client.hget(entry_name(store, "k"), "n") or 0) == 3  # no access counted
+    finally:
+        client.close()
+    assert sent < 64 << 10  # the 5 MB field stayed on the server
+    assert store.get_many(NS, ["ok"], now=T0)["ok"].value == b"w"
+    store.execute("DEL", entry_name(store, "k"))
+    store.clear(NS, now=T0)

@@ -239,7 +239,8 @@ return 1
 
 # KEYS[1] = 'P:{N}:'; ARGV[1] = now; ARGV[2] = '1' to count an access; ARGV[3] = msgpack
 # array of keys. Returns the msgpack array of {v, m, n, a, x|false, index} of every live key.
-# A sliding ttl beyond the bound (left by another writer) is not slid.
+# A sliding ttl beyond the bound (left by another writer) is not slid; an m over 4 MiB comes
+# back as its length (no value, no access counted).
 _LUA_GET = (
     _LUA_LIMITS
     + _LUA_LAYOUT
@@ -259,7 +260,11 @@ local function read(i, k)
     if not x or x > now then
       -- (no parsing of a when it is replaced anyway; a count another client spoiled is 0)
       local n, a = tonumber(h[3]) or 0, now
-      if not touch then
+      if h[2] and #h[2] > 4194304 then
+        -- an m over 4 MiB (another client's: ours stay far below) is sent as its length,
+        -- which the client refuses naming the key: neither it nor the value leaves here
+        h[1], h[2], n, a = '', #h[2], 0, 0
+      elseif not touch then
         a = tonumber(h[4])
       else
         n = n + 1
