@@ -10,6 +10,7 @@ no timing is asserted (speed lives in benchmarks/bench_migrate.py).
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,17 @@ STORES: dict[str, Callable[[Path], Backend]] = {
     "sqlite": lambda p: SqliteBackend(str(p / "store.db")),
     "parquet": lambda p: ParquetArchiveBackend("parquet:///" + str(p / "archive")),
 }
+KINDS = [*sorted(STORES), "parquet-s3"]
+
+
+def open_store(kind: str, path: Path, request: pytest.FixtureRequest) -> Backend:
+    """A store of ``kind`` (``parquet-s3``: an archive on the real SeaweedFS S3 server)."""
+    if kind != "parquet-s3":
+        return STORES[kind](path)
+    server = request.getfixturevalue("s3_server")
+    server.make_bucket("pm-columns")
+    return ParquetArchiveBackend(f"parquet::s3://pm-columns/{uuid.uuid4().hex[:10]}",
+                                 storage_options=server.storage_options)  # fmt: skip
 
 
 def records(count: int, *, seed: int = 3, prefix: str = "k") -> dict[str, Record]:
@@ -52,11 +64,14 @@ def _same(a: Record, b: Record) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields) and set(a.tags) == set(b.tags)
 
 
-@pytest.mark.parametrize("kind", sorted(STORES))
-def test_put_absent_columns_writes_what_put_absent_many_writes(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_put_absent_columns_writes_what_put_absent_many_writes(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    by_records, by_columns = STORES[kind](tmp_path / "a"), STORES[kind](tmp_path / "b")
+    by_records = open_store(kind, tmp_path / "a", request)
+    by_columns = open_store(kind, tmp_path / "b", request)
     batch = records(150)
     taken = {k: Record(b"\x01old", T0, T0, T0) for k in list(batch)[::7]}  # present already
     for store in (by_records, by_columns):
@@ -73,9 +88,11 @@ def test_put_absent_columns_writes_what_put_absent_many_writes(kind: str, tmp_pa
     assert by_columns.put_absent_columns(NS, EntryColumns.from_records({}), now=T0) == set()
 
 
-@pytest.mark.parametrize("kind", sorted(STORES))
-def test_put_absent_columns_refuses_a_batch_without_its_values(kind: str, tmp_path: Path) -> None:
-    store = STORES[kind](tmp_path)
+@pytest.mark.parametrize("kind", KINDS)
+def test_put_absent_columns_refuses_a_batch_without_its_values(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store = open_store(kind, tmp_path, request)
     meta = EntryColumns.from_records(records(3), value_bytes=0)  # no value read
     with pytest.raises(ValueError, match=r"k0000.*was not read"):
         store.put_absent_columns(NS, meta, now=T0)
@@ -151,12 +168,16 @@ def test_tombstone_probe_gives_way_to_the_lookup_when_the_range_is_crowded(
     assert stones.near(NS, batch[:10], now=T0) is None  # small batches: by name
 
 
-def test_a_columnar_move_honours_deletes_made_after_the_batch_was_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["parquet", "parquet-s3"])
+def test_a_columnar_move_honours_deletes_made_after_the_batch_was_read(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A migration reads a batch, the user deletes three of its keys (tombstones first,
     then the source entries) and rewrites one: the move of the batch as columns to an
-    archive puts none of the deleted writes there, leaves the rewrite, moves the rest."""
+    archive (a local folder, S3) puts none of the deleted writes there, leaves the
+    rewrite, moves the rest."""
     src = SqliteBackend(str(tmp_path / "src.db"))
-    dst = ParquetArchiveBackend("parquet:///" + str(tmp_path / "archive"))
+    dst = open_store(kind, tmp_path, request)
     stones = Tombstones(src)
     batch_records = records(200)
     src.put_many(NS, batch_records, now=T0)
