@@ -58,6 +58,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -134,7 +135,9 @@ _DUPLICATE_KEY = 11000
 #: a larger batch reads the old metadata first (one find for the whole batch), which
 #: costs a test server that scans for each new key less (see ``put_many``).
 _MERGE_ON_SERVER = 8
-_CLAIM_STALE = 60.0  # seconds after which a conditional delete's claim may be taken over
+#: Default ``claim_timeout``: seconds after which a conditional delete's claim (left by a
+#: call that died between its claim and its delete) may be taken over by another call.
+_CLAIM_STALE = 60.0
 DEFAULT_COLLECTION = "prefect_memory"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_PORT = 27017
@@ -151,6 +154,7 @@ OPTIONS = frozenset(
         "password",
         "consistency",
         "quorum",
+        "claim_timeout",
     }
 )
 
@@ -379,6 +383,11 @@ class MongoBackend(Backend):
             :class:`~prefect_memory.errors.ConsensusError` otherwise. ``"eventual"``
             (default): ``write_concern`` as given.
         quorum: Replicas (besides the primary) of a strong write, or ``"majority"``.
+        claim_timeout: Seconds a conditional delete's claim on a document holds (default
+            60). A migration killed between the claim and the delete of a batch leaves its
+            entries where they were, readable, and also copied in the colder tier; a
+            migration started once the claim has expired moves them (before that it skips
+            them). Longer than any stall of a live call (an older claim is taken over).
 
     Raises:
         ConfigError: The URL or an option is invalid.
@@ -407,6 +416,7 @@ class MongoBackend(Backend):
         password: Any = None,
         consistency: str = "eventual",
         quorum: int | str = 1,
+        claim_timeout: float = _CLAIM_STALE,
     ) -> None:
         super().__init__()
         if not isinstance(url, str):
@@ -416,7 +426,16 @@ class MongoBackend(Backend):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if client_kwargs is not None and not isinstance(client_kwargs, Mapping):
             raise ConfigError(f"client_kwargs must be a mapping, got {type(client_kwargs)}")
+        if (
+            isinstance(claim_timeout, bool)
+            or not isinstance(claim_timeout, (int, float))
+            or not 0 < claim_timeout < math.inf
+        ):
+            raise ConfigError(
+                f"claim_timeout must be a positive number of seconds, got {claim_timeout!r}"
+            )
         self.timeout = float(timeout)
+        self.claim_timeout = float(claim_timeout)
         self.database = _check_database(database or parsed.database or DEFAULT_DATABASE)
         self.collection = _check_collection(collection or parsed.collection or DEFAULT_COLLECTION)
         self.write_concern = _write_concern(write_concern)
@@ -864,7 +883,7 @@ class MongoBackend(Backend):
         Three commands: claim the matching documents for this call (one unordered bulk of
         per-document updates; each is atomic, so a document claimed by another call, or
         rewritten, no longer matches), read back the ids claimed, delete those. A claim
-        left by a call that died is taken over after ``_CLAIM_STALE`` seconds; until then
+        left by a call that died is taken over after ``claim_timeout`` seconds; until then
         the entry stays where it is, readable (a rewrite replaces the whole document,
         claim included).
         """
@@ -874,7 +893,7 @@ class MongoBackend(Backend):
         token = ns_token(ns)
         when = _to_datetime(now)
         claim = uuid.uuid4().hex
-        free = {"$or": [{"w": {"$exists": False}}, {"wt": {"$lt": now - _CLAIM_STALE}}]}
+        free = {"$or": [{"w": {"$exists": False}}, {"wt": {"$lt": now - self.claim_timeout}}]}
         ops = [
             UpdateOne(
                 {
@@ -896,7 +915,7 @@ class MongoBackend(Backend):
             if not mine:
                 return set()
             deleted = coll.delete_many({"_id": {"$in": mine}, "w": claim}).deleted_count
-            if deleted < len(mine):  # taken over after a stall longer than _CLAIM_STALE
+            if deleted < len(mine):  # taken over after a stall longer than claim_timeout
                 other = coll.find({"_id": {"$in": mine}, "w": {"$ne": claim}}, {"_id": 1})
                 mine = [i for i in mine if i not in {d["_id"] for d in other}]
                 if len(mine) != deleted:
