@@ -168,3 +168,35 @@ def test_journal_batch_sequence_numbers_ascend(tmp_path: Any) -> None:
     assert [e.seq for e in pending] == [*seqs, *more]
     assert [e.key for e in pending] == [*puts, "k0000"]
     assert pending[-1].record is not None and pending[-1].record.value == b"again"
+
+
+def test_journal_single_write_is_one_statement_and_reports_the_primary_lane(tmp_path: Any) -> None:
+    """A write-behind single write appends and checks the primary's lane in one statement
+    (its own transaction); the check sees queued primary writes and keys in doubt."""
+    journal = Journal(str(tmp_path / "j.db"), sync="normal")
+    journal.append("ns", puts={"seed": Record(b"s", 1.0, 1.0, 1.0)})  # the file exists
+    statements: list[str] = []
+    journal._conn().set_trace_callback(statements.append)
+    seqs, busy = journal.append_checked("ns", puts={"a": Record(b"1", 1.0, 2.0, 1.0)})
+    assert (len(seqs), busy) == (1, False)
+    assert len(statements) == 1 and statements[0].startswith("INSERT"), statements
+    journal._conn().set_trace_callback(None)
+    journal.append("ns", deletes=["x"], at=3.0, lanes=("primary",))
+    assert journal.append_checked("ns", deletes=["a"], at=4.0)[1] is True
+    journal.remove(e.seq for e in journal.pending(10, "primary"))
+    assert journal.append_checked("ns", puts={"b": Record(b"2", 1.0, 5.0, 1.0)})[1] is False
+    journal.doubt("primary", "ns", ["b"], due=time.time() + 60)
+    assert journal.append_checked("ns", puts={"c": Record(b"3", 1.0, 6.0, 1.0)})[1] is True
+    assert [e.key for e in journal.pending(10, SECONDARY)] == ["seed", "a", "a", "b", "c"]
+
+
+def test_journal_single_write_that_cannot_commit_records_nothing(tmp_path: Any) -> None:
+    journal = Journal(str(tmp_path / "j.db"), sync="normal")
+    journal.append("ns", puts={"seed": Record(b"s", 1.0, 1.0, 1.0)})
+    other = journal._conn().__class__(str(tmp_path / "j.db"), isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: the insert cannot run
+    journal._conn().execute("PRAGMA busy_timeout = 50")
+    with pytest.raises(pm.errors.BackendUnavailable, match="journal"):
+        journal.append_checked("ns", puts={"a": Record(b"1", 1.0, 2.0, 1.0)})
+    other.execute("ROLLBACK")
+    assert [e.key for e in journal.pending(10, SECONDARY)] == ["seed"]

@@ -178,7 +178,8 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 _COLUMNS = "seq, ns, key, op, record, at, lane"
-_INSERT = "INSERT INTO pm_journal (ns, key, op, record, at, lane) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_HEAD = "INSERT INTO pm_journal (ns, key, op, record, at, lane)"
+_INSERT = f"{_INSERT_HEAD} VALUES (?, ?, ?, ?, ?, ?)"
 #: Rows per multi-row INSERT ... RETURNING (6 parameters each: within SQLite's oldest
 #: default bound of 999 parameters per statement).
 _INSERT_CHUNK = 150
@@ -198,7 +199,7 @@ def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int]:
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
         marks = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-        sql = f"INSERT INTO pm_journal (ns, key, op, record, at, lane) VALUES {marks} RETURNING seq"
+        sql = f"{_INSERT_HEAD} VALUES {marks} RETURNING seq"
         seqs += [row[0] for row in conn.execute(sql, [item for row in chunk for item in row])]
     seqs.sort()
     return seqs
@@ -352,6 +353,8 @@ class Journal:
         rows = self._rows(ns, puts, deletes, at, lanes)
         if not rows:
             return []
+        if _RETURNING and len(rows) <= _INSERT_CHUNK:
+            return self._insert_alone(rows, None)[0]
         seqs: list[int] = []
         try:
             with self._tx() as conn:
@@ -359,6 +362,26 @@ class Journal:
         except sqlite3.Error as err:
             raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
         return seqs
+
+    def _insert_alone(
+        self, rows: list[tuple[Any, ...]], check: str | None
+    ) -> tuple[list[int], bool]:
+        """Insert up to :data:`_INSERT_CHUNK` ``rows`` in one statement that is its own
+        transaction (autocommit: no BEGIN and COMMIT through the driver, a commit fewer
+        per write); with ``check``, tell whether that lane is :meth:`busy`, from a
+        subquery of RETURNING (on the same snapshot, in the same transaction). A commit
+        that fails raises from ``fetchall``: nothing is recorded."""
+        marks = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
+        tail = "" if check is None else f", {_BUSY}"
+        sql = f"{_INSERT_HEAD} VALUES {marks} RETURNING seq{tail}"
+        args = [item for row in rows for item in row]
+        if check is not None:
+            args += (check, check)
+        try:
+            got = self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise BackendUnavailable(f"journal {self.path!r}: {err}") from err
+        return sorted(row[0] for row in got), check is not None and bool(got[0][1])
 
     def append_checked(
         self,
@@ -376,6 +399,8 @@ class Journal:
             BackendUnavailable: The journal cannot be written (disk full, I/O error).
         """
         rows = self._rows(ns, puts, deletes, at, (SECONDARY,))
+        if _RETURNING and 0 < len(rows) <= _INSERT_CHUNK:
+            return self._insert_alone(rows, check)
         try:
             with self._tx() as conn:
                 seqs = _insert(conn, rows)
