@@ -408,3 +408,39 @@ def test_an_oversized_m_never_travels_on_reads(redis_server: RedisServer) -> Non
     assert store.get_many(NS, ["ok"], now=T0)["ok"].value == b"w"
     store.execute("DEL", entry_name(store, "k"))
     store.clear(NS, now=T0)
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+@pytest.mark.parametrize("field", ["m", "n", "a", "x"])
+def test_a_metadata_field_larger_than_ours_never_travels_on_meta_reads(
+    redis_server: RedisServer, field: str, layout: int
+) -> None:
+    """``meta_many`` (a migration's metadata reads) reads the fields as the column scan
+    does: a huge ``m`` or ``a`` is refused naming the key, a huge ``n`` / ``x`` reads as a
+    spoiled one; the field never leaves the server, and the other entries read as before."""
+    store = _store(redis_server.url, layout)
+    store.put_many(NS, {"k": Record(b"v", T0, T0, T0, 3), "ok": Record(b"ww", T0, T0, T0)},
+                   now=T0)  # fmt: skip
+    (name,) = store.execute("KEYS", f"{store.key_prefix}:*:e:k")  # (layout 2: in a bucket)
+    store.execute("HSET", name, field, b"9" * (5 << 20))
+    client = redis_server.client()
+    try:
+        before = client.info("stats")["total_net_output_bytes"]
+        if field in ("m", "a"):
+            with pytest.raises(SerializationError, match="'k'"):
+                store.meta_many(NS, ["ok", "k"], now=T0)
+        else:
+            got = store.meta_many(NS, ["ok", "k", "missing"], now=T0)
+            assert sorted(got) == ["k", "ok"]
+            k = got["k"]
+            assert (k.value, k.stored_size, k.access_count, k.expires_at) == (
+                b"", 1, 0 if field == "n" else 3, None,
+            )  # fmt: skip
+        sent = client.info("stats")["total_net_output_bytes"] - before
+    finally:
+        client.close()
+    assert sent < 64 << 10  # the 5 MB field stayed on the server
+    ok = store.meta_many(NS, ["ok"], now=T0)["ok"]
+    assert (ok.value, ok.stored_size, ok.created_at, ok.version) == (b"", 2, T0, 1)
+    store.execute("DEL", name)
+    store.clear(NS, now=T0)
