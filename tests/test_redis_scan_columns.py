@@ -444,3 +444,59 @@ def test_a_metadata_field_larger_than_ours_never_travels_on_meta_reads(
     assert (ok.value, ok.stored_size, ok.created_at, ok.version) == (b"", 2, T0, 1)
     store.execute("DEL", name)
     store.clear(NS, now=T0)
+
+
+def _script_calls(client: Any) -> int:
+    stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_column_replies_stop_at_their_byte_budget(
+    redis_server: RedisServer, layout: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose fields and values exceed the reply budget is read in several calls
+    (the names a reply left out are asked again): the same rows, values included, as
+    with the default budget (16 MiB, one call here), and the same metadata reads."""
+    import prefect_memory.plugins.redis.backend as redis_backend
+
+    store = _store(redis_server.url, layout)
+    records = varied(120)
+    big = {f"big:{i:02d}": Record(bytes([i]) * 20_000, T0, T0, T0, tags=("t" * 500,) * 40)
+           for i in range(12)}  # fmt: skip
+    records.update(big)
+    fill(store, records)
+    keys = sorted(records)
+    client = redis_server.client()
+    try:
+        before = _script_calls(client)
+        whole = list(store.scan_columns(NS, now=T0 + 5, batch_size=1000, value_bytes=30_000))
+        meta_whole = store.meta_many(NS, keys, now=T0 + 5)
+        calls_whole = _script_calls(client) - before
+        monkeypatch.setattr(redis_backend, "COLUMN_BUDGET", 50_000)
+        monkeypatch.setattr(redis_backend, "_MIN_CALL_BUDGET", 10_000)
+        before = _script_calls(client)
+        split = list(store.scan_columns(NS, now=T0 + 5, batch_size=1000, value_bytes=30_000))
+        meta_split = store.meta_many(NS, keys, now=T0 + 5)
+        calls = _script_calls(client) - before
+    finally:
+        client.close()
+    assert rows(split) == rows(whole) and len(rows(whole)) == len(records)
+    values = {k: v for b in split for k, v in zip(b.keys, b.values, strict=True)}
+    assert values == {k: v for b in whole for k, v in zip(b.keys, b.values, strict=True)}
+    assert all(values[k] == r.value for k, r in big.items())
+    assert meta_split == meta_whole and set(meta_whole) == set(records)
+    # 12 values of 20 KB and 12 m fields of ~20 KB: 2 big entries a scan call, 3 a
+    # metadata call; with the default budget each read is one round
+    assert calls >= calls_whole + 8, (calls_whole, calls)
+    store.clear(NS, now=T0)
+
+
+@pytest.mark.parametrize(
+    "reply", [[], [b"m"] * 5, [None] * 18, "x", [None] * 7], ids=["empty", "5", "18", "str", "7"]
+)
+def test_a_column_reply_of_another_shape_is_refused(reply: Any) -> None:
+    from prefect_memory.plugins.redis.backend import _column_rows
+
+    with pytest.raises(BackendError, match="unexpected reply"):
+        _column_rows([b"a", b"b"], reply, T0, {}, lambda row: None)

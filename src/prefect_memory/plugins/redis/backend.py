@@ -124,6 +124,10 @@ _LAYOUT_REFUSED = "prefect-memory: layout "
 _URL_PASSTHROUGH = frozenset({"db"})
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\^ \t\r\n\x00")
 _SCAN_COUNT = 1000
+#: Bytes of ``m`` fields and values a round of column-script calls returns before their
+#: replies stop (the names left out are asked again): what a batch holds undecoded.
+COLUMN_BUDGET = 16 << 20
+_MIN_CALL_BUDGET = 1 << 20  # per call of a round (each also returns at least one entry)
 _REDIRECTS = 5  # most MOVED/ASK hops followed for one request
 
 _META = attrgetter(
@@ -773,9 +777,10 @@ class RedisBackend(Backend):
     def meta_many(self, ns: str, keys: Sequence[str], *, now: float) -> dict[str, Record]:
         """The metadata and the stored size of the value of ``keys``, never the value: one
         call of the read-only column script (in layout 2 one per bucket, pipelined per
-        node), which sends an ``m`` field over 4 MiB as its length and a count, access
-        time or expiry over 64 bytes as ``?`` (another client's: ours stay far below), so
-        neither leaves the server.
+        node; more when replies reach their byte budget, see :data:`COLUMN_BUDGET`), which
+        sends an ``m`` field over 4 MiB as its length and a count, access time or expiry
+        over 64 bytes as ``?`` (another client's: ours stay far below), so neither leaves
+        the server.
 
         Raises:
             SerializationError: An entry's fields are not what this library writes
@@ -789,16 +794,11 @@ class RedisBackend(Backend):
         unique = list(dict.fromkeys(keys))
         spread = None if self.layout == 1 else (yield from self._spread_of(ns))
         if spread is None:
-            names = [key.encode() for key in unique]
-            base = self._base(ns)
-            reply = yield from self._one(ns, 1, base, -1, *names, script=COLUMNS, readonly=True)
-            columns = _columns([names], [reply], now)
+            groups = [(self._base(ns), [key.encode() for key in unique])]
         else:
-            parts = {b: [key.encode() for key in part] for b, part in spread.group(unique).items()}
-            calls = [(spread.bases[b], COLUMNS, (1, spread.bases[b], -1, *part), None)
-                     for b, part in parts.items()]  # fmt: skip
-            replies = yield call("fan_out", calls, readonly=True)
-            columns = _columns(list(parts.values()), replies, now)
+            groups = [(spread.bases[b], [key.encode() for key in part])
+                      for b, part in spread.group(unique).items()]  # fmt: skip
+        columns = yield from self._read_columns(ns, groups, -1, now, one=spread is None)
         return columns.records(range(len(columns)))
 
     def scan_columns(
@@ -814,9 +814,11 @@ class RedisBackend(Backend):
 
         The entries' names come from ``SCAN`` (per node in layout 2, as :meth:`scan`), up
         to ``batch_size`` a batch; a batch is read by one call of a read-only script (in
-        layout 2 one per bucket, pipelined per node) that returns, per entry, the fields
-        :meth:`meta_many` reads, the length of the value, and the value itself only when
-        it has at most ``value_bytes`` bytes: a larger value never leaves the server. The
+        layout 2 one per bucket, pipelined per node; a reply stops at its byte budget,
+        :data:`COLUMN_BUDGET`, and the names it left out are asked again) that returns, per
+        entry, the fields :meth:`meta_many` reads, the length of the value, and the value
+        itself only when it has at most ``value_bytes`` bytes: a larger value never leaves
+        the server. The
         fields are decoded as :meth:`meta_many` decodes them (an entry gone since the
         ``SCAN``, or expired at ``now``, is left out; unreadable fields raise
         :class:`~prefect_memory.errors.SerializationError` naming the key), straight into
@@ -840,11 +842,7 @@ class RedisBackend(Backend):
             start = len(base.encode()) + 2
             names = self._scan_names(base + "e:*", base, readonly=True)
             for part in _chunks((name[start:] for name in names), size):
-                reply = self._run(
-                    self._one(ns, 1, base, limit, *part, script=COLUMNS, readonly=True)
-                )
-                columns = _columns([part], [reply], now)
-                del reply
+                columns = self._run(self._read_columns(ns, [(base, part)], limit, now, one=True))
                 if columns.keys:
                     yield columns
             return
@@ -857,15 +855,46 @@ class RedisBackend(Backend):
                 else:
                     found.append(name)
             del pairs
-            calls = []
-            for bucket, part in groups.items():
-                route = bucket.decode()
-                calls.append((route, COLUMNS, (1, route, limit, *part), None))
-            replies = self.connection.fan_out(calls, readonly=True)
-            columns = _columns(list(groups.values()), replies, now)
-            del replies
+            routes = [(bucket.decode(), part) for bucket, part in groups.items()]
+            columns = self._run(self._read_columns(ns, routes, limit, now, one=False))
             if columns.keys:
                 yield columns
+
+    def _read_columns(
+        self, ns: str, groups: list[tuple[str, list[bytes]]], limit: int, now: float, *, one: bool
+    ) -> Body[EntryColumns]:
+        """The live entries of ``groups`` (route, names after ``e:``) read by the column
+        script: one call per group (``one``: the layout-1 request, which refuses a namespace
+        with a layout record), pipelined per node. A reply stops at its byte budget
+        (:data:`COLUMN_BUDGET`, shared by the calls of a round): the names it left out are
+        asked again; each reply is decoded as it comes, so no more than a round's budget
+        (plus one entry per call) is held undecoded."""
+        rows: list[tuple[Any, ...]] = []
+        metas: dict[bytes, tuple[Any, ...]] = {}
+        pending = [(route, names) for route, names in groups if names]
+        while pending:
+            budget = max(_MIN_CALL_BUDGET, COLUMN_BUDGET // len(pending))
+            if one:
+                ((route, names),) = pending
+                reply = yield from self._one(
+                    ns, 1, route, limit, budget, *names, script=COLUMNS, readonly=True
+                )
+                replies = [reply]
+                del reply
+            else:
+                calls = [(route, COLUMNS, (1, route, limit, budget, *names), None)
+                         for route, names in pending]  # fmt: skip
+                replies = list((yield call("fan_out", calls, readonly=True)))
+            left = []
+            for i, (route, names) in enumerate(pending):
+                done = _column_rows(names, replies[i], now, metas, rows.append)
+                replies[i] = None  # decoded: its fields go
+                if done < len(names):
+                    left.append((route, names[done:]))
+            pending = left
+        if not rows:
+            return EntryColumns([], [], [], [], [], [], [], [], [], [], [], [])
+        return EntryColumns(*map(list, zip(*rows, strict=True)))
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         """One pipeline of ``HGET <entry> x`` (per bucket in layout 2): only the expiry
@@ -1130,42 +1159,45 @@ def _count(key: str, n: Any) -> int:
     return int(number)
 
 
-def _columns(parts: Sequence[Sequence[bytes]], replies: Sequence[Any], now: float) -> EntryColumns:
-    """The live entries of column-script replies as columns (``parts[i]``: the names sent in
-    the call that answered ``replies[i]``, after ``e:``), each entry read by :func:`_entry`
-    (as :meth:`RedisBackend.meta_many` reads it).
+def _column_rows(
+    names: Sequence[bytes],
+    reply: Any,
+    now: float,
+    metas: dict[bytes, tuple[Any, ...]],
+    add: Callable[[tuple[Any, ...]], None],
+) -> int:
+    """Decode a column-script reply for ``names`` (the names sent, after ``e:``): ``add``
+    each live entry's row ``(key, created, ..., version, size, value)``, each read by
+    :func:`_entry` (as every read decodes them; ``metas`` caches decoded ``m`` fields);
+    return how many of ``names`` the reply answers (it stops at its byte budget).
 
     Raises:
         SerializationError: A name is not UTF-8, or an entry's fields are unreadable.
-        BackendError: A reply is not the script's (six items per name).
+        BackendError: The reply is not the script's (six items per name answered, at least
+            one name).
     """
-    rows: list[tuple[Any, ...]] = []
-    add = rows.append
-    metas: dict[bytes, tuple[Any, ...]] = {}
-    for names, reply in zip(parts, replies, strict=True):
-        if type(reply) is not list or len(reply) != 6 * len(names):
+    if type(reply) is not list or not reply or len(reply) % 6 or len(reply) > 6 * len(names):
+        raise BackendError("Redis answered a column scan with an unexpected reply")
+    items = iter(reply)
+    done = len(reply) // 6
+    for name, m, n, a, x, size, v in zip(
+        names[:done], items, items, items, items, items, items, strict=True
+    ):
+        if m is None:
+            continue  # gone since the SCAN
+        try:
+            key = name.decode()
+        except UnicodeDecodeError:
+            raise SerializationError(
+                f"an entry name in Redis is not UTF-8: {name[:64]!r}"
+            ) from None
+        row = _entry(key, m, n, a, x, now, metas)
+        if row is None:
+            continue  # expired at now
+        if type(size) is not int or (v is not None and len(v) != size):
             raise BackendError("Redis answered a column scan with an unexpected reply")
-        items = iter(reply)
-        for name, m, n, a, x, size, v in zip(
-            names, items, items, items, items, items, items, strict=True
-        ):
-            if m is None:
-                continue  # gone since the SCAN
-            try:
-                key = name.decode()
-            except UnicodeDecodeError:
-                raise SerializationError(
-                    f"an entry name in Redis is not UTF-8: {name[:64]!r}"
-                ) from None
-            row = _entry(key, m, n, a, x, now, metas)
-            if row is None:
-                continue  # expired at now
-            if type(size) is not int or (v is not None and len(v) != size):
-                raise BackendError("Redis answered a column scan with an unexpected reply")
-            add((key, *row, size, v))
-    if not rows:
-        return EntryColumns([], [], [], [], [], [], [], [], [], [], [], [])
-    return EntryColumns(*map(list, zip(*rows, strict=True)))
+        add((key, *row, size, v))
+    return done
 
 
 def _meta(key: str, m: Any) -> tuple[Any, ...]:

@@ -400,9 +400,12 @@ return out
 """
 )
 
-# A batch of a column scan (``RedisBackend.scan_columns``). KEYS[1] = 'P:{N}:'; ARGV[1] = the
-# largest value returned, in bytes (-1: none); ARGV[2..] = the names of entries after
-# 'P:{N}:e:' (as SCAN found them). Returns a flat array, six items per name in its order: the
+# A batch of a column scan (``RedisBackend.scan_columns``, ``meta_many``). KEYS[1] =
+# 'P:{N}:'; ARGV[1] = the largest value returned, in bytes (-1: none); ARGV[2] = the reply's
+# budget in bytes; ARGV[3..] = the names of entries after 'P:{N}:e:' (as SCAN found them).
+# Returns a flat array, six items per name in its order, for the names up to the one with
+# which the m fields and values returned reach the budget (at least one name: the caller
+# asks again for the others, so no reply holds much more than the budget): the
 # hash fields m, n, a, x (false where missing), the length of v, and v itself only when it
 # has at most ARGV[1] bytes (else false). Reads only: no field is interpreted here (the
 # client decodes them as it decodes the other reads), and a value over the bound never
@@ -415,9 +418,11 @@ _LUA_COLUMNS = (
     + """
 local call = redis.call
 local limit = tonumber(ARGV[1])
+local budget = tonumber(ARGV[2])
 local ekey = KEYS[1] .. 'e:'
-local out, o = {}, 0
-for i = 2, #ARGV do
+local out, o, sent = {}, 0, 0
+for i = 3, #ARGV do
+  if sent >= budget then break end
   local k = ekey .. ARGV[i]
   local size = call('HSTRLEN', k, 'v')
   local h
@@ -434,6 +439,8 @@ for i = 2, #ARGV do
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = h[1], h[2], h[3], h[4]
   out[o + 5], out[o + 6] = size, h[5]
   o = o + 6
+  if type(h[1]) == 'string' then sent = sent + #h[1] end
+  if h[5] then sent = sent + size end
 end
 return out
 """
