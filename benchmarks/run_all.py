@@ -24,6 +24,7 @@ QUICK_ARGS = {
     "bench_redis.py": ["--quick"],
     "bench_archive.py": ["--quick"],
     "bench_hybrid.py": ["--quick"],
+    "bench_journal.py": ["--quick"],
     "bench_downsample.py": ["--points", "1000000", "--repeat", "1"],
     "bench_async.py": ["--quick"],
     "bench_migrate.py": ["--quick"],
