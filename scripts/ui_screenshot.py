@@ -39,7 +39,6 @@ INSTALLER = ROOT / "scripts" / "install-servers.sh"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-    "--virtual-time-budget=10000",
 )  # fmt: skip
 CATALOG_WIDTH = 1440
 
@@ -186,11 +185,15 @@ def chromium(
     screenshot: Path | None = None,
     window: tuple[int, int] = (CATALOG_WIDTH, 1000),
     timeout: float = 120.0,
+    virtual_time_ms: int = 10_000,
 ) -> str:
-    """Render ``url`` headless: save a PNG to ``screenshot``, else return the rendered DOM."""
+    """Render ``url`` headless: save a PNG to ``screenshot``, else return the rendered DOM
+    (``virtual_time_ms``: how far the page's timers may run before, Chromium's
+    ``--virtual-time-budget``)."""
     with tempfile.TemporaryDirectory(prefix="pm-chromium-") as profile:
         command = [chromium_path, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                   f"--window-size={window[0]},{window[1]}"]  # fmt: skip
+                   f"--window-size={window[0]},{window[1]}",
+                   f"--virtual-time-budget={int(virtual_time_ms)}"]  # fmt: skip
         command.append(f"--screenshot={screenshot}" if screenshot else "--dump-dom")
         done = subprocess.run(
             [*command, url], capture_output=True, text=True, timeout=timeout,

@@ -62,12 +62,18 @@ def _race(
     try:
         reports: dict[int, Any] = {}
         started, deadline = 0, time.monotonic() + 180
+        suspects: set[int] = set()
         while len(reports) < len(procs):
             try:
                 kind, n, payload = ready.get(timeout=1)
             except queue.Empty:
-                dead = [p.exitcode for p in procs if p.exitcode is not None]
+                # A process that reported and ended (exit 0) is done, not dead; one that
+                # ended without a report is dead once a second wait brought nothing from it
+                # (its last message may have been in the pipe as it ended).
+                gone = {i for i, p in enumerate(procs) if p.exitcode is not None} - set(reports)
+                dead = [procs[i].exitcode for i in gone & suspects]
                 assert not dead, f"a racing process died (exit codes {dead})"
+                suspects = gone
                 assert time.monotonic() < deadline, "the race did not finish in 180 s"
                 continue
             if kind == "ready":

@@ -109,8 +109,9 @@ def test_block_type_page_shows_the_code_example(
     server: Any, chromium_path: str, cls: type[Any]
 ) -> None:
     url = f"{server.url}/blocks/catalog/{cls.get_block_type_slug()}"
-    for _attempt in range(3):  # the example is highlighted after the page loads: on a busy
-        dom = ui.chromium(chromium_path, url)  # machine a dump can come before it
+    for attempt in range(5):  # the example is highlighted after the page loads: on a busy
+        # machine a dump can come before it (each attempt lets the page's timers run longer)
+        dom = ui.chromium(chromium_path, url, virtual_time_ms=10_000 * (attempt + 1))
         text = html.unescape(re.sub(r"<[^>]+>", "", dom))
         if f"{cls.__name__}.load(" in text:
             break
