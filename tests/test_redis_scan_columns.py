@@ -500,3 +500,32 @@ def test_a_column_reply_of_another_shape_is_refused(reply: Any) -> None:
 
     with pytest.raises(BackendError, match="unexpected reply"):
         _column_rows([b"a", b"b"], reply, T0, {}, lambda row: None)
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_column_replies_stop_at_their_byte_budget_on_a_cluster(
+    redis_cluster: Cluster,  # noqa: F811
+    layout: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a Cluster (in layout 2 the buckets spread over the nodes, one call each per
+    round) a budget that stops every reply early still gives every row and value, and the
+    same metadata reads, as one round does."""
+    import prefect_memory.plugins.redis.backend as redis_backend
+
+    store = _store(redis_cluster.url, layout)
+    records = varied(80, seed=11)
+    records.update({f"big:{i:02d}": Record(bytes([i]) * 20_000, T0, T0, T0) for i in range(10)})
+    fill(store, records)
+    assert store.cluster  # (known once connected)
+    keys = sorted(records)
+    whole = list(store.scan_columns(NS, now=T0 + 5, batch_size=1000, value_bytes=30_000))
+    meta_whole = store.meta_many(NS, keys, now=T0 + 5)
+    monkeypatch.setattr(redis_backend, "COLUMN_BUDGET", 30_000)
+    monkeypatch.setattr(redis_backend, "_MIN_CALL_BUDGET", 5_000)
+    split = list(store.scan_columns(NS, now=T0 + 5, batch_size=1000, value_bytes=30_000))
+    assert rows(split) == rows(whole) and len(rows(whole)) == len(records)
+    assert values(split) == values(whole)
+    assert all(values(split)[k] == r.value for k, r in records.items() if k.startswith("big:"))
+    assert store.meta_many(NS, keys, now=T0 + 5) == meta_whole and set(meta_whole) == set(records)
+    store.clear(NS, now=T0 + 5)
