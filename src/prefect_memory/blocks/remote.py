@@ -313,6 +313,17 @@ memory.list_keys("doc:*")
         gt=0,
         description="Seconds to wait for the server or a reply before MongoDB counts as down.",
     )
+    claim_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        strict=True,  # a number: true or "30" is refused, as the store and a config refuse it
+        description=(
+            "Seconds a tier migration's claim on a document holds before another migration "
+            "may take it over (the entries of a migration killed mid-batch move again after "
+            "it); keep it above the longest stall of a live migration."
+        ),
+    )
 
     _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
 
@@ -363,7 +374,7 @@ memory.list_keys("doc:*")
         return compose_url("mongodb", self.host, self.port or 27017, "/", query)
 
     def _memory_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"timeout": self.timeout}
+        options: dict[str, Any] = {"timeout": self.timeout, "claim_timeout": self.claim_timeout}
         if self.username is not None:
             options["username"] = self.username
         if self.collection is not None:

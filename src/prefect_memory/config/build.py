@@ -3,8 +3,9 @@
 :func:`from_config` reads the config once (:func:`~.reader.read_config`: every shape problem,
 nothing opened), then :class:`MemoryBuilder` opens what the spec describes: a single store,
 a ``HybridMemory``, a ``TieredMemory``, or one of those per named part. What goes wrong
-while opening (a store refusing its URL or an option) is reported at the spec's path; all
-of it is raised as one :class:`~prefect_memory.ConfigError`.
+while opening (a store refusing its URL or an option) is reported at the spec's path, or at
+the option's (``memory.tiers[1].options.claim_timeout``) when the store's message names an
+option the part gives; all of it is raised as one :class:`~prefect_memory.ConfigError`.
 
 Example:
     >>> mem = from_config({"memory": {"backend": "hybrid", "primary": "memory",
@@ -132,12 +133,32 @@ class MemoryBuilder:
         try:
             return open_backend(spec.url, **spec.open_options())
         except ConfigError as err:
-            self.problem(spec.path, str(err))
+            self.problem(self.where(spec, str(err)), str(err))
         except (TypeError, ValueError) as err:  # e.g. an option the store does not take
             self.problem(
                 f"{spec.path}.options", f"the {spec.store} store refused its options: {err}"
             )
         return None
+
+    @staticmethod
+    def where(spec: StoreSpec, message: str) -> str:
+        """Where a store's refusal belongs: the option its message starts with, else the part.
+
+        Stores name the option they refuse first (``claim_timeout must be a positive
+        number of seconds, got 0``); an option the part gives in ``options`` is reported at
+        its own path, anything else (the URL, a default) at the part's.
+
+        Example:
+            >>> from prefect_memory.config import parse_config
+            >>> spec = parse_config({"backend": "mongodb", "connection": "mongodb://h/db",
+            ...                      "options": {"claim_timeout": 0}}).store
+            >>> MemoryBuilder.where(spec, "claim_timeout must be a positive number, got 0")
+            'memory.options.claim_timeout'
+            >>> MemoryBuilder.where(spec, "a MongoDB URL needs a host")
+            'memory'
+        """
+        name = message.split(" ", 1)[0].rstrip(":,")
+        return f"{spec.path}.options.{name}" if name in spec.options else spec.path
 
     def part(self, spec: PartSpec) -> Backend | None:
         """The backend of a hybrid's part: a store, or a hybrid or tiered memory's."""
