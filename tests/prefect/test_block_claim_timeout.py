@@ -7,17 +7,15 @@ block saved before the field existed loads with the store's default, 60.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import BlockDocumentCreate, BlockSchemaCreate
 from pydantic import ValidationError
 
+from former_blocks import save_as_former
 from prefect_memory.blocks import MemoryBlock, MongoDBMemory, blocks_from_config
 from prefect_memory.plugins.mongodb import MongoBackend
 
@@ -76,37 +74,15 @@ def test_save_and_load_keep_it(make_block: MakeBlock, unique: str) -> None:
 def test_a_block_saved_before_the_field_existed_loads_with_60(
     make_block: MakeBlock, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Loading sets the schema id of the document on the class: undo it after the test.
-    monkeypatch.setattr(MongoDBMemory, "_block_schema_id", MongoDBMemory._block_schema_id)
-    monkeypatch.setattr(MongoDBMemory, "_block_type_id", MongoDBMemory._block_type_id)
     block = make_block(MongoDBMemory, namespace="older")
     block.save(f"now-{unique}")  # registers the block type
     name = f"older-{unique}"
-    with get_client(sync_client=True) as client:
-        # What the previous release saved: its schema and its data had no claim_timeout.
-        block_type = client.read_block_type_by_slug("mongodb-memory")
-        now = MongoDBMemory._to_block_schema(block_type_id=block_type.id)
-        fields = copy.deepcopy(now.fields)
-        del fields["properties"]["claim_timeout"]
-        former = client.create_block_schema(
-            BlockSchemaCreate(
-                fields=fields,
-                block_type_id=block_type.id,
-                capabilities=now.capabilities,
-                version=now.version,
-            )
-        )
-        assert former.checksum != now.checksum
-        document = block._to_block_document(
-            name=name, block_schema_id=former.id, block_type_id=block_type.id
-        )
-        data = {k: v for k, v in document.data.items() if k != "claim_timeout"}
-        client.create_block_document(
-            BlockDocumentCreate(
-                name=name, data=data, block_schema_id=former.id, block_type_id=block_type.id
-            )
-        )
-        saved = client.read_block_document_by_name(name, "mongodb-memory")
+    # What the previous release saved: its schema and its data had no claim_timeout.
+    saved = save_as_former(
+        block, name, monkeypatch,
+        fields=lambda fields: fields["properties"].pop("claim_timeout"),
+        data=lambda data: {k: v for k, v in data.items() if k != "claim_timeout"},
+    )  # fmt: skip
     assert "claim_timeout" not in saved.data
     assert saved.block_schema is not None
     assert "claim_timeout" not in saved.block_schema.fields["properties"]

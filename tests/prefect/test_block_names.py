@@ -11,7 +11,6 @@ them load.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import pickle
@@ -24,11 +23,10 @@ from typing import Any
 
 import pytest
 from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import BlockDocumentCreate, BlockSchemaCreate
 
 import prefect_memory
 import prefect_memory.blocks as blocks
+from former_blocks import save_as_former
 from prefect_memory.blocks import (
     BLOCKS,
     HybridMemoryBlock,
@@ -214,41 +212,15 @@ def test_a_block_pickled_under_its_former_path_loads(
 def test_a_block_saved_by_the_former_class_loads_with_the_new_one(
     unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Loading sets the schema id of the document on the class: undo it after the test.
-    monkeypatch.setattr(TieredMemoryBlock, "_block_schema_id", TieredMemoryBlock._block_schema_id)
-    monkeypatch.setattr(TieredMemoryBlock, "_block_type_id", TieredMemoryBlock._block_type_id)
     name = f"shop-{unique}"
     block = TieredMemoryBlock(
         tiers=[MemoryTier(name="hot", block=InProcessMemory(name=f"hot-{unique}"))],
         namespace="shop",
     )
-    with get_client(sync_client=True) as client:
-        # What the previous release saved: the same slug, a schema titled by the former name.
-        block_type = client.read_block_type_by_slug("tiered-memory")
-        now = TieredMemoryBlock._to_block_schema(block_type_id=block_type.id)
-        fields = copy.deepcopy(now.fields)
-        fields["title"] = "TieredMemory"
-        former = client.create_block_schema(
-            BlockSchemaCreate(
-                fields=fields,
-                block_type_id=block_type.id,
-                capabilities=now.capabilities,
-                version=now.version,
-            )
-        )
-        assert former.checksum != now.checksum
-        document = block._to_block_document(
-            name=name, block_schema_id=former.id, block_type_id=block_type.id
-        )
-        client.create_block_document(
-            BlockDocumentCreate(
-                name=name,
-                data=document.data,
-                block_schema_id=former.id,
-                block_type_id=block_type.id,
-            )
-        )
-        saved = client.read_block_document_by_name(name, "tiered-memory")
+    # What the previous release saved: the same slug, a schema titled by the former name.
+    saved = save_as_former(
+        block, name, monkeypatch, fields=lambda fields: fields.update(title="TieredMemory")
+    )
     assert saved.block_schema is not None and saved.block_schema.fields["title"] == "TieredMemory"
 
     for loaded in (TieredMemoryBlock.load(name), Block.load(f"tiered-memory/{name}")):
