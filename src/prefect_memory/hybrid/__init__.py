@@ -5,6 +5,8 @@ The machinery of a hybrid memory, one job per module:
 - :mod:`.backend`: :class:`HybridBackend`, the two stores and the write strategies;
 - :mod:`.pending`: the writes owed to each store (two journal lanes) and their replay;
 - :mod:`.journal`: the durable local journal those writes wait in (SQLite);
+- :mod:`.keylocks`: one writer of a key at a time (threads and processes of the machine),
+  so a key's writes reach both stores in the same order;
 - :mod:`.fallback`: reads around a store that is down, and the rules of a replay;
 - :mod:`.sync`: reconciliation of both stores (the ``sync_hybrid`` flow's engine).
 

@@ -62,6 +62,7 @@ from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..plugins.base import Backend, Capabilities, Record, refuse_stale_reads
 from .fallback import FallbackReads
 from .journal import PRIMARY, SECONDARY, Journal, check_sync
+from .keylocks import KeyLocks
 from .pending import Lanes
 from .sync import SyncReport, reconcile
 
@@ -177,6 +178,7 @@ class HybridBackend(FallbackReads, Backend):
             recheck_after=recheck_after,
         )
         self.lanes.on_applied = self._applied
+        self.keylocks = KeyLocks(self.journal.path)
         #: Since when (epoch seconds) the primary has been seen unavailable, else ``None``.
         self.primary_down_since: float | None = None
         #: Write-through writes acknowledged with one store only (``accept_degraded``).
@@ -353,23 +355,25 @@ class HybridBackend(FallbackReads, Backend):
         self, ns: str, puts: Mapping[str, Record] | None, deletes: Sequence[str], now: float
     ) -> None:
         write = self._writer(ns, puts, deletes, now)
-        # the entry and the state of the primary's lane: one transaction
-        seqs, busy = self.journal.append_checked(ns, puts=puts, deletes=deletes, at=now)
-        try:
-            self.lanes.direct(
-                PRIMARY, ns, puts, deletes, lambda: write(self.primary), now=now, busy=busy
-            )
-        except BackendUnavailable as err:  # journaled: acknowledged, replayed to the primary
-            self._primary_failed(err)
-            self.lanes.queue(PRIMARY, ns, puts, deletes, now=now)
-        except Exception:
-            # Refused for good (not a connectivity problem): the write is not acknowledged,
-            # so it must not reach the secondary either.
-            with contextlib.suppress(Exception):
-                self.journal.remove(seqs)
-            raise
-        else:
-            self._primary_answered()
+        # the journal's order (the secondary's) is the primary's: one writer of a key at a time
+        with self.keylocks.hold(ns, puts if puts is not None else deletes):
+            # the entry and the state of the primary's lane: one transaction
+            seqs, busy = self.journal.append_checked(ns, puts=puts, deletes=deletes, at=now)
+            try:
+                self.lanes.direct(
+                    PRIMARY, ns, puts, deletes, lambda: write(self.primary), now=now, busy=busy
+                )
+            except BackendUnavailable as err:  # journaled: acknowledged, replayed later
+                self._primary_failed(err)
+                self.lanes.queue(PRIMARY, ns, puts, deletes, now=now)
+            except Exception:
+                # Refused for good (not a connectivity problem): the write is not
+                # acknowledged, so it must not reach the secondary either.
+                with contextlib.suppress(Exception):
+                    self.journal.remove(seqs)
+                raise
+            else:
+                self._primary_answered()
         self.lanes.ensure_flusher()
         self.lanes.queued(len(seqs))
 
@@ -382,6 +386,19 @@ class HybridBackend(FallbackReads, Backend):
         now: float,
     ) -> list[Any]:
         keys = list(puts) if puts is not None else list(deletes)
+        # both stores in the same order of writes of a key: one writer of a key at a time
+        with self.keylocks.hold(ns, keys):
+            return self._write_both(what, ns, puts, deletes, keys, now)
+
+    def _write_both(
+        self,
+        what: str,
+        ns: str,
+        puts: Mapping[str, Record] | None,
+        deletes: Sequence[str],
+        keys: list[str],
+        now: float,
+    ) -> list[Any]:
         write = self._writer(ns, puts, deletes, now)
         failed: dict[str, BaseException] = {}
         results: list[Any] = []
@@ -389,7 +406,10 @@ class HybridBackend(FallbackReads, Backend):
             busy: frozenset[str] | None = self.journal.busy_lanes()
         except BackendUnavailable:
             busy = None  # each store's write reads it again, and fails as it would
-        for name, store in ((PRIMARY, self.primary), (SECONDARY, self.secondary)):
+        # A delete reaches the secondary first: a refill of the primary that read the key
+        # before it then sees it gone when it checks again (FallbackReads._recheck_refill).
+        order = ((PRIMARY, self.primary), (SECONDARY, self.secondary))
+        for name, store in order if puts is not None else order[::-1]:
             try:
                 call = functools.partial(write, store)
                 is_busy = None if busy is None else name in busy

@@ -8,7 +8,12 @@ for the primary, they are merged over what it answers. Two small rules keep this
 - **Newest wins, by the time of the write.** A key may have a record in a store and a
   pending operation in the journal. :func:`merge` answers with the newer of the two: the
   journal's operation unless the store holds a strictly newer write (``updated_at`` later
-  than the operation's time). A pending delete hides an older record.
+  than the operation's time). A pending delete hides an older record. Against the
+  secondary, an operation pending for it always wins: it gets a key's writes in the
+  journal's order, which is the order they took the key's lock (:mod:`.keylocks`).
+- **A refill is taken back when a write overtook it.** A read that misses the primary
+  refills it from the journal and the secondary, then reads them again: a key whose write
+  changed meanwhile has its copy removed from the primary (compare-and-delete).
 - **A replay never overwrites a newer write.** :func:`apply_entries` coalesces a batch of
   journal entries to the last operation per key; with ``guard=True`` it first reads what
   the store holds and skips the keys where the store already has a newer write (written
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BackendUnavailable
 from ..keys import glob_match
 from ..plugins.base import Backend, Record
-from .journal import PRIMARY, Entry, Journal
+from .journal import PRIMARY, SECONDARY, Entry, Journal
 
 if TYPE_CHECKING:
     from .pending import Lanes
@@ -46,16 +51,25 @@ def newer_in_store(record: Record | None, entry: Entry) -> bool:
 
 
 def merge(
-    found: Mapping[str, Record], pending: Mapping[str, Entry], *, now: float, touch: bool
+    found: Mapping[str, Record],
+    pending: Mapping[str, Entry],
+    *,
+    now: float,
+    touch: bool,
+    ahead: str | None = None,
 ) -> dict[str, Record]:
     """The records of ``found`` with the newer ``pending`` operations applied over them.
 
     A pending put answered from the journal counts an access in the returned record only
-    (access statistics are best-effort while a store is behind).
+    (access statistics are best-effort while a store is behind). ``ahead``: the lane of
+    the store ``found`` comes from, whose pending operations are newer than anything it
+    holds whatever their times say (the store gets its writes of a key in the journal's
+    order, and the journal's order of a key's writes is the order they took its key lock,
+    not always the order of the times their callers gave them).
     """
     out = dict(found)
     for key, entry in pending.items():
-        if newer_in_store(out.get(key), entry):
+        if entry.lane != ahead and newer_in_store(out.get(key), entry):
             continue
         record = entry.record
         if record is None or record.expired(now):
@@ -137,7 +151,9 @@ class FallbackReads:
             if len(pending) < len(set(keys)):
                 raise
             found = {}
-        return merge(found, pending, now=now, touch=touch) if pending else found
+        if not pending:
+            return found
+        return merge(found, pending, now=now, touch=touch, ahead=SECONDARY)
 
     def get_many(
         self, ns: str, keys: Sequence[str], *, now: float, touch: bool = False
@@ -158,12 +174,46 @@ class FallbackReads:
         if recovered:
             try:
                 written = self.primary.put_absent_many(ns, recovered, now=now)
+                if written:
+                    self._recheck_refill(ns, recovered, written, now=now)
                 if touch and written:
                     recovered.update(self.primary.get_many(ns, list(written), now=now, touch=True))
             except BackendUnavailable as err:
                 self._primary_failed(err)
             out.update(recovered)
         return out
+
+    def _recheck_refill(
+        self, ns: str, recovered: dict[str, Record], written: set[str], *, now: float
+    ) -> None:
+        """Take back a refill of the primary that a write of the same keys overtook.
+
+        A refill copies what the journal and the secondary held when it read them. A delete
+        (or a put) of the key that reaches them after that read and the primary before the
+        refill lands would be undone by it: the deleted value back in the primary, where
+        reads and :meth:`sync` would take it for the newest. So the journal and the
+        secondary are read again once the refill is written: a key they no longer answer
+        with the write copied has its copy taken out of the primary again
+        (compare-and-delete: only while the primary still holds that very write), and
+        ``recovered`` answers what they hold now. Writes reach the secondary (or the journal)
+        before the primary's copy goes (deletes of a write-through memory go to the
+        secondary first), so a write that overtakes a refill is seen by this second read.
+        """
+        again = self._from_secondary(ns, list(written), now=now, touch=False)
+        overtaken = {
+            key: recovered[key].token
+            for key in written
+            if key not in again or again[key].token != recovered[key].token
+        }
+        if not overtaken:
+            return
+        self.primary.delete_if_unchanged(ns, overtaken, now=now)
+        for key in overtaken:
+            written.discard(key)
+            if key in again:
+                recovered[key] = again[key]
+            else:
+                recovered.pop(key, None)
 
     def exists_many(self, ns: str, keys: Sequence[str], *, now: float) -> set[str]:
         behind = self._behind(ns, keys)
