@@ -9,7 +9,9 @@ repetition), and summarised by the median (best in brackets):
 
 - write-through: ``HybridMemory.set_many`` / ``set`` vs one redis-py pipeline of ``SET``
   plus one pymongo ``bulk_write`` of upserting ``ReplaceOne`` (both stores written before
-  returning, as ours does); a single ``set`` vs the raw pair of the issue: redis-py
+  returning, as ours does), and vs the same with one ``find`` of the batch's old
+  ``created_at`` and access count first (the same work as ours: an overwritten entry keeps
+  them); a single ``set`` vs the raw pair of the issue: redis-py
   ``SET`` + pymongo ``update_one(..., upsert=True)``;
 - write-behind, once per ``journal_sync`` (``full``: the journal fsyncs every commit;
   ``normal``: it does not, an acknowledged write survives ``kill -9`` but not an OS
@@ -20,7 +22,12 @@ repetition), and summarised by the median (best in brackets):
   issue's anchor: <= 1.5x, which pays no journal at all); and the flush of the queued N
   to MongoDB vs one raw ``bulk_write``;
 - reads: ``HybridMemory.get_many`` of the N keys just written (answered by the Redis
-  primary) vs a raw ``MGET`` of as many keys plus unpacking each value.
+  primary, which counts an access of each entry: the ``accessCount`` that migration rules
+  read) vs two raw anchors: a bare ``MGET`` of as many keys plus unpacking each value
+  (counts nothing), and the same ``MGET`` plus what a hand-written client would pay to
+  keep an access count per key, at its cheapest: one script in the same round trip that
+  reads every count of the batch from one hash with one ``HMGET`` and writes them back with
+  one ``HSET`` (two commands per batch, none per key).
 
 The raw MongoDB side writes the same documents as ours (every metadata field) into a
 collection with the same indexes (the TTL index on the expiry, ns+key, ns+tags): a hand
@@ -59,7 +66,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import prefect_memory as pm  # noqa: E402
 from bench_redis import TTL, VALUE, Stats, _load_servers, timed  # noqa: E402
-from prefect_memory.plugins.base import Record  # noqa: E402
+from prefect_memory.plugins.base import (  # noqa: E402
+    F_ACCESS_COUNT,
+    F_ACCESSED,
+    F_CREATED,
+    Record,
+)
 from prefect_memory.plugins.mongodb import _INDEXES, MongoBackend  # noqa: E402
 
 #: The memories measured: tag -> (strategy, journal_sync).
@@ -75,6 +87,14 @@ class Raw:
 
     def __init__(self, redis_url: str, mongo_url: str, database: str, folder: str) -> None:
         self.redis = redis.Redis.from_url(redis_url)
+        # every count of a batch read with one HMGET and written with one HSET (ARGV[1]:
+        # the hash of counts; a count spoiled by another client restarts at 1)
+        self.count = self.redis.register_script(
+            "local c = redis.call('HMGET', ARGV[1], unpack(KEYS)) local out = {} "
+            "for i, k in ipairs(KEYS) do out[2 * i - 1] = k "
+            "out[2 * i] = (tonumber(c[i]) or 0) + 1 end "
+            "redis.call('HSET', ARGV[1], unpack(out)) return #KEYS"
+        )
         self.mongo = pymongo.MongoClient(mongo_url, tz_aware=True)[database]["raw_bench"]
         self.mongo.create_indexes(_INDEXES)  # the same indexes as ours
         self.sql: dict[str, sqlite3.Connection] = {}
@@ -103,9 +123,36 @@ class Raw:
         values = [msgpack.unpackb(v) for v in self.redis.mget(keys) if v is not None]
         assert len(values) == len(keys)
 
+    def redis_get_counted(self, keys: list[str]) -> None:
+        """``MGET`` + one counting script, one round trip: the same work as ours."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mget(keys)
+        self.count(keys=keys, args=["raw:counts"], client=pipe)
+        values = [msgpack.unpackb(v) for v in pipe.execute()[0] if v is not None]
+        assert len(values) == len(keys)
+
     def mongo_set(self, keys: list[str]) -> None:
         ops = [ReplaceOne({"_id": f"raw:{k}"}, self.doc(k), upsert=True) for k in keys]
         self.mongo.bulk_write(ops, ordered=False)
+
+    def mongo_set_merged(self, keys: list[str]) -> None:
+        """The same work as ours: an overwritten entry keeps its created_at and access
+        count, so the old ones are read first (one find for the batch), then written."""
+        ids = [f"raw:{k}" for k in keys]
+        fields = dict.fromkeys((F_CREATED, F_ACCESSED, F_ACCESS_COUNT), 1)
+        old = {d["_id"]: d for d in self.mongo.find({"_id": {"$in": ids}}, fields)}
+        ops = []
+        for key in keys:
+            doc = self.doc(key)
+            for name in fields:
+                if doc["_id"] in old and name in old[doc["_id"]]:
+                    doc[name] = old[doc["_id"]][name]
+            ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+        self.mongo.bulk_write(ops, ordered=False)
+
+    def write_through_merged(self, keys: list[str]) -> None:
+        self.redis_set(keys)
+        self.mongo_set_merged(keys)
 
     def queue(self, keys: list[str], sync: str) -> None:
         packed = msgpack.packb(VALUE)
@@ -151,10 +198,13 @@ def _raw_side(raw: Raw, stats: Stats, tag: str, sync: str, keys: list[str], sing
     """The raw clients' turn for one mode: batch, flush, get_many, single sets."""
     if tag == "wt":
         stats.add("wt raw set_many", len(keys) / timed(raw.write_through, keys))
+        merged = [f"{k}:m" for k in keys]  # new keys too, as ours
+        stats.add("wt raw set_merged", len(keys) / timed(raw.write_through_merged, merged))
     else:
         stats.add(f"{tag} raw set_many", len(keys) / timed(raw.write_behind, keys, sync))
         stats.add(f"{tag} raw flush", len(keys) / timed(raw.flush, keys, sync))
     stats.add(f"{tag} raw get_many", len(keys) / timed(raw.redis_get, keys))
+    stats.add(f"{tag} raw get_counted", len(keys) / timed(raw.redis_get_counted, keys))
     one = keys[:singles]
     if tag == "wt":
         elapsed = timed(lambda: [raw.one_through(k) for k in one])
@@ -169,9 +219,12 @@ def _our_side(mem: pm.Memory, stats: Stats, tag: str, keys: list[str], singles: 
     """Our turn for one mode: the same work through ``HybridMemory``."""
     batch = dict.fromkeys(keys, VALUE)
     stats.add(f"{tag} ours set_many", len(keys) / timed(lambda: mem.set_many(batch, ttl=TTL)))
+    if tag == "wt":
+        stats.add("wt ours set_merged", stats.samples["wt ours set_many"][-1])
     if tag != "wt":
         stats.add(f"{tag} ours flush", len(keys) / timed(mem.flush))  # type: ignore[attr-defined]
     stats.add(f"{tag} ours get_many", len(keys) / timed(lambda: mem.get_many(keys)))
+    stats.add(f"{tag} ours get_counted", stats.samples[f"{tag} ours get_many"][-1])
     one = keys[:singles]
     elapsed = timed(lambda: [mem.set(k, VALUE, ttl=TTL) for k in one])
     stats.add(f"{tag} ours single set", elapsed / singles)
@@ -237,19 +290,22 @@ def report(stats: Stats, args: argparse.Namespace, load: tuple[float, float]) ->
         f"hiredis: {HIREDIS_AVAILABLE}; load average (1 min) before/after: "
         f"{load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} cores"
     )
-    head = f"{'operation':<46}{'raw':>22}{'prefect-memory':>22}{'ratio':>16}"
+    head = f"{'operation':<52}{'raw':>22}{'prefect-memory':>22}{'ratio':>16}"
     print(head)
     print("-" * len(head))
     rows = [
         ("wt", "set_many", "write-through set_many (ops/s)"),
-        ("wt", "get_many", "write-through get_many (ops/s)"),
+        ("wt", "set_merged", "write-through set_many vs find+write (ops/s)"),
+        ("wt", "get_many", "write-through get_many vs MGET (ops/s)"),
+        ("wt", "get_counted", "write-through get_many vs MGET+count (ops/s)"),
         ("wt", "single set", "write-through set vs SET+upsert (us/op)"),
     ]
     for tag, label in (("wb", "full"), ("wbn", "normal")):
         name = f"write-behind[{label}]"
         rows += [
             (tag, "set_many", f"{name} set_many (ops/s)"),
-            (tag, "get_many", f"{name} get_many (ops/s)"),
+            (tag, "get_many", f"{name} get_many vs MGET (ops/s)"),
+            (tag, "get_counted", f"{name} get_many vs MGET+count (ops/s)"),
             (tag, "single set", f"{name} set vs queue+SET (us/op)"),
             (tag, "SET set", f"{name} set vs raw SET (us/op)"),
             (tag, "flush", f"{name} flush (ops/s)"),
@@ -262,7 +318,7 @@ def report(stats: Stats, args: argparse.Namespace, load: tuple[float, float]) ->
         scale = 1e6 if latency else 1.0
         cells = [f"{v * scale:,.0f}" for v in (raw_med, raw_best, ours_med, ours_best)]
         print(
-            f"{name:<46}{cells[0]:>11} [{cells[1]:>8}]{cells[2]:>11} [{cells[3]:>8}]"
+            f"{name:<52}{cells[0]:>11} [{cells[1]:>8}]{cells[2]:>11} [{cells[3]:>8}]"
             f"{ours_med / raw_med:>7.2f}x [{ours_best / raw_best:.2f}x]"
         )
     print("ratio: ours / raw (throughput for batches and flush, latency for single sets)")
@@ -270,6 +326,10 @@ def report(stats: Stats, args: argparse.Namespace, load: tuple[float, float]) ->
     print("insert committed with the same synchronous setting + SET; 'vs raw SET' = a Redis")
     print("SET alone (no journal). write-behind[full]: fsync per write (survives an OS crash);")
     print("[normal]: no fsync per write (survives kill -9, not an OS crash or power loss)")
+    print("set_many vs find+write: the raw MongoDB side reads the old created_at and access")
+    print("count of the batch first (one find), as ours does to keep them over an overwrite")
+    print("get_many: ours counts an access per entry; 'vs MGET' counts nothing on the raw")
+    print("side, 'vs MGET+count' adds one script reading and writing a count per key (2 calls)")
 
 
 def main(argv: list[str] | None = None) -> int:
