@@ -224,8 +224,14 @@ class HybridBackend(FallbackReads, Backend):
             },
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("keylocks", None)  # made again from the journal's path (older pickles too)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.keylocks = KeyLocks(self.journal.path)
         self.lanes.on_applied = self._applied
         _live_hybrids.add(self)
 
