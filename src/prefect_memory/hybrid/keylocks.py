@@ -9,10 +9,10 @@ primary would keep one write and the secondary the other, for good (until ``sync
 :class:`KeyLocks` serialises them: a write holds the stripes of its keys (a key's stripe is
 a hash of its namespace and name, one of :data:`STRIPES`) for both of its steps, so writes
 of one key reach every place in the same order. Writes of other stripes run at once. The
-lock is a thread lock per stripe (threads of a process) plus a POSIX record lock on one
-byte per stripe of a lock file beside the journal (processes of the machine; the kernel
-releases it when a process dies). A batch touching :data:`WHOLE` stripes or more takes all
-of them in one call. Stripes are always taken in ascending order: no deadlock.
+lock is a set of held stripes under a condition (threads of a process) plus a POSIX record
+lock on one byte per stripe of a lock file beside the journal (processes of the machine;
+the kernel releases it when a process dies). A batch touching :data:`WHOLE` stripes or
+more takes all of them in one call. Record locks are taken in ascending order: no deadlock.
 
 Writers on other machines share no lock file: there, overlapping writes of one key can
 still leave the two stores on different values, until :meth:`~.HybridBackend.sync` (the
@@ -54,7 +54,9 @@ class _Shared:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.threads = [threading.Lock() for _ in range(STRIPES)]
+        #: The stripes threads of this process hold, and who waits for one.
+        self.held: set[int] = set()
+        self.turns = threading.Condition(threading.Lock())
         self.guard = threading.Lock()
         self.handle: Any = None
         self.pid = 0
@@ -75,15 +77,18 @@ class _Shared:
 
 _shared: dict[str, _Shared] = {}
 _shared_guard = threading.Lock()
+#: Bumped in a forked child: a :class:`KeyLocks` looks its shared locks up again.
+_generation = 0
 
 
 def _forget_after_fork() -> None:
     """A forked child starts with no locks: the parent's threads may have held some at the
     fork (their thread locks would stay taken in the child), and record locks are not
     inherited anyway."""
-    global _shared_guard
+    global _shared_guard, _generation
     _shared.clear()
     _shared_guard = threading.Lock()
+    _generation += 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -108,11 +113,36 @@ class KeyLocks:
 
     def __init__(self, journal: str) -> None:
         self.path = f"{journal}.keys.lock"
+        self._shared: tuple[int, _Shared] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._shared = None
 
     @staticmethod
     def stripes(ns: str, keys: Iterable[str]) -> list[int]:
         """The stripes of ``keys`` in ``ns``, ascending, each once."""
         return sorted({zlib.crc32(f"{ns}\x00{key}".encode()) % STRIPES for key in keys})
+
+    @staticmethod
+    def _to_take(ns: str, keys: Iterable[str]) -> Sequence[int]:
+        """:meth:`stripes`, or all of them once :data:`WHOLE` are found (a batch stops
+        hashing its keys there)."""
+        found: set[int] = set()
+        for key in keys:
+            found.add(zlib.crc32(f"{ns}\x00{key}".encode()) % STRIPES)
+            if len(found) >= WHOLE:
+                return range(STRIPES)
+        return sorted(found)
+
+    def _locks(self) -> _Shared:
+        cached = self._shared
+        if cached is None or cached[0] != _generation:
+            cached = self._shared = (_generation, _for(self.path))
+        return cached[1]
 
     @contextlib.contextmanager
     def hold(self, ns: str, keys: Iterable[str]) -> Iterator[None]:
@@ -121,16 +151,14 @@ class KeyLocks:
         Raises:
             BackendUnavailable: The lock file cannot be opened.
         """
-        shared = _for(self.path)
-        stripes: Sequence[int] = self.stripes(ns, keys)
-        whole = len(stripes) >= WHOLE
-        if whole:
-            stripes = range(STRIPES)
-        taken: list[int] = []
+        shared = self._locks()
+        stripes = self._to_take(ns, keys)
+        whole = len(stripes) == STRIPES
+        with shared.turns:  # threads of this process: one holder per stripe
+            while not shared.held.isdisjoint(stripes):
+                shared.turns.wait()
+            shared.held.update(stripes)
         try:
-            for stripe in stripes:
-                shared.threads[stripe].acquire()
-                taken.append(stripe)
             fd = shared.fileno()
             if fd is None:
                 yield
@@ -157,8 +185,9 @@ class KeyLocks:
                     for stripe in stripes:
                         fcntl.lockf(fd, fcntl.LOCK_UN, 1, stripe, os.SEEK_SET)
         finally:
-            for stripe in reversed(taken):
-                shared.threads[stripe].release()
+            with shared.turns:
+                shared.held.difference_update(stripes)
+                shared.turns.notify_all()
 
 
 __all__ = ["STRIPES", "WHOLE", "KeyLocks"]
