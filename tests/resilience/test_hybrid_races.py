@@ -266,3 +266,29 @@ def test_a_child_forked_while_a_thread_holds_a_key_takes_it_once_released(
     assert done.wait(WAIT)  # ...and gets it (an inherited thread lock would hang it)
     child.join(WAIT)
     assert child.exitcode == 0
+
+
+def test_a_refill_that_cannot_be_checked_again_is_taken_back(tmp_path: Path) -> None:
+    """The secondary stops answering between the refill and its second read: the read
+    still answers what it read, and the primary keeps no copy nobody could check."""
+    from prefect_memory.errors import BackendUnavailable
+    from prefect_memory.plugins.inprocess import InProcessBackend
+
+    class Fading(InProcessBackend):
+        reads = 0
+
+        def get_many(self, ns: str, keys: Any, *, now: float, touch: bool = False) -> Any:
+            self.reads += 1
+            if self.reads > 1:
+                raise BackendUnavailable("the secondary stopped answering")
+            return super().get_many(ns, keys, now=now, touch=touch)
+
+    primary, secondary = InProcessBackend(), Fading()
+    mem = HybridMemory(primary, secondary, journal=str(tmp_path / "j.db"), namespace="ns")
+    mem.set("k", "v")
+    primary.delete_many("ns", ["k"], now=time.time())
+    secondary.reads = 0
+    assert mem.get("k") == "v"
+    assert secondary.reads == 2  # the refill's second read failed...
+    assert primary.get_many("ns", ["k"], now=time.time()) == {}  # ...so it was taken back
+    mem.close()

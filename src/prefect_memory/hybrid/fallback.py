@@ -199,7 +199,14 @@ class FallbackReads:
         before the primary's copy goes (deletes of a write-through memory go to the
         secondary first), so a write that overtakes a refill is seen by this second read.
         """
-        again = self._from_secondary(ns, list(written), now=now, touch=False)
+        try:
+            again = self._from_secondary(ns, list(written), now=now, touch=False)
+        except BackendUnavailable:  # cannot tell: no refill stays (a later read refills)
+            self.primary.delete_if_unchanged(
+                ns, {key: recovered[key].token for key in written}, now=now
+            )
+            written.clear()
+            return
         overtaken = {
             key: recovered[key].token
             for key in written
