@@ -292,3 +292,70 @@ def test_a_refill_that_cannot_be_checked_again_is_taken_back(tmp_path: Path) -> 
     assert secondary.reads == 2  # the refill's second read failed...
     assert primary.get_many("ns", ["k"], now=time.time()) == {}  # ...so it was taken back
     mem.close()
+
+
+def test_a_key_held_too_long_gives_a_timeout_not_a_hang(tmp_path: Path) -> None:
+    """A writer stopped mid-write (SIGSTOP, a debugger) must not freeze the others."""
+    from prefect_memory.errors import BackendTimeout
+
+    journal = str(tmp_path / "journal.db")
+    holder = Holder(journal, "ns", ["k"])
+    locks = KeyLocks(journal, timeout=0.3)
+    both = ["k", _other_stripe("ns", "k")]
+    with (
+        pytest.raises(BackendTimeout, match=r"another process .*keys\.lock"),
+        locks.hold("ns", both),
+    ):
+        pass
+    with locks.hold("ns", [_other_stripe("ns", "k")]):  # nothing was left held here
+        pass
+    holder.release()
+    with locks.hold("ns", ["k"]):
+        pass
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with KeyLocks(journal).hold("ns", ["k"]):
+            inside.set()
+            leave.wait(WAIT)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(WAIT)
+    with pytest.raises(BackendTimeout, match="another thread"), locks.hold("ns", ["k"]):
+        pass
+    leave.set()
+    thread.join(WAIT)
+    with locks.hold("ns", ["k"]):
+        pass
+    assert pickle.loads(pickle.dumps(locks)).timeout == 0.3
+
+
+@pytest.mark.parametrize("strategy", ["write-through", "write-behind"])
+def test_a_write_whose_key_stays_locked_is_refused_and_written_nowhere(
+    stores: tuple[Backend, Backend], strategy: str, tmp_path: Path
+) -> None:
+    from prefect_memory.errors import BackendTimeout
+
+    primary, secondary = stores
+    journal = str(tmp_path / "journal.db")
+    mem = HybridMemory(
+        primary, secondary, strategy=strategy, journal=journal, flush_interval=3600.0,
+        namespace="ns",
+    )  # fmt: skip
+    mem.backend.keylocks = KeyLocks(journal, timeout=0.3)
+    holder = Holder(journal, "ns", ["k"])
+    try:
+        with pytest.raises(BackendTimeout):
+            mem.set("k", "v")
+        mem.set("other", 1)  # other keys are not held up
+    finally:
+        holder.release()
+    now = time.time()
+    assert primary.get_many("ns", ["k"], now=now) == {}
+    mem.flush()
+    assert secondary.get_many("ns", ["k"], now=now) == {}
+    assert mem.get("k") is None and mem.get("other") == 1
+    mem.clear()
+    mem.close()

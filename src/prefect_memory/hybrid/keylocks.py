@@ -30,13 +30,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendTimeout, BackendUnavailable
 
 try:
     import fcntl
@@ -47,6 +49,9 @@ except ImportError:  # pragma: no cover - not POSIX: threads only
 STRIPES = 256
 #: A write touching this many stripes or more takes them all (one call instead of many).
 WHOLE = 16
+#: Most seconds a write waits for its keys: longer than a store call with its retries, so
+#: only a writer stopped or hung mid-write (SIGSTOP, a debugger) makes it give up.
+WAIT = 60.0
 
 
 class _Shared:
@@ -109,17 +114,20 @@ class KeyLocks:
 
     Args:
         journal: The journal's path; the lock file is ``<journal>.keys.lock``.
+        timeout: Most seconds a write waits for its keys (then ``BackendTimeout``).
     """
 
-    def __init__(self, journal: str) -> None:
+    def __init__(self, journal: str, timeout: float = WAIT) -> None:
         self.path = f"{journal}.keys.lock"
+        self.timeout = timeout
         self._shared: tuple[int, _Shared] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "timeout": self.timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
+        self.timeout = state.get("timeout", WAIT)
         self._shared = None
 
     @staticmethod
@@ -146,48 +154,64 @@ class KeyLocks:
 
     @contextlib.contextmanager
     def hold(self, ns: str, keys: Iterable[str]) -> Iterator[None]:
-        """Hold the stripes of ``keys`` (blocks while another writer holds one of them).
+        """Hold the stripes of ``keys`` (waits while another writer holds one of them).
 
         Raises:
+            BackendTimeout: Another writer held one of them for ``timeout`` seconds (a
+                process stopped or hung in the middle of a write); nothing is held then.
             BackendUnavailable: The lock file cannot be opened.
         """
         shared = self._locks()
         stripes = self._to_take(ns, keys)
         whole = len(stripes) == STRIPES
+        deadline = time.monotonic() + self.timeout
         with shared.turns:  # threads of this process: one holder per stripe
             while not shared.held.isdisjoint(stripes):
-                shared.turns.wait()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timed_out("another thread")
+                shared.turns.wait(left)
             shared.held.update(stripes)
         try:
             fd = shared.fileno()
             if fd is None:
                 yield
                 return
-            if whole:
-                fcntl.lockf(fd, fcntl.LOCK_EX, STRIPES, 0, os.SEEK_SET)
-            else:
-                locked: list[int] = []
-                try:
-                    for stripe in stripes:
-                        fcntl.lockf(fd, fcntl.LOCK_EX, 1, stripe, os.SEEK_SET)
-                        locked.append(stripe)
-                except BaseException:
-                    for stripe in locked:
-                        fcntl.lockf(fd, fcntl.LOCK_UN, 1, stripe, os.SEEK_SET)
-                    raise
+            ranges = [(STRIPES, 0)] if whole else [(1, stripe) for stripe in stripes]
+            locked: list[tuple[int, int]] = []
             try:
+                for length, start in ranges:
+                    self._lock(fd, length, start, deadline)
+                    locked.append((length, start))
                 yield
-            finally:
-                # only the stripes held here: other threads of this process hold others
-                if whole:
-                    fcntl.lockf(fd, fcntl.LOCK_UN, STRIPES, 0, os.SEEK_SET)
-                else:
-                    for stripe in stripes:
-                        fcntl.lockf(fd, fcntl.LOCK_UN, 1, stripe, os.SEEK_SET)
+            finally:  # only the stripes held here: other threads of this process hold others
+                for length, start in locked:
+                    fcntl.lockf(fd, fcntl.LOCK_UN, length, start, os.SEEK_SET)
         finally:
             with shared.turns:
                 shared.held.difference_update(stripes)
                 shared.turns.notify_all()
 
+    def _lock(self, fd: int, length: int, start: int, deadline: float) -> None:
+        """Take a record lock, polling (a record lock has no timeout) until ``deadline``."""
+        pause = 0.001
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start, os.SEEK_SET)
+                return
+            except OSError as err:
+                if err.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise BackendUnavailable(f"journal key lock {self.path!r}: {err}") from err
+            if time.monotonic() >= deadline:
+                raise self._timed_out("another process")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
-__all__ = ["STRIPES", "WHOLE", "KeyLocks"]
+    def _timed_out(self, who: str) -> BackendTimeout:
+        return BackendTimeout(
+            f"a key of this write stayed locked by {who} for {self.timeout:g}s "
+            f"({self.path!r}): a writer stopped or hung mid-write? The write was not made"
+        )
+
+
+__all__ = ["STRIPES", "WAIT", "WHOLE", "KeyLocks"]
