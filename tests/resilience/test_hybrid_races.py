@@ -28,31 +28,17 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import prefect_memory as pm
+from hybrid_races import WAIT, check_refill_overtaken_by_delete
 from prefect_memory.hybrid import HybridMemory
 from prefect_memory.hybrid.keylocks import STRIPES, WHOLE, KeyLocks
 from prefect_memory.plugins.base import Backend
-
-#: Bound on every wait: a broken lock fails the test instead of hanging it.
-WAIT = 20.0
-
-
-def _gate_refills(store: Backend, before: Callable[[], None]) -> None:
-    """Make ``store`` run ``before`` when the thread named ``R`` refills it."""
-
-    class Gated(type(store)):  # type: ignore[misc]
-        def put_absent_many(self, ns: str, records: Any, *, now: float) -> set[str]:
-            if threading.current_thread().name == "R":
-                before()
-            return super().put_absent_many(ns, records, now=now)
-
-    store.__class__ = Gated
 
 
 @pytest.fixture(params=["in-process", pytest.param("redis+sqlite", marks=pytest.mark.redis)])
@@ -74,41 +60,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Bac
 def test_a_refill_overtaken_by_a_delete_is_taken_back(
     stores: tuple[Backend, Backend], strategy: str, tmp_path: Path
 ) -> None:
-    primary, secondary = stores
-    mem = HybridMemory(
-        primary, secondary, strategy=strategy, journal=str(tmp_path / "journal.db"),
-        flush_interval=3600.0, namespace="ns",
-    )  # fmt: skip
-    try:
-        mem.set("k", "v")
-        mem.flush()
-        primary.delete_many("ns", ["k"], now=time.time())  # the primary lost it (restart)
-        at_refill, deleted = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            at_refill.set()  # R read "v" from the secondary; its refill waits for the delete
-            assert deleted.wait(WAIT)
-
-        _gate_refills(primary, hold)
-        answered: dict[str, Any] = {}
-        reader = threading.Thread(target=lambda: answered.update(v=mem.get("k")), name="R")
-        reader.start()
-        assert at_refill.wait(WAIT)
-        assert mem.delete("k")  # acknowledged while R's refill is in flight
-        deleted.set()
-        reader.join(WAIT)
-        assert not reader.is_alive()
-        assert answered["v"] in ("v", None)  # the read overlapped the delete: either
-        mem.flush()
-        now = time.time()
-        assert primary.get_many("ns", ["k"], now=now) == {}  # the refill was taken back
-        assert secondary.get_many("ns", ["k"], now=now) == {}
-        assert mem.get("k") is None
-        mem.sync()
-        assert mem.get("k") is None and secondary.get_many("ns", ["k"], now=now) == {}
-    finally:
-        mem.clear()
-        mem.close()
+    check_refill_overtaken_by_delete(*stores, strategy, str(tmp_path / "journal.db"))
 
 
 def test_a_refill_still_answers_when_nothing_overtook_it(
